@@ -1,0 +1,509 @@
+//! The judgement on a sensitive procedure: was it made by the customer?
+//!
+//! A literal "IP seen in the past year" check is useless against takeovers: the attacker's own
+//! login minutes before the change puts its IP into the history. So familiarity is judged on the
+//! history that predates the procedure's *session* (the run of the customer's events with gaps under
+//! 30 minutes that ends at the procedure), and history that only began in the last weeks (an
+//! attacker who logs in on several days before striking) is "recent", not "established". Networks
+//! (/24, /48, ASN) and devices count as well as exact IPs, so dynamic home IPs, carrier NAT and
+//! moves mostly stay `ok`; the IP's use by other customers and by failed logins across many
+//! accounts, and hosting/VPN networks when IP data is configured, weigh against.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::history::{Access, IpActivity, Windows};
+use crate::net::{ip_key, key_ip, prefix_key};
+
+/// What IP data says about an address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IpFacts {
+    pub asn: Option<u32>,
+    pub org: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: Option<String>,
+    /// On a list of VPN provider networks, or flagged as VPN / anonymous proxy.
+    pub vpn: bool,
+    /// On a list of hosting/datacenter networks, or flagged as hosting provider.
+    pub hosting: bool,
+    /// A Tor exit or public proxy per the Anonymous IP database.
+    pub anonymous: bool,
+}
+
+/// A source of IP data (ASN, country, VPN/hosting lists). [`NoIntel`] when none is configured.
+pub trait IpIntel: Send + Sync {
+    fn facts(&self, ip: IpAddr) -> IpFacts;
+    /// Just the AS number (implementations may answer this faster than [`IpIntel::facts`]).
+    fn asn(&self, ip: IpAddr) -> Option<u32> {
+        self.facts(ip).asn
+    }
+    /// Whether any data is configured at all.
+    fn is_configured(&self) -> bool {
+        true
+    }
+}
+
+/// No IP data configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoIntel;
+
+impl IpIntel for NoIntel {
+    fn facts(&self, _: IpAddr) -> IpFacts {
+        IpFacts::default()
+    }
+    fn asn(&self, _: IpAddr) -> Option<u32> {
+        None
+    }
+    fn is_configured(&self) -> bool {
+        false
+    }
+}
+
+/// The outcome of an investigation row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Review,
+    Suspicious,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Ok, Verdict::Review, Verdict::Suspicious];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Review => "review",
+            Verdict::Suspicious => "suspicious",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How well the customer knows a value (an IP, a network, a device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Familiarity {
+    /// Not in the history before the session.
+    New,
+    /// Only in the weeks just before the session.
+    Recent,
+    /// Seen before that.
+    Established,
+}
+
+/// Reason codes. Stable: reports and downstream rules refer to them.
+pub mod reason {
+    pub const NO_HISTORY: &str = "no_history";
+    pub const NEW_IP: &str = "new_ip";
+    pub const RECENT_IP: &str = "recent_ip";
+    pub const NEW_NETWORK: &str = "new_network";
+    pub const NEW_ASN: &str = "new_asn";
+    pub const NEW_DEVICE: &str = "new_device";
+    pub const RECENT_DEVICE: &str = "recent_device";
+    pub const NO_DEVICE: &str = "no_device";
+    pub const SHARED_IP: &str = "shared_ip";
+    pub const FAILED_LOGINS_MANY_ACCOUNTS: &str = "failed_logins_many_accounts";
+    pub const HOSTING_IP: &str = "hosting_ip";
+    pub const VPN_IP: &str = "vpn_ip";
+    pub const ANONYMOUS_IP: &str = "anonymous_ip";
+    pub const FOREIGN_COUNTRY: &str = "foreign_country";
+    pub const CREDENTIAL_CHANGE_IN_SESSION: &str = "credential_change_in_session";
+
+    /// Every code with its meaning, for reports.
+    pub const ALL: &[(&str, &str)] = &[
+        (
+            NO_HISTORY,
+            "the customer has no history before this session",
+        ),
+        (
+            NEW_IP,
+            "the IP is not in the customer's history before this session",
+        ),
+        (
+            RECENT_IP,
+            "the IP first appeared in the customer's history only in the last weeks",
+        ),
+        (
+            NEW_NETWORK,
+            "the IP's /24 (/48) network is not in the customer's history",
+        ),
+        (
+            NEW_ASN,
+            "the IP's AS (provider) is not in the customer's history",
+        ),
+        (
+            NEW_DEVICE,
+            "the device is not in the customer's history before this session",
+        ),
+        (
+            RECENT_DEVICE,
+            "the device first appeared only in the last weeks",
+        ),
+        (NO_DEVICE, "no device id was recorded"),
+        (
+            SHARED_IP,
+            "other customers used this IP in the last 30 days",
+        ),
+        (
+            FAILED_LOGINS_MANY_ACCOUNTS,
+            "failed logins on several accounts from this IP",
+        ),
+        (HOSTING_IP, "the IP belongs to a hosting/datacenter network"),
+        (VPN_IP, "the IP belongs to a VPN provider"),
+        (ANONYMOUS_IP, "the IP is a Tor exit or public proxy"),
+        (
+            FOREIGN_COUNTRY,
+            "the IP is abroad while the customer's history is domestic",
+        ),
+        (
+            CREDENTIAL_CHANGE_IN_SESSION,
+            "credentials or contact data were changed in this session",
+        ),
+    ];
+}
+
+/// Thresholds of the judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Other customers on the IP in 30 days from which it counts as shared.
+    pub shared_ip_customers: u32,
+    /// Accounts with failed logins from the IP in 30 days from which it looks like stuffing.
+    pub failed_login_accounts: u32,
+    /// Distinct days an IP or device must have been seen on to be established even if recent.
+    pub established_days: u32,
+    /// The customer's home country, for the foreign-country signal.
+    pub home_country: [u8; 2],
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            shared_ip_customers: 3,
+            failed_login_accounts: 3,
+            established_days: 8,
+            home_country: *b"JP",
+        }
+    }
+}
+
+/// The procedure being judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub at: i64,
+    pub ip: Option<IpAddr>,
+    pub device: Option<u64>,
+}
+
+/// The judgement with the features behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub reasons: Vec<&'static str>,
+    /// Start of the procedure's session (UTC µs).
+    pub session_start: i64,
+    pub ip: Option<Familiarity>,
+    pub network: Option<Familiarity>,
+    pub device: Option<Familiarity>,
+    /// `None` when no IP data is configured or the IP's AS is unknown.
+    pub asn_known: Option<bool>,
+    pub facts: IpFacts,
+}
+
+/// The start of the session that ends at `t`: walk back over the customer's events while the gaps
+/// stay under `w.session_gap`. `accesses` may hold anything; only events before `t` count.
+pub fn session_start(t: i64, accesses: &[Access], w: &Windows) -> i64 {
+    let mut times: Vec<i64> = accesses
+        .iter()
+        .filter(|a| a.at < t && a.at >= t - w.history)
+        .map(|a| a.at)
+        .collect();
+    times.sort_unstable();
+    let mut start = t;
+    for &at in times.iter().rev() {
+        if start - at <= w.session_gap {
+            start = at;
+        } else {
+            break;
+        }
+    }
+    start
+}
+
+struct Seen {
+    first: i64,
+    days: HashSet<i64>,
+}
+
+fn familiarity(seen: Option<&Seen>, cutoff: i64, policy: &Policy) -> Familiarity {
+    match seen {
+        None => Familiarity::New,
+        Some(s) if s.first < cutoff || s.days.len() as u32 >= policy.established_days => {
+            Familiarity::Established
+        }
+        Some(_) => Familiarity::Recent,
+    }
+}
+
+/// Judges a procedure from the customer's accesses (any order; events of other customers must not
+/// be included), what happened on its IP, and IP data.
+pub fn judge(
+    subject: &Subject,
+    accesses: &[Access],
+    activity: &IpActivity,
+    intel: &dyn IpIntel,
+    w: &Windows,
+    policy: &Policy,
+) -> Judgement {
+    use std::collections::HashMap;
+    let t = subject.at;
+    let start = session_start(t, accesses, w);
+    let cutoff = start - w.established;
+    let mut ips: HashMap<u128, Seen> = HashMap::new();
+    let mut nets: HashMap<u128, Seen> = HashMap::new();
+    let mut devices: HashMap<u64, Seen> = HashMap::new();
+    let mut baseline = 0usize;
+    let mut credential_change = false;
+    fn add<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Seen>, k: K, a: &Access) {
+        let s = m.entry(k).or_insert(Seen {
+            first: a.at,
+            days: HashSet::new(),
+        });
+        s.first = s.first.min(a.at);
+        s.days.insert(crate::time::tokyo_day(a.at));
+    }
+    for a in accesses {
+        if !a.kind.counts_in_history() || a.at >= t || a.at < t - w.history {
+            continue;
+        }
+        if a.at >= start {
+            credential_change |= a.kind.is_credential_change();
+            continue;
+        }
+        baseline += 1;
+        if let Some(ip) = a.ip {
+            add(&mut ips, ip, a);
+            add(&mut nets, prefix_key(ip), a);
+        }
+        if let Some(d) = a.device {
+            add(&mut devices, d, a);
+        }
+    }
+
+    let key = subject.ip.map(ip_key);
+    let ip_f = key.map(|k| familiarity(ips.get(&k), cutoff, policy));
+    let net_f = key.map(|k| familiarity(nets.get(&prefix_key(k)), cutoff, policy));
+    let dev_f = subject
+        .device
+        .map(|d| familiarity(devices.get(&d), cutoff, policy));
+    let facts = subject.ip.map(|ip| intel.facts(ip)).unwrap_or_default();
+    let asn_known = match (facts.asn, intel.is_configured()) {
+        (Some(asn), true) => Some(
+            ips.iter()
+                .filter(|(_, s)| s.first < cutoff || s.days.len() as u32 >= policy.established_days)
+                .any(|(k, _)| intel.asn(key_ip(*k)) == Some(asn)),
+        ),
+        _ => None,
+    };
+    let foreign = facts
+        .country
+        .as_deref()
+        .is_some_and(|c| c.as_bytes() != policy.home_country)
+        && !ips.keys().any(|k| {
+            intel
+                .facts(key_ip(*k))
+                .country
+                .is_some_and(|c| c.as_bytes() != policy.home_country)
+        });
+
+    let mut reasons = Vec::new();
+    let mut push = |cond: bool, r: &'static str| {
+        if cond {
+            reasons.push(r)
+        }
+    };
+    let established = |f: Option<Familiarity>| f == Some(Familiarity::Established);
+    push(baseline == 0, reason::NO_HISTORY);
+    push(ip_f == Some(Familiarity::New), reason::NEW_IP);
+    push(ip_f == Some(Familiarity::Recent), reason::RECENT_IP);
+    push(net_f == Some(Familiarity::New), reason::NEW_NETWORK);
+    push(asn_known == Some(false), reason::NEW_ASN);
+    push(dev_f == Some(Familiarity::New), reason::NEW_DEVICE);
+    push(dev_f == Some(Familiarity::Recent), reason::RECENT_DEVICE);
+    push(subject.ip.is_some() && dev_f.is_none(), reason::NO_DEVICE);
+    let shared = activity.other_customers >= policy.shared_ip_customers;
+    push(shared, reason::SHARED_IP);
+    let stuffing = activity.failed_login_accounts >= policy.failed_login_accounts;
+    push(stuffing, reason::FAILED_LOGINS_MANY_ACCOUNTS);
+    push(facts.hosting, reason::HOSTING_IP);
+    push(facts.vpn, reason::VPN_IP);
+    push(facts.anonymous, reason::ANONYMOUS_IP);
+    push(foreign, reason::FOREIGN_COUNTRY);
+    push(credential_change, reason::CREDENTIAL_CHANGE_IN_SESSION);
+
+    let verdict = if subject.ip.is_none() {
+        // Support center and paper: identity was checked by staff, not by us.
+        Verdict::Ok
+    } else if baseline == 0 {
+        Verdict::Review
+    } else {
+        let device_established = established(dev_f);
+        let ip_established = established(ip_f);
+        let net_established = established(net_f);
+        let anonymising = facts.hosting || facts.vpn || facts.anonymous;
+        if stuffing && !device_established {
+            Verdict::Suspicious
+        } else if anonymising && !ip_established && !device_established {
+            Verdict::Suspicious
+        } else if !ip_established && !net_established && !device_established {
+            // Nothing of this access is known from before the recent weeks: a stranger, or someone
+            // who prepared the account for days. The same AS as the customer's does not save it
+            // (an attacker may sit inside the victim's own ISP), but keeps it at review when the
+            // device, though recent, was met on the IP's known network.
+            Verdict::Suspicious
+        } else if !device_established && !ip_established && (shared || foreign || credential_change)
+        {
+            Verdict::Suspicious
+        } else if device_established || ip_established {
+            if stuffing || anonymising || foreign || (credential_change && !device_established) {
+                Verdict::Review
+            } else {
+                Verdict::Ok
+            }
+        } else {
+            // Known network, unknown IP and device: a new phone on the customer's carrier, say.
+            Verdict::Review
+        }
+    };
+    Judgement {
+        verdict,
+        reasons,
+        session_start: start,
+        ip: ip_f,
+        network: net_f,
+        device: dev_f,
+        asn_known,
+        facts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Channel, Kind};
+    use crate::history::device_hash;
+    use crate::time::{DAY_US, MINUTE_US};
+
+    const T: i64 = 1_600_262_700_000_000;
+
+    fn a(days_ago: f64, kind: Kind, ip: &str, dev: &str) -> Access {
+        Access {
+            at: T - (days_ago * DAY_US as f64) as i64,
+            kind,
+            channel: Channel::Web,
+            ip: Some(ip_key(ip.parse().unwrap())),
+            device: Some(device_hash(dev)),
+        }
+    }
+
+    fn honest_year(ip: &str, dev: &str) -> Vec<Access> {
+        (0..60)
+            .map(|i| a(300.0 - i as f64 * 5.0, Kind::Login, ip, dev))
+            .collect()
+    }
+
+    fn judge_at(ip: &str, dev: &str, h: &[Access], act: IpActivity) -> Judgement {
+        let s = Subject {
+            at: T,
+            ip: Some(ip.parse().unwrap()),
+            device: Some(device_hash(dev)),
+        };
+        judge(
+            &s,
+            h,
+            &act,
+            &NoIntel,
+            &Windows::default(),
+            &Policy::default(),
+        )
+    }
+
+    #[test]
+    fn the_customer_at_home_is_ok() {
+        let h = honest_year("198.51.100.10", "pc");
+        let j = judge_at("198.51.100.10", "pc", &h, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
+        assert!(j.reasons.is_empty());
+    }
+
+    #[test]
+    fn the_attackers_own_login_does_not_make_the_ip_familiar() {
+        let mut h = honest_year("198.51.100.10", "pc");
+        h.push(Access {
+            at: T - 5 * MINUTE_US,
+            ..a(0.0, Kind::Login, "203.0.113.66", "evil")
+        });
+        let j = judge_at("203.0.113.66", "evil", &h, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+        assert!(j.reasons.contains(&reason::NEW_IP));
+        assert!(j.reasons.contains(&reason::NEW_DEVICE));
+        assert_eq!(j.session_start, T - 5 * MINUTE_US);
+    }
+
+    #[test]
+    fn a_patient_attacker_is_recent_not_established() {
+        let mut h = honest_year("198.51.100.10", "pc");
+        for d in [9.0, 6.0, 3.0] {
+            h.push(a(d, Kind::Login, "203.0.113.66", "evil"));
+        }
+        let j = judge_at("203.0.113.66", "evil", &h, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+        assert!(j.reasons.contains(&reason::RECENT_IP));
+        assert!(j.reasons.contains(&reason::RECENT_DEVICE));
+    }
+
+    #[test]
+    fn a_move_with_the_same_device_is_ok_and_carrier_nat_too() {
+        let h = honest_year("198.51.100.10", "pc");
+        let j = judge_at("192.0.2.44", "pc", &h, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
+        assert!(j.reasons.contains(&reason::NEW_IP));
+        let nat = IpActivity {
+            other_customers: 40,
+            logins: 200,
+            failed_login_accounts: 1,
+            failed_logins: 1,
+        };
+        let j = judge_at("198.51.100.10", "pc", &h, nat);
+        assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
+        assert!(j.reasons.contains(&reason::SHARED_IP));
+    }
+
+    #[test]
+    fn stuffing_ip_with_a_new_device_is_suspicious() {
+        let h = honest_year("198.51.100.10", "pc");
+        let act = IpActivity {
+            other_customers: 12,
+            failed_login_accounts: 30,
+            failed_logins: 90,
+            logins: 2,
+        };
+        let j = judge_at("198.51.100.10", "evil", &h, act);
+        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+    }
+
+    #[test]
+    fn no_history_is_review() {
+        let j = judge_at("192.0.2.1", "pc", &[], IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Review);
+        assert!(j.reasons.contains(&reason::NO_HISTORY));
+    }
+}
