@@ -1,0 +1,262 @@
+//! The storage test suite every backend runs (lldap style): call [`run_all`] on a fresh, empty
+//! store. Panics with a message on the first failed check.
+
+use mamori_core::event::{Channel, Destination, Event, Kind, Side};
+use mamori_core::history::device_hash;
+use mamori_core::net::{ip_key, net_range, parse_ip_or_net};
+use mamori_core::time::parse_rfc3339;
+
+use crate::{EventWriter, HistoryReader, Retention};
+
+/// A small event for tests.
+pub fn ev(id: &str, at: &str, customer: &str, kind: Kind, ip: Option<&str>) -> Event {
+    let at = parse_rfc3339(at).unwrap_or_else(|e| panic!("bad test time {at}: {e}"));
+    Event {
+        event_id: id.into(),
+        occurred_at: at,
+        customer_id: customer.into(),
+        kind,
+        channel: if ip.is_some() {
+            Channel::Web
+        } else {
+            Channel::SupportCenter
+        },
+        ip: ip.map(|s| s.parse().unwrap_or_else(|_| panic!("bad test ip {s}"))),
+        user_agent: None,
+        device_id: ip.map(|_| format!("dev-{customer}")),
+        amount: None,
+        side: None,
+        destination: None,
+    }
+}
+
+/// Every check, in order, on one fresh store.
+pub async fn run_all<S: EventWriter + HistoryReader + Retention>(s: &S) {
+    idempotent_insert(s).await;
+    round_trip(s).await;
+    windows_and_ips(s).await;
+    procedures_and_purge(s).await;
+}
+
+async fn idempotent_insert<S: EventWriter + HistoryReader>(s: &S) {
+    let batch = vec![
+        ev(
+            "i1",
+            "2020-01-01T10:00:00+09:00",
+            "ci",
+            Kind::Login,
+            Some("192.0.2.1"),
+        ),
+        ev(
+            "i2",
+            "2020-01-01T10:01:00+09:00",
+            "ci",
+            Kind::Trade,
+            Some("192.0.2.1"),
+        ),
+        ev(
+            "i1",
+            "2020-01-01T10:02:00+09:00",
+            "ci",
+            Kind::Logout,
+            Some("192.0.2.1"),
+        ),
+    ];
+    let r = s.insert_events(&batch).await.expect("insert");
+    assert_eq!(
+        (r.inserted, r.duplicates),
+        (2, 1),
+        "duplicate inside a batch"
+    );
+    let r = s.insert_events(&batch).await.expect("insert again");
+    assert_eq!((r.inserted, r.duplicates), (0, 3), "re-insert adds nothing");
+    assert_eq!(s.count_events().await.expect("count"), 2);
+    let kept = s
+        .customer_events("ci", 0, i64::MAX)
+        .await
+        .expect("customer events");
+    assert_eq!(
+        kept[0].kind,
+        Kind::Login,
+        "the first copy of an event id wins"
+    );
+}
+
+async fn round_trip<S: EventWriter + HistoryReader>(s: &S) {
+    let mut e = ev(
+        "r1",
+        "2020-03-01T12:34:56.789012+09:00",
+        "cr",
+        Kind::DestinationChange,
+        Some("2001:db8:1:2::7"),
+    );
+    e.user_agent = Some("Mozilla/5.0 (iPhone)".into());
+    e.destination = Some(Destination {
+        bank_code: "0005".into(),
+        branch_code: "123".into(),
+        account_type: "ordinary".into(),
+        account_number: "7654321".into(),
+        holder_kana: "ヤマダ タロウ".into(),
+    });
+    let mut w = ev(
+        "r2",
+        "2020-03-01T12:40:00+09:00",
+        "cr",
+        Kind::Withdrawal,
+        Some("198.51.100.9"),
+    );
+    w.amount = Some(1_250_000);
+    let mut t = ev(
+        "r3",
+        "2020-03-01T12:39:00+09:00",
+        "cr",
+        Kind::Trade,
+        Some("198.51.100.9"),
+    );
+    t.amount = Some(3_000_000);
+    t.side = Some(Side::Sell);
+    let p = ev(
+        "r4",
+        "2020-03-02T09:00:00+09:00",
+        "cr",
+        Kind::AddressChange,
+        None,
+    );
+    let all = vec![w, e, p, t];
+    s.insert_events(&all).await.expect("insert");
+    let mut want = all.clone();
+    want.sort_by_key(|e| e.occurred_at);
+    let got = s.customer_events("cr", 0, i64::MAX).await.expect("read");
+    assert_eq!(got, want, "events come back whole, in time order");
+    let acc = s
+        .customer_accesses(&["cr"], 0, i64::MAX)
+        .await
+        .expect("accesses");
+    assert_eq!(acc.len(), 4);
+    let dc = acc
+        .iter()
+        .find(|(_, a)| a.kind == Kind::DestinationChange)
+        .expect("dc");
+    assert_eq!(
+        dc.1.ip,
+        Some(ip_key("2001:db8:1:2::7".parse().expect("ip")))
+    );
+    assert_eq!(dc.1.device, Some(device_hash("dev-cr")));
+    let paper = acc
+        .iter()
+        .find(|(_, a)| a.kind == Kind::AddressChange)
+        .expect("paper");
+    assert_eq!(
+        (paper.1.ip, paper.1.channel),
+        (None, Channel::SupportCenter)
+    );
+}
+
+async fn windows_and_ips<S: EventWriter + HistoryReader>(s: &S) {
+    let batch = vec![
+        ev(
+            "w1",
+            "2020-05-01T00:00:00+09:00",
+            "wa",
+            Kind::Login,
+            Some("203.0.113.5"),
+        ),
+        ev(
+            "w2",
+            "2020-05-02T00:00:00+09:00",
+            "wa",
+            Kind::Login,
+            Some("203.0.113.6"),
+        ),
+        ev(
+            "w3",
+            "2020-05-03T00:00:00+09:00",
+            "wb",
+            Kind::LoginFailed,
+            Some("203.0.113.5"),
+        ),
+        ev(
+            "w4",
+            "2020-05-04T00:00:00+09:00",
+            "wc",
+            Kind::Login,
+            Some("203.0.114.5"),
+        ),
+        ev(
+            "w5",
+            "2020-05-05T00:00:00+09:00",
+            "wb",
+            Kind::Login,
+            Some("203.0.113.5"),
+        ),
+    ];
+    s.insert_events(&batch).await.expect("insert");
+    let t = |x: &str| parse_rfc3339(x).expect("time");
+    // Half-open windows: from ≤ at < to.
+    let a = s
+        .customer_accesses(
+            &["wa", "wb"],
+            t("2020-05-01T00:00:00+09:00"),
+            t("2020-05-05T00:00:00+09:00"),
+        )
+        .await
+        .expect("accesses");
+    let mut ids: Vec<(String, i64)> = a.iter().map(|(c, x)| (c.clone(), x.at)).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            ("wa".into(), batch[0].occurred_at),
+            ("wa".into(), batch[1].occurred_at),
+            ("wb".into(), batch[2].occurred_at),
+        ]
+    );
+    let k = ip_key("203.0.113.5".parse().expect("ip"));
+    let on_ip = s.ip_events(&[k], 0, i64::MAX).await.expect("ip events");
+    let mut who: Vec<&str> = on_ip.iter().map(|e| e.customer_id.as_str()).collect();
+    who.sort();
+    assert_eq!(who, ["wa", "wb", "wb"]);
+    assert!(on_ip.iter().any(|e| e.kind == Kind::LoginFailed));
+    let (lo, hi) = net_range(parse_ip_or_net("203.0.113.0/24").expect("net"));
+    let in_net = s.ip_range_events(lo, hi, 0, i64::MAX).await.expect("range");
+    assert_eq!(
+        in_net.len(),
+        4,
+        "the /24 holds w1, w2, w3, w5 but not 203.0.114.5"
+    );
+    let (lo, hi) = net_range(parse_ip_or_net("2001:db8:1::/48").expect("net"));
+    assert_eq!(
+        s.ip_range_events(lo, hi, 0, i64::MAX)
+            .await
+            .expect("v6")
+            .len(),
+        1
+    );
+}
+
+async fn procedures_and_purge<S: EventWriter + HistoryReader + Retention>(s: &S) {
+    let t = |x: &str| parse_rfc3339(x).expect("time");
+    let procs = s
+        .procedures(
+            Kind::DestinationChange,
+            t("2020-03-01T00:00:00+09:00"),
+            t("2020-03-02T00:00:00+09:00"),
+        )
+        .await
+        .expect("procedures");
+    assert_eq!(procs.len(), 1);
+    assert_eq!(procs[0].event_id, "r1");
+    assert_eq!(procs[0].device_id.as_deref(), Some("dev-cr"));
+    let before = s.count_events().await.expect("count");
+    let cut = t("2020-03-01T12:39:30+09:00");
+    let purged = s.purge_before(cut).await.expect("purge");
+    assert_eq!(purged, 4, "i1, i2, r1 and r3 are older than the cut");
+    assert_eq!(s.count_events().await.expect("count"), before - purged);
+    assert!(
+        s.customer_accesses(&["cr"], 0, i64::MAX)
+            .await
+            .expect("accesses")
+            .iter()
+            .all(|(_, a)| a.at >= cut)
+    );
+}
