@@ -104,6 +104,62 @@ pub fn literal(
     lit
 }
 
+/// How often one value (an IP, a network, a device) occurs in a history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub first: i64,
+    pub last: i64,
+    /// Distinct Asia/Tokyo dates.
+    pub days: u32,
+    pub events: u32,
+}
+
+/// A customer's history before `t`, summarised per IP, network and device.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub events: u32,
+    pub ips: std::collections::BTreeMap<u128, Seen>,
+    pub networks: std::collections::BTreeMap<u128, Seen>,
+    pub devices: std::collections::BTreeMap<u64, Seen>,
+}
+
+/// Summarises the history of a customer before `t` (the same window as [`literal`]).
+pub fn profile(t: i64, accesses: &[Access], w: &Windows) -> Profile {
+    use std::collections::{BTreeMap, HashMap};
+    fn add<K: Ord + Copy + Hash>(
+        m: &mut BTreeMap<K, Seen>,
+        d: &mut HashMap<K, HashSet<i64>>,
+        k: K,
+        at: i64,
+    ) {
+        let s = m.entry(k).or_insert(Seen {
+            first: at,
+            last: at,
+            days: 0,
+            events: 0,
+        });
+        s.first = s.first.min(at);
+        s.last = s.last.max(at);
+        s.events += 1;
+        let days = d.entry(k).or_default();
+        days.insert(tokyo_day(at));
+        s.days = days.len() as u32;
+    }
+    let mut p = Profile::default();
+    let (mut di, mut dn, mut dd) = (HashMap::new(), HashMap::new(), HashMap::new());
+    for a in accesses.iter().filter(|a| in_history(a, t, w)) {
+        p.events += 1;
+        if let Some(ip) = a.ip {
+            add(&mut p.ips, &mut di, ip, a.at);
+            add(&mut p.networks, &mut dn, prefix_key(ip), a.at);
+        }
+        if let Some(d) = a.device {
+            add(&mut p.devices, &mut dd, d, a.at);
+        }
+    }
+    p
+}
+
 /// What happened on an IP in the 30 days before a procedure, across all customers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IpActivity {
@@ -189,6 +245,12 @@ mod tests {
         let l = literal(t, Some(ip_key("192.0.2.1".parse().unwrap())), &h, 0, &w);
         assert!(!l.ip_seen_before && !l.prefix_seen_before);
         assert_eq!((l.ip_first_seen_at, l.ip_days_seen), (None, 0));
+
+        let p = profile(t, &h, &w);
+        assert_eq!(p.events, 5);
+        let s = &p.ips[&ip.unwrap()];
+        assert_eq!((s.first, s.days, s.events), (h[1].at, 2, 3));
+        assert_eq!(p.networks[&prefix_key(ip.unwrap())].events, 4);
     }
 
     #[test]

@@ -359,17 +359,15 @@ pub fn judge(
         let ip_established = established(ip_f);
         let net_established = established(net_f);
         let anonymising = facts.hosting || facts.vpn || facts.anonymous;
-        if stuffing && !device_established {
-            Verdict::Suspicious
-        } else if anonymising && !ip_established && !device_established {
-            Verdict::Suspicious
-        } else if !ip_established && !net_established && !device_established {
-            // Nothing of this access is known from before the recent weeks: a stranger, or someone
-            // who prepared the account for days. The same AS as the customer's does not save it
-            // (an attacker may sit inside the victim's own ISP), but keeps it at review when the
-            // device, though recent, was met on the IP's known network.
-            Verdict::Suspicious
-        } else if !device_established && !ip_established && (shared || foreign || credential_change)
+        let stranger = !ip_established && !device_established;
+        // Suspicious: stuffing on a device the customer never established; a stranger (neither
+        // the IP nor the device established: nobody, or someone who prepared the account for
+        // days) on an anonymising or unknown network, or on an IP shared with other customers,
+        // abroad, or right after a credential change. The customer's AS does not save it: an
+        // attacker may sit inside the victim's own ISP.
+        if (stuffing && !device_established)
+            || (stranger
+                && (anonymising || !net_established || shared || foreign || credential_change))
         {
             Verdict::Suspicious
         } else if device_established || ip_established {

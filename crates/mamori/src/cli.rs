@@ -1,0 +1,493 @@
+//! The command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use mamori_core::event::{Channel, Kind};
+use mamori_core::history::{Windows, device_hash, ip_activity, profile};
+use mamori_core::investigate::{Investigation, Query};
+use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_key, prefix_net};
+use mamori_core::report::{Format, render};
+use mamori_core::time::{DAY_US, format_tokyo, parse_bound, parse_duration};
+use mamori_core::verdict::{IpIntel, NoIntel};
+use mamori_store::investigate::{investigate, pivot};
+use mamori_store::{HistoryReader, Retention, SqliteStore};
+
+use crate::import::{ImportOptions, import};
+use crate::source::InputFormat;
+
+/// mamori (守り): account-takeover defence for online securities brokers.
+#[derive(Debug, Parser)]
+#[command(name = "mamori", version, about, long_about = None)]
+pub struct Cli {
+    /// The embedded store (SQLite file).
+    #[arg(long, global = true, env = "MAMORI_DB", default_value = "mamori.db")]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import event files (JSON Lines or CSV by extension, .gz accepted, - for stdin).
+    Import(ImportArgs),
+    /// Were the procedures of a period made by someone other than the customer?
+    Investigate(InvestigateArgs),
+    /// Every customer who used an IP or network, with their sensitive procedures.
+    Pivot(PivotArgs),
+    /// Point-in-time history of a customer: past IPs, networks, devices; who else used an IP.
+    History(HistoryArgs),
+    /// What the store holds.
+    Stats,
+    /// Delete events older than a retention period.
+    Purge(PurgeArgs),
+    /// Generate a synthetic broker's events with labelled takeover campaigns.
+    Simulate(crate::demo::SimulateArgs),
+    /// How many fraudulent and honest procedures the investigation flags, per campaign.
+    Evaluate(crate::demo::EvaluateArgs),
+    /// Simulate a broker, import it, investigate the seed's period and print the summary.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files to import; - reads standard input.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Stop with an error at the first bad record.
+    #[arg(long)]
+    pub strict: bool,
+    /// Where bad records are written (JSON Lines with place, error and the record).
+    #[arg(long, default_value = "mamori-rejects.jsonl")]
+    pub rejects: PathBuf,
+    /// Input format when the extension does not tell (jsonl or csv).
+    #[arg(long)]
+    pub format: Option<InputFormat>,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 20_000)]
+    pub batch: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// IP data: ASN, country, VPN and hosting networks.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IntelArgs {
+    /// A folder laid out like shared/data (ipintel/*.csv, iplists/*.txt, mmdb/*.mmdb).
+    #[arg(long, env = "MAMORI_IPDATA")]
+    pub ipdata: Option<PathBuf>,
+    /// MaxMind ASN database (GeoLite2-ASN / GeoIP2-ISP).
+    #[arg(long)]
+    pub asn_mmdb: Option<PathBuf>,
+    /// MaxMind City database.
+    #[arg(long)]
+    pub city_mmdb: Option<PathBuf>,
+    /// MaxMind Country database.
+    #[arg(long)]
+    pub country_mmdb: Option<PathBuf>,
+    /// MaxMind Anonymous IP database.
+    #[arg(long)]
+    pub anonymous_mmdb: Option<PathBuf>,
+    /// Range CSV start_ip,end_ip,asn,org (repeatable).
+    #[arg(long)]
+    pub asn_csv: Vec<PathBuf>,
+    /// Range CSV start_ip,end_ip,country (repeatable).
+    #[arg(long)]
+    pub country_csv: Vec<PathBuf>,
+    /// CIDR list of VPN networks (repeatable).
+    #[arg(long)]
+    pub vpn_list: Vec<PathBuf>,
+    /// CIDR list of hosting/datacenter networks (repeatable).
+    #[arg(long)]
+    pub hosting_list: Vec<PathBuf>,
+}
+
+impl IntelArgs {
+    /// Loads the configured IP data; none configured gives [`NoIntel`].
+    pub fn load(&self) -> anyhow::Result<Box<dyn IpIntel>> {
+        let mut cfg = match &self.ipdata {
+            Some(dir) => mamori_intel::IntelConfig::from_dir(dir),
+            None => mamori_intel::IntelConfig::default(),
+        };
+        cfg.asn_mmdb = self.asn_mmdb.clone().or(cfg.asn_mmdb);
+        cfg.city_mmdb = self.city_mmdb.clone().or(cfg.city_mmdb);
+        cfg.country_mmdb = self.country_mmdb.clone().or(cfg.country_mmdb);
+        cfg.anonymous_mmdb = self.anonymous_mmdb.clone().or(cfg.anonymous_mmdb);
+        cfg.asn_csv.extend(self.asn_csv.iter().cloned());
+        cfg.country_csv.extend(self.country_csv.iter().cloned());
+        cfg.vpn_lists.extend(self.vpn_list.iter().cloned());
+        cfg.hosting_lists.extend(self.hosting_list.iter().cloned());
+        let intel = mamori_intel::Intel::load(&cfg).context("loading IP data")?;
+        if intel.is_configured() {
+            Ok(Box::new(intel))
+        } else {
+            Ok(Box::new(NoIntel))
+        }
+    }
+}
+
+fn parse_channels(s: &str) -> Result<Vec<Channel>, String> {
+    s.split(',').map(|c| c.trim().parse::<Channel>()).collect()
+}
+
+#[derive(Debug, Args)]
+pub struct InvestigateArgs {
+    /// Kind of procedure.
+    #[arg(long, default_value = "destination_change")]
+    pub kind: Kind,
+    /// Start (inclusive): a date in Asia/Tokyo or RFC 3339.
+    #[arg(long)]
+    pub from: String,
+    /// End (exclusive): a date in Asia/Tokyo or RFC 3339.
+    #[arg(long)]
+    pub to: String,
+    /// Channels, comma-separated.
+    #[arg(long, default_value = "web,app", value_parser = parse_channels)]
+    pub channel: std::vec::Vec<Channel>,
+    /// Output format: table, csv, json or html.
+    #[arg(long, default_value = "table")]
+    pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Investigate these log files directly, with no store.
+    #[arg(long, num_args = 1..)]
+    pub events: Vec<String>,
+    /// Input format of --events files when the extension does not tell.
+    #[arg(long)]
+    pub input_format: Option<InputFormat>,
+    #[command(flatten)]
+    pub intel: IntelArgs,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl InvestigateArgs {
+    pub fn query(&self) -> anyhow::Result<Query> {
+        let from = parse_bound(&self.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+        let to = parse_bound(&self.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+        if to <= from {
+            bail!("--to must be after --from");
+        }
+        let mut q = Query::new(self.kind, from, to);
+        q.channels = self.channel.clone();
+        Ok(q)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PivotArgs {
+    /// An IP address or a CIDR block.
+    #[arg(long)]
+    pub ip: String,
+    /// Start (inclusive); default: 365 days before --to.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (exclusive); default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// table or json.
+    #[arg(long, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(long)]
+    pub customer: String,
+    /// The point in time (history strictly before it); default: now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// An IP to ask about.
+    #[arg(long)]
+    pub ip: Option<std::net::IpAddr>,
+    /// A device id to ask about.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// History window in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    /// Window for other customers on the IP, in days.
+    #[arg(long, default_value_t = 30)]
+    pub others_days: i64,
+    #[command(flatten)]
+    pub intel: IntelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Retention: events older than this are deleted (e.g. 400d).
+    #[arg(long)]
+    pub older_than: String,
+    /// Reference time instead of now (RFC 3339 or date).
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn bound(s: &Option<String>, flag: &str, default: i64) -> anyhow::Result<i64> {
+    match s {
+        Some(s) => parse_bound(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")),
+        None => Ok(default),
+    }
+}
+
+/// Writes to `--out` or standard output.
+pub fn emit(out: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+/// Opens the embedded store.
+pub async fn open_store(db: &Path) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(db)
+        .await
+        .with_context(|| format!("opening the store {}", db.display()))
+}
+
+/// Runs an investigation from the store or, with `--events`, from files.
+pub async fn run_investigation(
+    db: &Path,
+    a: &InvestigateArgs,
+    intel: &dyn IpIntel,
+) -> anyhow::Result<Investigation> {
+    let q = a.query()?;
+    if a.events.is_empty() {
+        if !db.exists() {
+            bail!(
+                "no store at {} (import events first, pass --db, or use --events FILE…)",
+                db.display()
+            );
+        }
+        let store = open_store(db).await?;
+        let inv = investigate(&store, &q, intel).await?;
+        store.close().await;
+        Ok(inv)
+    } else {
+        let (inv, stats) =
+            crate::files::investigate_files(&a.events, a.input_format, &q, intel, !a.quiet, 20)?;
+        if stats.duplicates > 0 || stats.rejected > 0 {
+            eprintln!(
+                "read {} events ({} duplicates skipped, {} rejected)",
+                stats.events, stats.duplicates, stats.rejected
+            );
+        }
+        Ok(inv)
+    }
+}
+
+/// Entry point of the binary.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Import(a) => {
+            let store = open_store(&cli.db).await?;
+            let opts = ImportOptions {
+                batch: a.batch.max(1),
+                strict: a.strict,
+                rejects: a.rejects,
+                format: a.format,
+                progress: !a.quiet,
+                ..ImportOptions::default()
+            };
+            let report = import(&store, &a.files, &opts).await;
+            store.close().await;
+            let report = report?;
+            eprintln!("{report}");
+        }
+        Command::Investigate(a) => {
+            let intel = a.intel.load()?;
+            let inv = run_investigation(&cli.db, &a, intel.as_ref()).await?;
+            emit(&a.out, &render(&inv, a.format))?;
+        }
+        Command::Pivot(a) => {
+            let net = parse_ip_or_net(&a.ip).map_err(|e| anyhow::anyhow!("--ip: {e}"))?;
+            let to = bound(&a.to, "--to", now_us())?;
+            let from = bound(&a.from, "--from", to - 365 * DAY_US)?;
+            let store = open_store(&cli.db).await?;
+            let p = pivot(&store, net, from, to).await?;
+            store.close().await;
+            emit(&None, &crate::render::pivot(&p, a.format))?;
+        }
+        Command::History(a) => {
+            let intel = a.intel.load()?;
+            let at = bound(&a.at, "--at", now_us())?;
+            let store = open_store(&cli.db).await?;
+            let text = history(&store, &a, at, intel.as_ref()).await;
+            store.close().await;
+            emit(&None, &text?)?;
+        }
+        Command::Purge(a) => {
+            let age =
+                parse_duration(&a.older_than).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+            let now = bound(&a.now, "--now", now_us())?;
+            let store = open_store(&cli.db).await?;
+            let n = store.purge_before(now - age).await;
+            store.close().await;
+            eprintln!(
+                "purged {} events older than {}",
+                n?,
+                format_tokyo(now - age)
+            );
+        }
+        Command::Stats => {
+            if !cli.db.exists() {
+                bail!("no store at {}", cli.db.display());
+            }
+            let store = open_store(&cli.db).await?;
+            let n = store.count_events().await;
+            store.close().await;
+            println!("store: {}\nevents: {}", cli.db.display(), n?);
+        }
+        Command::Simulate(a) => crate::demo::simulate(&a)?,
+        Command::Evaluate(a) => crate::demo::evaluate(&cli.db, &a).await?,
+        Command::Demo(a) => crate::demo::demo(&a).await?,
+    }
+    Ok(())
+}
+
+async fn history(
+    store: &SqliteStore,
+    a: &HistoryArgs,
+    at: i64,
+    intel: &dyn IpIntel,
+) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let w = Windows {
+        history: a.days * DAY_US,
+        others: a.others_days * DAY_US,
+        ..Windows::default()
+    };
+    let acc: Vec<_> = store
+        .customer_accesses(&[a.customer.as_str()], at - w.history, at)
+        .await?
+        .into_iter()
+        .map(|(_, x)| x)
+        .collect();
+    let p = profile(at, &acc, &w);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "customer {} before {} ({} days): {} events",
+        a.customer,
+        format_tokyo(at),
+        a.days,
+        p.events
+    );
+    let seen_line = |label: &str, s: Option<&mamori_core::history::Seen>| -> String {
+        match s {
+            None => format!("  {label}: not seen\n"),
+            Some(s) => format!(
+                "  {label}: seen on {} days ({} events), first {}, last {}\n",
+                s.days,
+                s.events,
+                format_tokyo(s.first),
+                format_tokyo(s.last)
+            ),
+        }
+    };
+    if let Some(ip) = a.ip {
+        let k = ip_key(ip);
+        o += &seen_line(&format!("IP {ip}"), p.ips.get(&k));
+        o += &seen_line(
+            &format!("network {}", prefix_net(ip)),
+            p.networks.get(&prefix_key(k)),
+        );
+        if let Some(asn) = intel.asn(ip) {
+            let days: u32 = p
+                .ips
+                .iter()
+                .filter(|(k, _)| intel.asn(key_ip(**k)) == Some(asn))
+                .map(|(_, s)| s.days)
+                .sum();
+            let _ = writeln!(
+                o,
+                "  AS{asn}: {}",
+                if days > 0 {
+                    format!("seen (IP-days {days})")
+                } else {
+                    "not seen".into()
+                }
+            );
+        }
+        let on_ip = store.ip_events(&[k], at - w.others, at).await?;
+        let act = ip_activity(
+            a.customer.as_str(),
+            on_ip.iter().map(|e| (e.customer_id.as_str(), e.kind)),
+        );
+        let mut others: Vec<&str> = on_ip
+            .iter()
+            .map(|e| e.customer_id.as_str())
+            .filter(|c| *c != a.customer)
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        let _ = writeln!(
+            o,
+            "  other customers on {ip} in the {} days before: {} {}",
+            a.others_days,
+            act.other_customers,
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "({}{})",
+                    others
+                        .iter()
+                        .take(20)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if others.len() > 20 { ", …" } else { "" }
+                )
+            }
+        );
+        let _ = writeln!(
+            o,
+            "  failed logins from {ip}: {} on {} accounts",
+            act.failed_logins, act.failed_login_accounts
+        );
+    }
+    if let Some(d) = &a.device {
+        o += &seen_line(&format!("device {d}"), p.devices.get(&device_hash(d)));
+    }
+    let mut ips: Vec<_> = p.ips.iter().collect();
+    ips.sort_by(|x, y| y.1.days.cmp(&x.1.days).then(x.0.cmp(y.0)));
+    let _ = writeln!(o, "  IPs ({}):", ips.len());
+    for (k, s) in ips.iter().take(20) {
+        let ip = key_ip(**k);
+        let facts = intel.facts(ip);
+        let _ = writeln!(
+            o,
+            "    {:<39} days {:>3}  events {:>4}  first {}  last {}{}",
+            ip.to_string(),
+            s.days,
+            s.events,
+            format_tokyo(s.first),
+            format_tokyo(s.last),
+            facts.asn.map(|a| format!("  AS{a}")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  networks: {}   devices: {}",
+        p.networks.len(),
+        p.devices.len()
+    );
+    Ok(o)
+}

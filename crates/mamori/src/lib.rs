@@ -1,0 +1,10 @@
+//! The `mamori` command line: reading event files, importing, investigating from the store or
+//! straight from files, pivots, the simulator's demo and evaluation. `main.rs` only parses
+//! arguments and calls [`cli::run`].
+
+pub mod cli;
+pub mod demo;
+pub mod files;
+pub mod import;
+pub mod render;
+pub mod source;
