@@ -135,14 +135,14 @@ fn write_simulation(
         File::create(labels).with_context(|| format!("creating {}", labels.display()))?,
     ));
     lab.write_record(["event_id", "campaign", "style"])?;
-    let mut line = String::new();
+    let mut line = Vec::with_capacity(1024);
     let stats = sim_run(
         cfg,
         &mut |e| {
             line.clear();
-            line.push_str(&e.to_json());
-            line.push('\n');
-            ev.write_all(line.as_bytes())
+            mamori_sim::write_event_json(e, &mut line);
+            line.push(b'\n');
+            ev.write_all(&line)
         },
         &mut |l: &Label| {
             lab.write_record([l.event_id.as_str(), l.campaign.as_str(), l.style.as_str()])
