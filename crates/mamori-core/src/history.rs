@@ -248,9 +248,10 @@ mod tests {
 
         let p = profile(t, &h, &w);
         assert_eq!(p.events, 5);
-        let s = &p.ips[&ip.unwrap()];
+        let key = ip_key("203.0.113.7".parse().unwrap());
+        let s = &p.ips[&key];
         assert_eq!((s.first, s.days, s.events), (h[1].at, 2, 3));
-        assert_eq!(p.networks[&prefix_key(ip.unwrap())].events, 4);
+        assert_eq!(p.networks[&prefix_key(key)].events, 4);
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub enum Familiarity {
 /// Reason codes. Stable: reports and downstream rules refer to them.
 pub mod reason {
     pub const NO_HISTORY: &str = "no_history";
+    pub const NEW_ACCOUNT: &str = "new_account";
+    pub const DORMANT_ACCOUNT: &str = "dormant_account";
+    pub const YOUNG_ACCOUNT: &str = "young_account";
     pub const NEW_IP: &str = "new_ip";
     pub const RECENT_IP: &str = "recent_ip";
     pub const NEW_NETWORK: &str = "new_network";
@@ -117,6 +120,7 @@ pub mod reason {
     pub const ANONYMOUS_IP: &str = "anonymous_ip";
     pub const FOREIGN_COUNTRY: &str = "foreign_country";
     pub const CREDENTIAL_CHANGE_IN_SESSION: &str = "credential_change_in_session";
+    pub const FAILED_LOGIN_IN_SESSION: &str = "failed_login_in_session";
 
     /// Every code with its meaning, for reports.
     pub const ALL: &[(&str, &str)] = &[
@@ -271,6 +275,8 @@ pub fn judge(
     let mut nets: HashMap<u128, Seen> = HashMap::new();
     let mut devices: HashMap<u64, Seen> = HashMap::new();
     let mut baseline = 0usize;
+    let mut settled = false;
+    let mut dormant = false;
     let mut credential_change = false;
     fn add<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Seen>, k: K, a: &Access) {
         let s = m.entry(k).or_insert(Seen {
@@ -280,8 +286,17 @@ pub fn judge(
         s.first = s.first.min(a.at);
         s.days.insert(crate::time::tokyo_day(a.at));
     }
+    let mut session_failures = false;
     for a in accesses {
-        if !a.kind.counts_in_history() || a.at >= t || a.at < t - w.history {
+        if a.at >= t {
+            continue;
+        }
+        if !a.kind.counts_in_history() {
+            session_failures |= a.at >= start;
+            continue;
+        }
+        if a.at < t - w.history {
+            dormant = true;
             continue;
         }
         if a.at >= start {
@@ -289,6 +304,7 @@ pub fn judge(
             continue;
         }
         baseline += 1;
+        settled |= a.at < cutoff;
         if let Some(ip) = a.ip {
             add(&mut ips, ip, a);
             add(&mut nets, prefix_key(ip), a);
@@ -298,6 +314,11 @@ pub fn judge(
         }
     }
 
+    // A new account whose whole history is recent has nothing older to compare with: what it
+    // has met, it knows. (Not so a dormant account woken in the last weeks: that is the
+    // patient attacker's favourite.)
+    let young = baseline > 0 && !settled && !dormant;
+    let cutoff = if young { i64::MAX } else { cutoff };
     let key = subject.ip.map(ip_key);
     let ip_f = key.map(|k| familiarity(ips.get(&k), cutoff, policy));
     let net_f = key.map(|k| familiarity(nets.get(&prefix_key(k)), cutoff, policy));
@@ -332,6 +353,10 @@ pub fn judge(
     };
     let established = |f: Option<Familiarity>| f == Some(Familiarity::Established);
     push(baseline == 0, reason::NO_HISTORY);
+    let new_account = baseline == 0 && !dormant;
+    push(new_account, reason::NEW_ACCOUNT);
+    push(baseline == 0 && dormant, reason::DORMANT_ACCOUNT);
+    push(young, reason::YOUNG_ACCOUNT);
     push(ip_f == Some(Familiarity::New), reason::NEW_IP);
     push(ip_f == Some(Familiarity::Recent), reason::RECENT_IP);
     push(net_f == Some(Familiarity::New), reason::NEW_NETWORK);
@@ -348,37 +373,47 @@ pub fn judge(
     push(facts.anonymous, reason::ANONYMOUS_IP);
     push(foreign, reason::FOREIGN_COUNTRY);
     push(credential_change, reason::CREDENTIAL_CHANGE_IN_SESSION);
+    push(session_failures, reason::FAILED_LOGIN_IN_SESSION);
 
+    let anonymising = facts.hosting || facts.vpn || facts.anonymous;
+    // Evidence about the access itself, whatever the history says.
+    let corroborating = stuffing || anonymising || foreign || credential_change || session_failures;
     let verdict = if subject.ip.is_none() {
         // Support center and paper: identity was checked by staff, not by us.
         Verdict::Ok
     } else if baseline == 0 {
-        Verdict::Review
+        // Nothing to compare with: judge the access alone. A dormant account woken from a
+        // stranger's address is a classic target; a first session is usually a new customer
+        // (until account records tell the two apart, an account opened long ago and never used
+        // looks the same).
+        match (dormant, stuffing || anonymising, corroborating) {
+            (_, true, _) => Verdict::Suspicious,
+            (true, _, true) => Verdict::Suspicious,
+            (true, _, false) | (false, _, true) => Verdict::Review,
+            (false, _, false) => Verdict::Ok,
+        }
     } else {
         let device_established = established(dev_f);
         let ip_established = established(ip_f);
         let net_established = established(net_f);
-        let anonymising = facts.hosting || facts.vpn || facts.anonymous;
+        // A stranger: neither the IP nor the device established (nobody the customer had been,
+        // or someone who prepared the account for days). Unfamiliarity alone asks for review;
+        // with evidence against the access itself it is suspicious. The customer's AS does not
+        // clear it: an attacker may sit inside the victim's own ISP; a new AS adds to it.
         let stranger = !ip_established && !device_established;
-        // Suspicious: stuffing on a device the customer never established; a stranger (neither
-        // the IP nor the device established: nobody, or someone who prepared the account for
-        // days) on an anonymising or unknown network, or on an IP shared with other customers,
-        // abroad, or right after a credential change. The customer's AS does not save it: an
-        // attacker may sit inside the victim's own ISP.
         if (stuffing && !device_established)
-            || (stranger
-                && (anonymising || !net_established || shared || foreign || credential_change))
+            || (stranger && (corroborating || (!net_established && asn_known == Some(false))))
         {
             Verdict::Suspicious
-        } else if device_established || ip_established {
-            if stuffing || anonymising || foreign || (credential_change && !device_established) {
-                Verdict::Review
-            } else {
-                Verdict::Ok
-            }
-        } else {
-            // Known network, unknown IP and device: a new phone on the customer's carrier, say.
+        } else if stranger
+            || (corroborating && !device_established)
+            || stuffing
+            || anonymising
+            || foreign
+        {
             Verdict::Review
+        } else {
+            Verdict::Ok
         }
     };
     Judgement {
@@ -450,10 +485,19 @@ mod tests {
             ..a(0.0, Kind::Login, "203.0.113.66", "evil")
         });
         let j = judge_at("203.0.113.66", "evil", &h, IpActivity::default());
-        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+        // A stranger: flagged for review on unfamiliarity alone…
+        assert_eq!(j.verdict, Verdict::Review, "{j:?}");
         assert!(j.reasons.contains(&reason::NEW_IP));
         assert!(j.reasons.contains(&reason::NEW_DEVICE));
         assert_eq!(j.session_start, T - 5 * MINUTE_US);
+        // …and suspicious once the session changes the password.
+        h.push(Access {
+            at: T - 2 * MINUTE_US,
+            ..a(0.0, Kind::PasswordChange, "203.0.113.66", "evil")
+        });
+        let j = judge_at("203.0.113.66", "evil", &h, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+        assert!(j.reasons.contains(&reason::CREDENTIAL_CHANGE_IN_SESSION));
     }
 
     #[test]
@@ -463,9 +507,17 @@ mod tests {
             h.push(a(d, Kind::Login, "203.0.113.66", "evil"));
         }
         let j = judge_at("203.0.113.66", "evil", &h, IpActivity::default());
-        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+        assert_eq!(j.verdict, Verdict::Review, "{j:?}");
         assert!(j.reasons.contains(&reason::RECENT_IP));
         assert!(j.reasons.contains(&reason::RECENT_DEVICE));
+        // A failed login opening the session corroborates.
+        h.push(Access {
+            at: T - 3 * MINUTE_US,
+            ..a(0.0, Kind::LoginFailed, "203.0.113.66", "evil")
+        });
+        let j = judge_at("203.0.113.66", "evil", &h, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Suspicious, "{j:?}");
+        assert!(j.reasons.contains(&reason::FAILED_LOGIN_IN_SESSION));
     }
 
     #[test]
@@ -499,9 +551,43 @@ mod tests {
     }
 
     #[test]
-    fn no_history_is_review() {
+    fn new_dormant_and_young_accounts() {
+        // The first session of a new account.
         let j = judge_at("192.0.2.1", "pc", &[], IpActivity::default());
-        assert_eq!(j.verdict, Verdict::Review);
-        assert!(j.reasons.contains(&reason::NO_HISTORY));
+        assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
+        assert!(
+            j.reasons.contains(&reason::NO_HISTORY) && j.reasons.contains(&reason::NEW_ACCOUNT)
+        );
+        let stuffing = IpActivity {
+            failed_login_accounts: 9,
+            ..IpActivity::default()
+        };
+        assert_eq!(
+            judge_at("192.0.2.1", "pc", &[], stuffing).verdict,
+            Verdict::Suspicious
+        );
+        // Nothing in the last year, but older events: dormant.
+        let old = [a(400.0, Kind::Login, "198.51.100.10", "pc")];
+        let j = judge_at("192.0.2.1", "evil", &old, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Review, "{j:?}");
+        assert!(j.reasons.contains(&reason::DORMANT_ACCOUNT));
+        assert_eq!(
+            judge_at("192.0.2.1", "evil", &old, stuffing).verdict,
+            Verdict::Suspicious
+        );
+        // An account ten days old: what it met, it knows.
+        let young: Vec<Access> = [9.0, 6.0, 3.0]
+            .iter()
+            .map(|d| a(*d, Kind::Login, "198.51.100.10", "pc"))
+            .collect();
+        let j = judge_at("198.51.100.10", "pc", &young, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
+        assert!(j.reasons.contains(&reason::YOUNG_ACCOUNT));
+        // But a dormant account prepared over the last weeks is not young.
+        let mut woken = young.clone();
+        woken.push(a(400.0, Kind::Login, "192.0.2.9", "old-pc"));
+        let j = judge_at("198.51.100.10", "pc", &woken, IpActivity::default());
+        assert_eq!(j.verdict, Verdict::Review, "{j:?}");
+        assert!(!j.reasons.contains(&reason::YOUNG_ACCOUNT));
     }
 }

@@ -28,7 +28,8 @@ pub async fn investigate<S: HistoryReader>(
     let mut procs = store.procedures(q.kind, q.from, q.to).await?;
     procs.retain(|p| q.selects(q.kind, p.channel, p.occurred_at));
 
-    // Each customer's window: from the earliest procedure's history start to the latest procedure.
+    // Each customer's events up to the latest procedure: the history window, and what lies before
+    // it (a dormant account is told from a new one by its older events).
     let mut customers: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     let mut ips: BTreeMap<u128, (i64, i64)> = BTreeMap::new();
     for p in &procs {
@@ -43,7 +44,7 @@ pub async fn investigate<S: HistoryReader>(
     let customer_list: Vec<(&str, (i64, i64))> = customers.into_iter().collect();
     let accesses: Vec<Vec<(String, Access)>> = stream::iter(customer_list.chunks(CHUNK))
         .map(|chunk| {
-            let from = chunk.iter().map(|c| c.1.0).min().unwrap_or(0) - q.windows.history;
+            let from = i64::MIN;
             let to = chunk.iter().map(|c| c.1.1).max().unwrap_or(0);
             let ids: Vec<&str> = chunk.iter().map(|c| c.0).collect();
             async move { store.customer_accesses(&ids, from, to).await }
