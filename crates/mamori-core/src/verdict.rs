@@ -366,7 +366,10 @@ pub fn judge(
     push(subject.ip.is_some() && dev_f.is_none(), reason::NO_DEVICE);
     let shared = activity.other_customers >= policy.shared_ip_customers;
     push(shared, reason::SHARED_IP);
-    let stuffing = activity.failed_login_accounts >= policy.failed_login_accounts;
+    // Failed logins on several accounts, and on most of the accounts the IP touched: carrier NAT
+    // puts many honest customers (and their typos) behind one address; stuffing mostly fails.
+    let stuffing = activity.failed_login_accounts >= policy.failed_login_accounts
+        && 2 * activity.failed_login_accounts > activity.other_customers + 1;
     push(stuffing, reason::FAILED_LOGINS_MANY_ACCOUNTS);
     push(facts.hosting, reason::HOSTING_IP);
     push(facts.vpn, reason::VPN_IP);
@@ -397,20 +400,18 @@ pub fn judge(
         let ip_established = established(ip_f);
         let net_established = established(net_f);
         // A stranger: neither the IP nor the device established (nobody the customer had been,
-        // or someone who prepared the account for days). Unfamiliarity alone asks for review;
-        // with evidence against the access itself it is suspicious. The customer's AS does not
-        // clear it: an attacker may sit inside the victim's own ISP; a new AS adds to it.
+        // or someone who prepared the account for days). Unfamiliarity alone asks for review
+        // (a new AS too: customers switch carriers and take up phones); with evidence against
+        // the access itself it is suspicious. The customer's AS does not clear it: an attacker
+        // may sit inside the victim's own ISP.
         let stranger = !ip_established && !device_established;
         if (stuffing && !device_established)
-            || (stranger && (corroborating || (!net_established && asn_known == Some(false))))
+            || (stranger && corroborating)
         {
             Verdict::Suspicious
-        } else if stranger
-            || (corroborating && !device_established)
-            || stuffing
-            || anonymising
-            || foreign
-        {
+        } else if stranger || (corroborating && !device_established) || stuffing {
+            // An established device abroad or behind a VPN is the customer travelling or
+            // private; a stuffing address is worth a look whoever it seems to be.
             Verdict::Review
         } else {
             Verdict::Ok
@@ -535,6 +536,20 @@ mod tests {
         let j = judge_at("198.51.100.10", "pc", &h, nat);
         assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
         assert!(j.reasons.contains(&reason::SHARED_IP));
+    }
+
+    #[test]
+    fn typos_behind_carrier_nat_are_not_stuffing() {
+        let h = honest_year("198.51.100.10", "pc");
+        let nat = IpActivity {
+            other_customers: 25,
+            failed_login_accounts: 4,
+            failed_logins: 5,
+            logins: 300,
+        };
+        let j = judge_at("198.51.100.10", "new-phone", &h, nat);
+        assert!(!j.reasons.contains(&reason::FAILED_LOGINS_MANY_ACCOUNTS), "{j:?}");
+        assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
     }
 
     #[test]

@@ -70,6 +70,25 @@ fn attack_time(rng: &mut SimRng, day: i64) -> i64 {
 
 const STYLE_WEIGHTS: [f64; 5] = [30.0, 25.0, 20.0, 10.0, 15.0];
 
+/// Whether the customer's own timeline has a login between a year and 45 days before `strike`
+/// (before any attacker could have touched the account).
+fn active_before(
+    w: &World,
+    cfg: &SimConfig,
+    scratch: &mut crate::customer::Gen,
+    p: &Profile,
+    strike: i64,
+) -> bool {
+    let none = Plan {
+        campaigns: Vec::new(),
+        roles: HashMap::new(),
+    };
+    scratch.customer(w, cfg, &none, p, &[]);
+    scratch.evs.iter().any(|e| {
+        e.kind == Kind::Login && e.t >= strike - 365 * DAY_US && e.t < strike - 45 * DAY_US
+    })
+}
+
 pub(crate) fn plan(cfg: &SimConfig, w: &World) -> Plan {
     let mut rng = stream(cfg.seed, rng::PLAN, 0);
     let rng = &mut rng;
@@ -84,6 +103,7 @@ pub(crate) fn plan(cfg: &SimConfig, w: &World) -> Plan {
     let ws = jst(2020, 7, 1).max(earliest);
     let we = jst(2020, 9, 17).min(latest);
     let mut taken: HashSet<u32> = HashSet::new();
+    let mut scratch = crate::customer::Gen::new();
     let (vmin, vmax) = cfg.victims_per_campaign;
     for i in 0..cfg.campaigns {
         let style = if (i as usize) < Style::ALL.len() {
@@ -162,13 +182,19 @@ pub(crate) fn plan(cfg: &SimConfig, w: &World) -> Plan {
         let mut victims: Vec<Profile> = Vec::new();
         for k in 0..n {
             let tries = if k == 0 { 2000 } else { 300 };
-            for _ in 0..tries {
+            for attempt in 0..tries {
                 let idx = between(rng, 0, cfg.customers - 1);
                 if taken.contains(&idx) {
                     continue;
                 }
                 let p = Profile::new(w, cfg, idx);
                 if p.open_at > strike - 45 * DAY_US {
+                    continue;
+                }
+                // Credentials are stolen from customers who use them: a victim logged in
+                // during the year before the attack (the period an investigation looks at).
+                // (A simulated period too short for that takes the others, late.)
+                if attempt < tries * 3 / 4 && !active_before(w, cfg, &mut scratch, &p, strike) {
                     continue;
                 }
                 if style == Style::SameIsp && p.isp_at(strike) != c.isp {

@@ -106,7 +106,8 @@
 //! the others take a weighted style (30/25/20/10/15 %) and fall inside that window half of the
 //! time, else anywhere from 60 days after the start to 5 days before the end. A campaign takes
 //! [`SimConfig::victims_per_campaign`] victims (2–8; the 2020 incident had six): distinct random
-//! customers whose account is at least 45 days old. Victims are struck within 6–72 h of each
+//! customers whose account is at least 45 days old and who logged in themselves between a year
+//! and 45 days before the strike (credentials are stolen from people who use them). Victims are struck within 6–72 h of each
 //! other at attacker hours (around the clock, more in market hours and at night).
 //!
 //! On each victim: (25 % for non-stuffing styles: one or two failed logins) a `login`, 1–3

@@ -17,6 +17,10 @@ use mamori_sim::{IpPools, Label, SimConfig, simulate as sim_run};
 
 use crate::cli::{IntelArgs, InvestigateArgs, emit, run_investigation};
 
+/// The evaluated period: the simulation's last four months, after a year of history.
+pub const EVAL_FROM: &str = "2020-06-01";
+pub const EVAL_TO: &str = "2020-10-01";
+
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Number of customers.
@@ -45,10 +49,10 @@ pub struct EvaluateArgs {
     #[arg(long, num_args = 1..)]
     pub events: Vec<String>,
     /// Start of the evaluated period (after a year of simulated history).
-    #[arg(long, default_value = "2020-06-01")]
+    #[arg(long, default_value = EVAL_FROM)]
     pub from: String,
     /// End of the evaluated period.
-    #[arg(long, default_value = "2020-10-01")]
+    #[arg(long, default_value = EVAL_TO)]
     pub to: String,
     #[command(flatten)]
     pub intel: IntelArgs,
@@ -57,7 +61,7 @@ pub struct EvaluateArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of simulated customers.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub customers: u32,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -401,8 +405,10 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<()> {
     let summary = table.split("\n\n").next().unwrap_or("");
     println!("{summary}\n");
     let labels_map = read_labels(&labels)?;
-    println!("4. evaluation against the simulator's labels (same period):");
-    println!("{}", score(&inv, &labels_map));
+    let eval_args = investigate_args(EVAL_FROM, EVAL_TO, Vec::new());
+    let eval = run_investigation(&db, &eval_args, intel.as_ref()).await?;
+    println!("4. evaluation against the simulator's labels ({EVAL_FROM} to {EVAL_TO}, after a year of history):");
+    println!("{}", score(&eval, &labels_map));
     println!(
         "\nNext: mamori --db {} pivot --ip <IP from the summary> --from 2020-06-01 --to 2020-10-01",
         db.display()

@@ -552,3 +552,31 @@ fn literal_columns_equal_the_duckdb_sql() {
         );
     }
 }
+
+/// The reference data folder, or None (skip) when absent outside CI.
+fn shared_data() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    if p.join("ipintel").is_dir() {
+        return Some(p);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} is missing", p.display());
+    eprintln!("SKIPPED: no reference data at {}", p.display());
+    None
+}
+
+#[test]
+fn evaluate_meets_the_targets_on_the_simulated_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["simulate", "--customers", "20000", "--seed", "1", "--out", "events.jsonl", "--labels", "labels.csv"]);
+    let e = ok(d, &["evaluate", "--labels", "labels.csv", "--events", "events.jsonl"]);
+    for style in ["credential_stuffing_hosting", "vpn_hopping", "residential_proxy", "patient_attacker", "same_isp"] {
+        assert!(e.contains(&format!("  {style} ")), "style {style} missing:\n{e}");
+    }
+    assert!(e.contains("): met"), "targets not met without IP data:\n{e}");
+    if let Some(data) = shared_data() {
+        let data = data.display().to_string();
+        let e = ok(d, &["evaluate", "--labels", "labels.csv", "--events", "events.jsonl", "--ipdata", &data]);
+        assert!(e.contains("): met"), "targets not met with IP data:\n{e}");
+    }
+}
