@@ -21,6 +21,7 @@ pub struct Access {
 }
 
 /// A stable 64-bit hash of a device id (SipHash with fixed keys: the same in every process).
+#[inline]
 pub fn device_hash(device_id: &str) -> u64 {
     let mut h = DefaultHasher::new();
     device_id.hash(&mut h);

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::event::{Channel, Event, Kind};
 use crate::history::{Access, IpActivity, Literal, Windows, device_hash, literal};
 use crate::net::ip_key;
+use crate::parse::EventView;
 use crate::verdict::{IpIntel, Judgement, Policy, Subject, Verdict, judge};
 
 /// What to investigate.
@@ -55,13 +56,19 @@ pub struct Procedure {
 
 impl From<&Event> for Procedure {
     fn from(e: &Event) -> Self {
+        Procedure::from(&EventView::of(e))
+    }
+}
+
+impl From<&EventView<'_>> for Procedure {
+    fn from(e: &EventView<'_>) -> Self {
         Procedure {
-            event_id: e.event_id.clone(),
-            customer_id: e.customer_id.clone(),
+            event_id: e.event_id.to_owned(),
+            customer_id: e.customer_id.to_owned(),
             occurred_at: e.occurred_at,
             channel: e.channel,
             ip: e.ip,
-            device_id: e.device_id.clone(),
+            device_id: e.device_id.map(str::to_owned),
         }
     }
 }

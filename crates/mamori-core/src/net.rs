@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 /// The 128-bit key of an address (IPv4 mapped into IPv6; an IPv4-mapped IPv6 text is IPv4).
+#[inline]
 pub fn ip_key(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),

@@ -398,16 +398,13 @@ pub fn judge(
     } else {
         let device_established = established(dev_f);
         let ip_established = established(ip_f);
-        let net_established = established(net_f);
         // A stranger: neither the IP nor the device established (nobody the customer had been,
         // or someone who prepared the account for days). Unfamiliarity alone asks for review
         // (a new AS too: customers switch carriers and take up phones); with evidence against
         // the access itself it is suspicious. The customer's AS does not clear it: an attacker
         // may sit inside the victim's own ISP.
         let stranger = !ip_established && !device_established;
-        if (stuffing && !device_established)
-            || (stranger && corroborating)
-        {
+        if (stuffing && !device_established) || (stranger && corroborating) {
             Verdict::Suspicious
         } else if stranger || (corroborating && !device_established) || stuffing {
             // An established device abroad or behind a VPN is the customer travelling or
@@ -548,7 +545,10 @@ mod tests {
             logins: 300,
         };
         let j = judge_at("198.51.100.10", "new-phone", &h, nat);
-        assert!(!j.reasons.contains(&reason::FAILED_LOGINS_MANY_ACCOUNTS), "{j:?}");
+        assert!(
+            !j.reasons.contains(&reason::FAILED_LOGINS_MANY_ACCOUNTS),
+            "{j:?}"
+        );
         assert_eq!(j.verdict, Verdict::Ok, "{j:?}");
     }
 

@@ -159,6 +159,12 @@ pub struct InvestigateArgs {
     /// Input format of --events files when the extension does not tell.
     #[arg(long)]
     pub input_format: Option<InputFormat>,
+    /// How far back a customer's history reaches, in days.
+    #[arg(long, default_value_t = 365)]
+    pub history_days: i64,
+    /// How far back "other customers on the IP" reaches, in days.
+    #[arg(long, default_value_t = 30)]
+    pub others_days: i64,
     #[command(flatten)]
     pub intel: IntelArgs,
     /// No progress bar.
@@ -173,8 +179,13 @@ impl InvestigateArgs {
         if to <= from {
             bail!("--to must be after --from");
         }
+        if !(1..=3650).contains(&self.history_days) || !(1..=3650).contains(&self.others_days) {
+            bail!("--history-days and --others-days must be between 1 and 3650");
+        }
         let mut q = Query::new(self.kind, from, to);
         q.channels = self.channel.clone();
+        q.windows.history = self.history_days * DAY_US;
+        q.windows.others = self.others_days * DAY_US;
         Ok(q)
     }
 }

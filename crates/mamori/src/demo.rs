@@ -329,6 +329,8 @@ fn investigate_args(from: &str, to: &str, events: Vec<String>) -> InvestigateArg
         out: None,
         events,
         input_format: None,
+        history_days: 365,
+        others_days: 30,
         intel: IntelArgs::default(),
         quiet: true,
     }
@@ -407,7 +409,9 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<()> {
     let labels_map = read_labels(&labels)?;
     let eval_args = investigate_args(EVAL_FROM, EVAL_TO, Vec::new());
     let eval = run_investigation(&db, &eval_args, intel.as_ref()).await?;
-    println!("4. evaluation against the simulator's labels ({EVAL_FROM} to {EVAL_TO}, after a year of history):");
+    println!(
+        "4. evaluation against the simulator's labels ({EVAL_FROM} to {EVAL_TO}, after a year of history):"
+    );
     println!("{}", score(&eval, &labels_map));
     println!(
         "\nNext: mamori --db {} pivot --ip <IP from the summary> --from 2020-06-01 --to 2020-10-01",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mamori_core::event::Event;
-use mamori_core::parse::{CsvHeader, ParseError, parse_json_line};
+use mamori_core::parse::{CsvHeader, ParseError, ParsedLine, parse_json_line_view};
 use rayon::prelude::*;
 
 /// Input formats.
@@ -76,6 +76,8 @@ pub struct Input {
     reader: Box<dyn BufRead + Send>,
     /// Size on disk, when known (for progress).
     pub size: Option<u64>,
+    /// The path, when the input is an uncompressed regular file (which can be read in parts).
+    pub plain_file: Option<String>,
     /// Bytes read from disk so far (compressed bytes for `.gz`).
     pub read: Arc<AtomicU64>,
 }
@@ -115,6 +117,7 @@ pub fn open_input(path: &str, format: Option<InputFormat>) -> Result<Input, Sour
         }
     };
     let read = Arc::new(AtomicU64::new(0));
+    let mut plain_file = None;
     let (raw, size): (Box<dyn Read + Send>, Option<u64>) = if path == "-" {
         (Box::new(io::stdin()), None)
     } else {
@@ -122,8 +125,11 @@ pub fn open_input(path: &str, format: Option<InputFormat>) -> Result<Input, Sour
             name: name.clone(),
             source,
         })?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), size)
+        let meta = f.metadata().ok();
+        if !gz && meta.as_ref().is_some_and(|m| m.is_file()) {
+            plain_file = Some(path.to_owned());
+        }
+        (Box::new(f), meta.map(|m| m.len()))
     };
     let counted = Counting {
         inner: raw,
@@ -142,11 +148,17 @@ pub fn open_input(path: &str, format: Option<InputFormat>) -> Result<Input, Sour
         format,
         reader,
         size,
+        plain_file,
         read,
     })
 }
 
 impl Input {
+    /// The decoded bytes of the source.
+    pub fn into_reader(self) -> Box<dyn BufRead + Send> {
+        self.reader
+    }
+
     /// Reads the whole source in batches of about `batch` records, in file order, calling `f` with
     /// each. `f` returns `false` to stop early.
     pub fn for_each_batch(
@@ -169,26 +181,43 @@ fn reject(name: &str, line: u64, error: ParseError, raw: &[u8]) -> Item {
     })
 }
 
-fn parse_line(name: &str, line: u64, raw: &[u8]) -> Option<Item> {
+/// The text of one JSON Lines line (with or without its line end): `None` for a blank line, an
+/// error when it is not UTF-8.
+#[inline]
+pub fn jsonl_text(raw: &[u8]) -> Option<Result<&str, ParseError>> {
     let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
     let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
     if trimmed.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
-    Some(match std::str::from_utf8(trimmed) {
-        Err(e) => reject(
-            name,
-            line,
-            ParseError {
-                field: None,
-                message: format!("not valid UTF-8 (byte {})", e.valid_up_to()),
-            },
-            trimmed,
-        ),
-        Ok(s) => match parse_json_line(s) {
-            Ok(e) => Item::Event(e),
-            Err(err) => reject(name, line, err, trimmed),
-        },
+    Some(std::str::from_utf8(trimmed).map_err(|e| ParseError {
+        field: None,
+        message: format!("not valid UTF-8 (byte {})", e.valid_up_to()),
+    }))
+}
+
+/// [`jsonl_text`] of a line known to be UTF-8.
+#[inline]
+pub fn line_text(raw: &str) -> Option<&str> {
+    let trimmed = raw.strip_suffix('\n').unwrap_or(raw);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    (!trimmed.bytes().all(|b| b.is_ascii_whitespace())).then_some(trimmed)
+}
+
+/// Parses one JSON Lines line (with or without its line end): `None` for a blank line.
+fn parse_jsonl_line(raw: &[u8]) -> Option<Result<ParsedLine<'_>, ParseError>> {
+    Some(jsonl_text(raw)?.and_then(parse_json_line_view))
+}
+
+fn parse_line(name: &str, line: u64, raw: &[u8]) -> Option<Item> {
+    Some(match parse_jsonl_line(raw)? {
+        Ok(ParsedLine::Owned(e)) => Item::Event(*e),
+        Ok(ParsedLine::Borrowed(v)) => Item::Event(v.to_event()),
+        Err(err) => {
+            let trimmed = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+            reject(name, line, err, trimmed)
+        }
     })
 }
 

@@ -559,7 +559,11 @@ fn shared_data() -> Option<PathBuf> {
     if p.join("ipintel").is_dir() {
         return Some(p);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} is missing", p.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {} is missing",
+        p.display()
+    );
     eprintln!("SKIPPED: no reference data at {}", p.display());
     None
 }
@@ -568,15 +572,171 @@ fn shared_data() -> Option<PathBuf> {
 fn evaluate_meets_the_targets_on_the_simulated_broker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    ok(d, &["simulate", "--customers", "20000", "--seed", "1", "--out", "events.jsonl", "--labels", "labels.csv"]);
-    let e = ok(d, &["evaluate", "--labels", "labels.csv", "--events", "events.jsonl"]);
-    for style in ["credential_stuffing_hosting", "vpn_hopping", "residential_proxy", "patient_attacker", "same_isp"] {
-        assert!(e.contains(&format!("  {style} ")), "style {style} missing:\n{e}");
+    ok(
+        d,
+        &[
+            "simulate",
+            "--customers",
+            "20000",
+            "--seed",
+            "1",
+            "--out",
+            "events.jsonl",
+            "--labels",
+            "labels.csv",
+        ],
+    );
+    let e = ok(
+        d,
+        &[
+            "evaluate",
+            "--labels",
+            "labels.csv",
+            "--events",
+            "events.jsonl",
+        ],
+    );
+    for style in [
+        "credential_stuffing_hosting",
+        "vpn_hopping",
+        "residential_proxy",
+        "patient_attacker",
+        "same_isp",
+    ] {
+        assert!(
+            e.contains(&format!("  {style} ")),
+            "style {style} missing:\n{e}"
+        );
     }
-    assert!(e.contains("): met"), "targets not met without IP data:\n{e}");
+    assert!(
+        e.contains("): met"),
+        "targets not met without IP data:\n{e}"
+    );
     if let Some(data) = shared_data() {
         let data = data.display().to_string();
-        let e = ok(d, &["evaluate", "--labels", "labels.csv", "--events", "events.jsonl", "--ipdata", &data]);
+        let e = ok(
+            d,
+            &[
+                "evaluate",
+                "--labels",
+                "labels.csv",
+                "--events",
+                "events.jsonl",
+                "--ipdata",
+                &data,
+            ],
+        );
         assert!(e.contains("): met"), "targets not met with IP data:\n{e}");
     }
+}
+
+#[test]
+fn files_equal_the_store_on_unsorted_input_with_duplicates_and_bad_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let events = simulate(d, "300");
+    let text = std::fs::read_to_string(&events).expect("read");
+    let mut lines: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    for i in (1..lines.len()).rev() {
+        lines.swap(i, rand(i + 1));
+    }
+    // Duplicates, before or after the first copy: the same event, or another one under its id
+    // (a procedure, even), which wins when it comes first.
+    for i in 0..300 {
+        let l = String::from_utf8(lines[rand(lines.len())].clone()).expect("utf-8");
+        let dup = if i % 2 == 0 {
+            l
+        } else {
+            l.replace("\"kind\":\"", "\"kind\":\"destination_change\",\"was\":\"")
+        };
+        let at = rand(lines.len());
+        lines.insert(at, dup.into_bytes());
+    }
+    let bad: [&[u8]; 6] = [
+        b"{oops",
+        b"{\"event_id\":\"b1\",\"occurred_at\":\"2020-09-16T22:26:00+09:00\",\"customer_id\":\"c1\",\"kind\":\"login\",\"ip\":\"999.1.1.1\"}",
+        b"{\"event_id\":\"b2\"}",
+        b"\xff\xfe",
+        b"",
+        b"  \r",
+    ];
+    for i in 0..36 {
+        let at = rand(lines.len());
+        lines.insert(at, bad[i % bad.len()].to_vec());
+    }
+    let mut mixed = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        mixed.extend_from_slice(l);
+        mixed.extend_from_slice(if i % 5 == 0 { b"\r\n" } else { b"\n" });
+    }
+    std::fs::write(d.join("mixed.jsonl"), &mixed).expect("write");
+
+    let o = mamori(d, &["import", "--quiet", "mixed.jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let imported = stderr(&o);
+    let rejected = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("rejected "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(rejected(&imported).len(), 20, "{imported}");
+    let counts = imported
+        .lines()
+        .find_map(|l| {
+            l.split_once(": ")
+                .map(|x| x.1)
+                .filter(|_| l.starts_with("imported "))
+        })
+        .expect("summary")
+        .to_owned();
+    // "A accepted, D duplicates, R rejected"
+    let n: Vec<u64> = counts
+        .split(", ")
+        .map(|p| {
+            p.split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("count")
+        })
+        .collect();
+
+    for format in ["csv", "json"] {
+        let args = [
+            "investigate",
+            "--from",
+            "2020-06-01",
+            "--to",
+            "2020-10-01",
+            "--format",
+            format,
+        ];
+        let from_store = ok(d, &args);
+        let mut with_events = args.to_vec();
+        with_events.extend(["--events", "mixed.jsonl", "--quiet"]);
+        let o = mamori(d, &with_events);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(from_store, String::from_utf8_lossy(&o.stdout), "{format}");
+        let s = stderr(&o);
+        assert_eq!(rejected(&s), rejected(&imported), "{format}");
+        assert!(
+            s.contains(&format!(
+                "read {} events ({} duplicates skipped, {} rejected)",
+                n[0], n[1], n[2]
+            )),
+            "{s}\nimport: {counts}"
+        );
+        assert!(
+            s.contains(&format!("… {} rejected records in all", n[2])),
+            "{s}"
+        );
+    }
+    assert!(n[1] >= 290 && n[2] == 24, "{counts}");
 }
