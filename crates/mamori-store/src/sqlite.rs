@@ -21,6 +21,10 @@ use crate::{EventWriter, HistoryReader, Inserted, IpEvent, Result, Retention, St
 
 /// Rows per INSERT statement (17 parameters each; SQLite allows 32,766 per statement).
 const ROWS_PER_INSERT: usize = 500;
+/// Kinds kept in the partial index `events_sensitive` (migration 0002), and its condition.
+const SENSITIVE_KINDS: [u8; 8] = [4, 5, 7, 8, 9, 10, 11, 12];
+const SENSITIVE_SQL: &str = "(4, 5, 7, 8, 9, 10, 11, 12)";
+
 /// Keys per `IN (…)` list.
 const KEYS_PER_QUERY: usize = 500;
 
@@ -252,10 +256,16 @@ impl HistoryReader for SqliteStore {
 
     async fn procedures(&self, kind: Kind, from: i64, to: i64) -> Result<Vec<Procedure>> {
         // The kind is written into the statement (a small integer from an enum, never input
-        // text) so that SQLite can prove the partial index `events_sensitive` applies.
+        // text), with the index's own condition repeated, so that SQLite can prove the partial
+        // index `events_sensitive` applies. Other kinds are found by a scan.
+        let partial = if SENSITIVE_KINDS.contains(&kind.code()) {
+            format!(" AND kind IN {SENSITIVE_SQL}")
+        } else {
+            String::new()
+        };
         let sql = format!(
             "SELECT event_id, customer_id, occurred_at, channel, ip, device_id FROM events \
-             WHERE kind = {} AND occurred_at >= ? AND occurred_at < ?",
+             WHERE kind = {}{partial} AND occurred_at >= ? AND occurred_at < ?",
             kind.code()
         );
         let mut rows = sqlx::query(AssertSqlSafe(sql))
@@ -348,5 +358,45 @@ impl Retention for SqliteStore {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_kinds_match_the_partial_index_and_the_domain() {
+        let listed: Vec<u8> = SENSITIVE_SQL
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        assert_eq!(listed, SENSITIVE_KINDS);
+        let migration = include_str!("../migrations/sqlite/0002_sensitive_kind_index.sql");
+        assert!(migration.contains(&format!("WHERE kind IN {SENSITIVE_SQL}")));
+        for k in Kind::ALL {
+            let sensitive = crate::investigate::is_sensitive(*k);
+            assert_eq!(SENSITIVE_KINDS.contains(&k.code()), sensitive, "{k}");
+        }
+    }
+
+    #[tokio::test]
+    async fn procedures_of_a_sensitive_kind_use_the_partial_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("plan.db"))
+            .await
+            .expect("open");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN SELECT event_id FROM events WHERE kind = 4 AND kind IN {SENSITIVE_SQL} \
+             AND occurred_at >= 0 AND occurred_at < 1"
+        )))
+        .fetch_all(s.pool())
+        .await
+        .expect("plan");
+        assert!(
+            plan.iter().any(|r| r.3.contains("events_sensitive")),
+            "{plan:?}"
+        );
     }
 }
