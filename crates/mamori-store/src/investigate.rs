@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use ipnet::IpNet;
 use mamori_core::event::{Event, Kind};
-use mamori_core::history::{Access, ip_activity};
-use mamori_core::investigate::{Investigation, Query, Row, build_row};
+use mamori_core::history::Access;
+use mamori_core::investigate::{Investigation, Procedure, Query};
+use mamori_core::memory::investigate_indexed;
 use mamori_core::net::{ip_key, net_range};
 use mamori_core::verdict::IpIntel;
 use serde::Serialize;
@@ -52,11 +53,19 @@ pub async fn investigate<S: HistoryReader>(
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await?;
-    let mut by_customer: HashMap<String, Vec<Access>> = HashMap::new();
+    // Number the customers, then answer through the same function as the in-memory index.
+    let mut numbers: HashMap<String, u32> = HashMap::new();
+    let mut by_customer: Vec<Vec<Access>> = Vec::new();
+    let mut number = |c: String, by_customer: &mut Vec<Vec<Access>>| -> u32 {
+        *numbers.entry(c).or_insert_with(|| {
+            by_customer.push(Vec::new());
+            by_customer.len() as u32 - 1
+        })
+    };
     for (c, a) in accesses.into_iter().flatten() {
-        by_customer.entry(c).or_default().push(a);
+        let n = number(c, &mut by_customer) as usize;
+        by_customer[n].push(a);
     }
-
     let ip_list: Vec<(u128, (i64, i64))> = ips.into_iter().collect();
     let ip_events: Vec<Vec<crate::IpEvent>> = stream::iter(ip_list.chunks(CHUNK))
         .map(|chunk| {
@@ -68,38 +77,22 @@ pub async fn investigate<S: HistoryReader>(
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await?;
-    let mut by_ip: HashMap<u128, Vec<(i64, String, Kind)>> = HashMap::new();
+    let mut by_ip: HashMap<u128, Vec<(i64, u32, Kind)>> = HashMap::new();
     for e in ip_events.into_iter().flatten() {
-        by_ip
-            .entry(e.ip)
-            .or_default()
-            .push((e.at, e.customer_id, e.kind));
+        let n = number(e.customer_id, &mut by_customer);
+        by_ip.entry(e.ip).or_default().push((e.at, n, e.kind));
     }
-    for v in by_ip.values_mut() {
-        v.sort_unstable_by_key(|x| x.0);
-    }
-
-    let empty = Vec::new();
-    let rows: Vec<Row> = procs
+    let procedures: Vec<(u32, Procedure)> = procs
         .into_iter()
-        .map(|p| {
-            let t = p.occurred_at;
-            let activity =
-                p.ip.and_then(|ip| by_ip.get(&ip_key(ip)))
-                    .map(|v| {
-                        let lo = v.partition_point(|x| x.0 < t - q.windows.others);
-                        let hi = v.partition_point(|x| x.0 < t);
-                        ip_activity(
-                            p.customer_id.as_str(),
-                            v[lo..hi].iter().map(|(_, c, k)| (c.as_str(), *k)),
-                        )
-                    })
-                    .unwrap_or_default();
-            let acc = by_customer.get(&p.customer_id).unwrap_or(&empty);
-            build_row(p, acc, &activity, intel, q)
-        })
+        .map(|p| (number(p.customer_id.clone(), &mut by_customer), p))
         .collect();
-    Ok(Investigation::new(q, rows))
+    Ok(investigate_indexed(
+        procedures,
+        |c| by_customer[c as usize].as_slice(),
+        by_ip,
+        q,
+        intel,
+    ))
 }
 
 /// Procedures listed by a pivot.
