@@ -12,6 +12,7 @@ use mamori_core::history::Access;
 use mamori_core::investigate::Procedure;
 
 pub mod investigate;
+mod raw;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -26,6 +27,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot open the store at {path}: {source}")]
     Open { path: String, source: sqlx::Error },
+    #[error("SQLite error {code}: {message}")]
+    Sqlite { code: i32, message: String },
     #[error("corrupt row in the store ({0}); run an integrity check")]
     Corrupt(String),
 }

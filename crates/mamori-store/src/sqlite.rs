@@ -4,8 +4,10 @@
 //! the process; a power loss may lose the last transactions but never corrupts the file.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures_util::TryStreamExt;
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
 use mamori_core::history::{Access, device_hash};
@@ -17,10 +19,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::raw;
 use crate::{EventWriter, HistoryReader, Inserted, IpEvent, Result, Retention, StoreError};
 
-/// Rows per INSERT statement (17 parameters each; SQLite allows 32,766 per statement).
-const ROWS_PER_INSERT: usize = 500;
 /// Kinds kept in the partial index `events_sensitive` (migration 0002), and its condition.
 const SENSITIVE_KINDS: [u8; 8] = [4, 5, 7, 8, 9, 10, 11, 12];
 const SENSITIVE_SQL: &str = "(4, 5, 7, 8, 9, 10, 11, 12)";
@@ -32,6 +33,7 @@ const KEYS_PER_QUERY: usize = 500;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    keys: Arc<Mutex<KeyCache>>,
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -86,7 +88,10 @@ impl SqliteStore {
                 source,
             })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            keys: Arc::default(),
+        })
     }
 
     /// Opens a `sqlite://` URL or a plain path.
@@ -131,55 +136,289 @@ fn ip_event_row(r: &SqliteRow) -> Result<IpEvent> {
     })
 }
 
+/// Microseconds per day.
+const DAY_US: i64 = 86_400_000_000;
+
+/// The UTC day number of a time: the `day` of `ip_seen` (migration 0003).
+pub fn utc_day(at: i64) -> i64 {
+    at.div_euclid(DAY_US)
+}
+
+/// Committed keys of the side tables, so that a batch looks each text up once per process.
+/// Keys never change once committed (nothing deletes from the side tables), so the cache is never
+/// stale; keys of a transaction that fails are never added.
+#[derive(Debug, Default)]
+struct KeyCache {
+    customers: HashMap<Box<str>, i64>,
+    devices: HashMap<Box<str>, i64>,
+    agents: HashMap<Box<str>, i64>,
+}
+
+/// Keys of one side table looked up or created in the current transaction.
+struct Interner<'c, 'h> {
+    select: raw::Stmt<'c, 'h>,
+    insert: raw::Stmt<'c, 'h>,
+    fresh: HashMap<Box<str>, i64>,
+}
+
+impl<'c, 'h> Interner<'c, 'h> {
+    fn new(conn: &'c raw::Conn<'h>, table: &str, key: &str, text: &str) -> Result<Self> {
+        Ok(Interner {
+            select: conn.prepare(&format!("SELECT {key} FROM {table} WHERE {text} = ?"))?,
+            insert: conn.prepare(&format!(
+                "INSERT INTO {table} ({text}) VALUES (?) ON CONFLICT ({text}) DO NOTHING"
+            ))?,
+            fresh: HashMap::new(),
+        })
+    }
+
+    fn key(&mut self, cache: &HashMap<Box<str>, i64>, text: &str) -> Result<i64> {
+        if let Some(k) = cache.get(text).or_else(|| self.fresh.get(text)) {
+            return Ok(*k);
+        }
+        let p = [raw::Value::Text(text)];
+        let k = match self.select.query_i64(&p)? {
+            Some(k) => k,
+            None => match self.insert.insert(&p)? {
+                Some(k) => k,
+                None => self
+                    .select
+                    .query_i64(&p)?
+                    .ok_or_else(|| corrupt("a side-table key vanished"))?,
+            },
+        };
+        self.fresh.insert(text.into(), k);
+        Ok(k)
+    }
+}
+
+/// Columns of an events row, as [`insert_sql`] lists them.
+const COLUMNS: usize = 16;
+/// Rows per INSERT statement of a batch write.
+const ROWS_PER_INSERT: usize = 32;
+
+/// An INSERT of `rows` events rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (customer_key, occurred_at, event_id, kind, channel, ip, device_hash, \
+         device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, dest_account_type, \
+         dest_account_number, dest_holder_kana) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
+/// New keys of a batch, added to the cache after its commit.
+struct FreshKeys([HashMap<Box<str>, i64>; 3]);
+
+/// Writes one batch on the raw handle, inside the caller's transaction. Returns the number of new
+/// events.
+fn write_batch(
+    conn: &raw::Conn<'_>,
+    cache: &KeyCache,
+    events: &[Event],
+) -> Result<(u64, FreshKeys)> {
+    let mut customers = Interner::new(conn, "customers", "customer_key", "customer_id")?;
+    let mut devices = Interner::new(conn, "devices", "device_key", "device_id")?;
+    let mut agents = Interner::new(conn, "user_agents", "ua_key", "user_agent")?;
+    // First copy of an event_id in the batch wins; then the rows go in key order, which keeps the
+    // table's B-tree writes local whatever the order of the input.
+    let mut ids: HashSet<&str> = HashSet::with_capacity(events.len());
+    let mut rows: Vec<(i64, &Event)> = Vec::with_capacity(events.len());
+    for e in events {
+        if ids.insert(e.event_id.as_str()) {
+            rows.push((customers.key(&cache.customers, &e.customer_id)?, e));
+        }
+    }
+    drop(ids);
+    rows.sort_by_key(|r| (r.0, r.1.occurred_at));
+    let mut insert_full = conn.prepare(&insert_sql(ROWS_PER_INSERT))?;
+    let mut insert_one = conn.prepare(&insert_sql(1))?;
+    let mut seen = conn.prepare(
+        "INSERT INTO ip_seen (ip, day, customer_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )?;
+    // ip_seen rows are written for every event of the batch, stored or duplicate: a duplicate's
+    // row is there already or merely over-approximates, which ip_seen allows.
+    let mut seen_in_batch: HashSet<(u128, i64, i64)> = HashSet::with_capacity(rows.len() / 4);
+    let mut inserted = 0u64;
+    let mut params: Vec<raw::Value<'_>> = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS);
+    let ips: Vec<[u8; 16]> = rows
+        .iter()
+        .map(|(_, e)| e.ip.map_or([0; 16], |ip| key_bytes(ip_key(ip))))
+        .collect();
+    for (chunk, ips) in rows
+        .chunks(ROWS_PER_INSERT)
+        .zip(ips.chunks(ROWS_PER_INSERT))
+    {
+        params.clear();
+        for ((ck, e), ip) in chunk.iter().zip(ips) {
+            let device = e
+                .device_id
+                .as_deref()
+                .map(|d| devices.key(&cache.devices, d))
+                .transpose()?;
+            let agent = e
+                .user_agent
+                .as_deref()
+                .map(|u| agents.key(&cache.agents, u))
+                .transpose()?;
+            let d = e.destination.as_ref();
+            params.extend_from_slice(&[
+                raw::Value::Int(*ck),
+                raw::Value::Int(e.occurred_at),
+                raw::Value::Text(&e.event_id),
+                raw::Value::Int(e.kind.code() as i64),
+                raw::Value::Int(e.channel.code() as i64),
+                if e.ip.is_some() {
+                    raw::Value::Blob(ip)
+                } else {
+                    raw::Value::Null
+                },
+                e.device_id.as_deref().map(|d| device_hash(d) as i64).into(),
+                device.into(),
+                agent.into(),
+                e.amount.into(),
+                e.side.map(|s| s.code() as i64).into(),
+                d.map(|d| d.bank_code.as_str()).into(),
+                d.map(|d| d.branch_code.as_str()).into(),
+                d.map(|d| d.account_type.as_str()).into(),
+                d.map(|d| d.account_number.as_str()).into(),
+                d.map(|d| d.holder_kana.as_str()).into(),
+            ]);
+        }
+        if chunk.len() == ROWS_PER_INSERT {
+            inserted += insert_full.exec(&params)?;
+        } else {
+            for row in params.chunks(COLUMNS) {
+                inserted += insert_one.exec(row)?;
+            }
+        }
+        for ((ck, e), ip) in chunk.iter().zip(ips) {
+            let Some(key) = e.ip.map(ip_key) else {
+                continue;
+            };
+            let day = utc_day(e.occurred_at);
+            if seen_in_batch.insert((key, day, *ck)) {
+                seen.exec(&[
+                    raw::Value::Blob(ip),
+                    raw::Value::Int(day),
+                    raw::Value::Int(*ck),
+                ])?;
+            }
+        }
+    }
+    Ok((
+        inserted,
+        FreshKeys([customers.fresh, devices.fresh, agents.fresh]),
+    ))
+}
+
+impl SqliteStore {
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        // A panic while the lock was held cannot leave uncommitted keys behind (they are added
+        // after commit), so a poisoned cache is still right.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl EventWriter for SqliteStore {
     async fn insert_events(&self, events: &[Event]) -> Result<Inserted> {
-        let mut tx = self.pool.begin().await?;
-        let mut inserted = 0u64;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO events (event_id, occurred_at, customer_id, kind, channel, ip, device_hash, \
-                 device_id, user_agent, amount, side, dest_bank_code, dest_branch_code, \
-                 dest_account_type, dest_account_number, dest_holder_kana) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-            }
-            sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
-            let keys: Vec<Option<[u8; 16]>> = chunk
-                .iter()
-                .map(|e| e.ip.map(|ip| key_bytes(ip_key(ip))))
-                .collect();
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (e, key) in chunk.iter().zip(&keys) {
-                let d = e.destination.as_ref();
-                q = q
-                    .bind(e.event_id.as_str())
-                    .bind(e.occurred_at)
-                    .bind(e.customer_id.as_str())
-                    .bind(e.kind.code() as i64)
-                    .bind(e.channel.code() as i64)
-                    .bind(key.as_ref().map(|k| &k[..]))
-                    .bind(e.device_id.as_deref().map(|d| device_hash(d) as i64))
-                    .bind(e.device_id.as_deref())
-                    .bind(e.user_agent.as_deref())
-                    .bind(e.amount)
-                    .bind(e.side.map(|s| s.code() as i64))
-                    .bind(d.map(|d| d.bank_code.as_str()))
-                    .bind(d.map(|d| d.branch_code.as_str()))
-                    .bind(d.map(|d| d.account_type.as_str()))
-                    .bind(d.map(|d| d.account_number.as_str()))
-                    .bind(d.map(|d| d.holder_kana.as_str()));
-            }
-            inserted += q.execute(&mut *tx).await?.rows_affected();
+        if events.is_empty() {
+            return Ok(Inserted::default());
         }
+        let mut tx = self.pool.begin().await?;
+        let (inserted, fresh) = {
+            let mut handle = tx.lock_handle().await?;
+            // SAFETY: the handle is locked for this connection while `handle` lives, and `conn`
+            // and its statements are dropped at the end of this block, before it.
+            let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
+            let cache = self.cache();
+            write_batch(&conn, &cache, events)?
+        };
         tx.commit().await?;
+        let mut cache = self.cache();
+        let [c, d, a] = fresh.0;
+        cache.customers.extend(c);
+        cache.devices.extend(d);
+        cache.agents.extend(a);
         Ok(Inserted {
             inserted,
             duplicates: events.len() as u64 - inserted,
         })
+    }
+}
+
+/// The procedures query for a kind. The kind is written into the statement (a small integer from an
+/// enum, never input text), with the index's own condition repeated, so that SQLite can prove the
+/// partial index `events_sensitive` applies. Other kinds are found by a scan.
+fn procedures_sql(kind: Kind) -> String {
+    let partial = if SENSITIVE_KINDS.contains(&kind.code()) {
+        format!(" AND e.kind IN {SENSITIVE_SQL}")
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT e.event_id, c.customer_id, e.occurred_at, e.channel, e.ip, d.device_id \
+         FROM events e JOIN customers c ON c.customer_key = e.customer_key \
+         LEFT JOIN devices d ON d.device_key = e.device_key \
+         WHERE e.kind = {}{partial} AND e.occurred_at >= ? AND e.occurred_at < ?",
+        kind.code()
+    )
+}
+
+/// What an IP question selects: one address, a list, or a range of keys.
+enum IpFilter<'a> {
+    List(&'a [[u8; 16]]),
+    Range([u8; 16], [u8; 16]),
+}
+
+impl SqliteStore {
+    /// Events from IPs matching the filter with `from ≤ at < to`: candidates from `ip_seen`, then
+    /// the candidates' exact events.
+    async fn ip_filtered(&self, filter: IpFilter<'_>, from: i64, to: i64) -> Result<Vec<IpEvent>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let cond = match &filter {
+            IpFilter::List(keys) => format!("ip IN ({})", placeholders(keys.len())),
+            IpFilter::Range(..) => "ip >= ? AND ip <= ?".to_owned(),
+        };
+        // CROSS JOIN keeps SQLite's join order: candidates first, then each candidate's events
+        // by the table's key (customer, time).
+        let sql = format!(
+            "SELECT s.ip, e.occurred_at, c.customer_id, e.kind \
+             FROM (SELECT DISTINCT ip, customer_key FROM ip_seen \
+                   WHERE {cond} AND day >= ? AND day <= ?) s \
+             CROSS JOIN events e CROSS JOIN customers c \
+             WHERE e.customer_key = s.customer_key AND e.occurred_at >= ? AND e.occurred_at < ? \
+               AND e.ip = s.ip AND c.customer_key = s.customer_key"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        match &filter {
+            IpFilter::List(keys) => {
+                for k in keys.iter() {
+                    q = q.bind(&k[..]);
+                }
+            }
+            IpFilter::Range(lo, hi) => q = q.bind(&lo[..]).bind(&hi[..]),
+        }
+        let mut rows = q
+            .bind(utc_day(from))
+            .bind(utc_day(to - 1))
+            .bind(from)
+            .bind(to)
+            .fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            out.push(ip_event_row(&r)?);
+        }
+        Ok(out)
     }
 }
 
@@ -193,8 +432,10 @@ impl HistoryReader for SqliteStore {
         let mut out = Vec::new();
         for chunk in customers.chunks(KEYS_PER_QUERY) {
             let sql = format!(
-                "SELECT customer_id, occurred_at, kind, channel, ip, device_hash FROM events \
-                 WHERE customer_id IN ({}) AND occurred_at >= ? AND occurred_at < ?",
+                "SELECT c.customer_id, e.occurred_at, e.kind, e.channel, e.ip, e.device_hash \
+                 FROM customers c CROSS JOIN events e \
+                 WHERE c.customer_id IN ({}) AND e.customer_key = c.customer_key \
+                   AND e.occurred_at >= ? AND e.occurred_at < ?",
                 placeholders(chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -216,58 +457,21 @@ impl HistoryReader for SqliteStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<IpEvent>> {
-        let (lo, hi) = (key_bytes(lo), key_bytes(hi));
-        let mut rows = sqlx::query(
-            "SELECT ip, occurred_at, customer_id, kind FROM events \
-             WHERE ip >= ? AND ip <= ? AND occurred_at >= ? AND occurred_at < ?",
-        )
-        .bind(&lo[..])
-        .bind(&hi[..])
-        .bind(from)
-        .bind(to)
-        .fetch(&self.pool);
-        let mut out = Vec::new();
-        while let Some(r) = rows.try_next().await? {
-            out.push(ip_event_row(&r)?);
-        }
-        Ok(out)
+        self.ip_filtered(IpFilter::Range(key_bytes(lo), key_bytes(hi)), from, to)
+            .await
     }
 
     async fn ip_events(&self, ips: &[u128], from: i64, to: i64) -> Result<Vec<IpEvent>> {
         let mut out = Vec::new();
         for chunk in ips.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT ip, occurred_at, customer_id, kind FROM events \
-                 WHERE ip IN ({}) AND occurred_at >= ? AND occurred_at < ?",
-                placeholders(chunk.len())
-            );
             let keys: Vec<[u8; 16]> = chunk.iter().map(|k| key_bytes(*k)).collect();
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for k in &keys {
-                q = q.bind(&k[..]);
-            }
-            let mut rows = q.bind(from).bind(to).fetch(&self.pool);
-            while let Some(r) = rows.try_next().await? {
-                out.push(ip_event_row(&r)?);
-            }
+            out.extend(self.ip_filtered(IpFilter::List(&keys), from, to).await?);
         }
         Ok(out)
     }
 
     async fn procedures(&self, kind: Kind, from: i64, to: i64) -> Result<Vec<Procedure>> {
-        // The kind is written into the statement (a small integer from an enum, never input
-        // text), with the index's own condition repeated, so that SQLite can prove the partial
-        // index `events_sensitive` applies. Other kinds are found by a scan.
-        let partial = if SENSITIVE_KINDS.contains(&kind.code()) {
-            format!(" AND kind IN {SENSITIVE_SQL}")
-        } else {
-            String::new()
-        };
-        let sql = format!(
-            "SELECT event_id, customer_id, occurred_at, channel, ip, device_id FROM events \
-             WHERE kind = {}{partial} AND occurred_at >= ? AND occurred_at < ?",
-            kind.code()
-        );
+        let sql = procedures_sql(kind);
         let mut rows = sqlx::query(AssertSqlSafe(sql))
             .bind(from)
             .bind(to)
@@ -288,11 +492,15 @@ impl HistoryReader for SqliteStore {
 
     async fn customer_events(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Event>> {
         let mut rows = sqlx::query(
-            "SELECT event_id, occurred_at, customer_id, kind, channel, ip, device_id, user_agent, \
-             amount, side, dest_bank_code, dest_branch_code, dest_account_type, \
-             dest_account_number, dest_holder_kana FROM events \
-             WHERE customer_id = ? AND occurred_at >= ? AND occurred_at < ? \
-             ORDER BY occurred_at, event_id",
+            "SELECT e.event_id, e.occurred_at, c.customer_id, e.kind, e.channel, e.ip, \
+             d.device_id, u.user_agent, e.amount, e.side, e.dest_bank_code, e.dest_branch_code, \
+             e.dest_account_type, e.dest_account_number, e.dest_holder_kana \
+             FROM customers c CROSS JOIN events e \
+             LEFT JOIN devices d ON d.device_key = e.device_key \
+             LEFT JOIN user_agents u ON u.ua_key = e.ua_key \
+             WHERE c.customer_id = ? AND e.customer_key = c.customer_key \
+               AND e.occurred_at >= ? AND e.occurred_at < ? \
+             ORDER BY e.occurred_at, e.event_id",
         )
         .bind(customer)
         .bind(from)
@@ -338,25 +546,36 @@ impl HistoryReader for SqliteStore {
     }
 }
 
+/// Customers per purge transaction.
+const PURGE_CUSTOMERS: i64 = 20_000;
+
 impl Retention for SqliteStore {
     async fn purge_before(&self, t: i64) -> Result<u64> {
+        // By ranges of customers, so a large purge does not hold the write lock for long; each
+        // range is read once along the table's key.
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(customer_key) FROM customers")
+            .fetch_one(&self.pool)
+            .await?;
         let mut total = 0;
-        // In chunks, so a large purge does not hold the write lock for long. Old events sit at
-        // the start of the table (rowids grow with arrival), so each chunk's scan is short.
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
-                 WHERE occurred_at < ? LIMIT 50000)",
+        let mut lo = 0i64;
+        while lo <= max.unwrap_or(-1) {
+            total += sqlx::query(
+                "DELETE FROM events WHERE customer_key >= ? AND customer_key < ? \
+                 AND occurred_at < ?",
             )
+            .bind(lo)
+            .bind(lo.saturating_add(PURGE_CUSTOMERS))
             .bind(t)
             .execute(&self.pool)
             .await?
             .rows_affected();
-            total += n;
-            if n == 0 {
-                break;
-            }
+            lo = lo.saturating_add(PURGE_CUSTOMERS);
         }
+        // Days wholly before t. The day of t keeps its rows: ip_seen may over-approximate.
+        sqlx::query("DELETE FROM ip_seen WHERE day < ?")
+            .bind(utc_day(t))
+            .execute(&self.pool)
+            .await?;
         Ok(total)
     }
 }
@@ -375,28 +594,43 @@ mod tests {
         assert_eq!(listed, SENSITIVE_KINDS);
         let migration = include_str!("../migrations/sqlite/0002_sensitive_kind_index.sql");
         assert!(migration.contains(&format!("WHERE kind IN {SENSITIVE_SQL}")));
+        let migration = include_str!("../migrations/sqlite/0003_compact_events.sql");
+        assert!(migration.contains(&format!("WHERE kind IN {SENSITIVE_SQL}")));
         for k in Kind::ALL {
             let sensitive = crate::investigate::is_sensitive(*k);
             assert_eq!(SENSITIVE_KINDS.contains(&k.code()), sensitive, "{k}");
         }
     }
 
+    async fn plan(s: &SqliteStore, sql: &str) -> String {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(s.pool())
+                .await
+                .expect("plan");
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }
+
     #[tokio::test]
-    async fn procedures_of_a_sensitive_kind_use_the_partial_index() {
+    async fn queries_use_the_intended_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SqliteStore::open(&dir.path().join("plan.db"))
             .await
             .expect("open");
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN SELECT event_id FROM events WHERE kind = 4 AND kind IN {SENSITIVE_SQL} \
-             AND occurred_at >= 0 AND occurred_at < 1"
-        )))
-        .fetch_all(s.pool())
-        .await
-        .expect("plan");
-        assert!(
-            plan.iter().any(|r| r.3.contains("events_sensitive")),
-            "{plan:?}"
-        );
+        let p = plan(&s, &procedures_sql(Kind::DestinationChange)).await;
+        assert!(p.contains("events_sensitive"), "{p}");
+        // Candidates from ip_seen's key, then each candidate's events by the table's key.
+        let p = plan(
+            &s,
+            "SELECT s.ip FROM (SELECT DISTINCT ip, customer_key FROM ip_seen \
+             WHERE ip IN (x'00', x'01') AND day >= 1 AND day <= 2) s \
+             CROSS JOIN events e CROSS JOIN customers c WHERE e.customer_key = s.customer_key \
+             AND e.occurred_at >= 1 AND e.occurred_at < 2 AND e.ip = s.ip \
+             AND c.customer_key = s.customer_key",
+        )
+        .await;
+        assert!(p.contains("SEARCH ip_seen USING PRIMARY KEY"), "{p}");
+        assert!(p.contains("SEARCH e USING PRIMARY KEY"), "{p}");
+        assert!(!p.contains("SCAN e"), "{p}");
     }
 }

@@ -38,6 +38,192 @@ fn sqlite_passes_the_storage_suite() {
     });
 }
 
+/// Events of several customers, devices, agents and IPs, as the old-schema test writes them.
+fn mixed_events() -> Vec<Event> {
+    let mut out = Vec::new();
+    for i in 0..300i64 {
+        let customer = format!("m{}", i % 7);
+        let kind = [
+            Kind::Login,
+            Kind::Trade,
+            Kind::DestinationChange,
+            Kind::LoginFailed,
+        ][(i % 4) as usize];
+        let mut e = testsuite::ev(
+            &format!("old-{i}"),
+            "2020-03-01T09:00:00+09:00",
+            &customer,
+            kind,
+            Some(["192.0.2.1", "192.0.2.77", "2001:db8::5", "198.51.100.3"][(i % 4) as usize]),
+        );
+        e.occurred_at += i * 7 * HOUR;
+        e.user_agent = (i % 3 == 0).then(|| format!("agent {}", i % 5));
+        e.amount = (i % 5 == 0).then_some(i * 1000);
+        if i % 11 == 0 {
+            e.ip = None;
+            e.channel = Channel::SupportCenter;
+            e.device_id = None;
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn a_store_of_the_first_schema_is_migrated_with_its_data() {
+    use mamori_core::history::device_hash;
+    use mamori_core::net::{ip_key, key_bytes};
+    use mamori_store::HistoryReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let events = mixed_events();
+    runtime().block_on(async {
+        // A store as release 1 left it: migrations 1 and 2, events in the old table.
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("pool");
+        let mut old = sqlx::migrate!("./migrations/sqlite");
+        old.migrations = old
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 2)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        old.run(&pool).await.expect("old migrations");
+        for e in &events {
+            let key = e.ip.map(|ip| key_bytes(ip_key(ip)).to_vec());
+            sqlx::query(
+                "INSERT INTO events (event_id, occurred_at, customer_id, kind, channel, ip, \
+                 device_hash, device_id, user_agent, amount) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(&e.event_id)
+            .bind(e.occurred_at)
+            .bind(&e.customer_id)
+            .bind(e.kind.code() as i64)
+            .bind(e.channel.code() as i64)
+            .bind(key)
+            .bind(e.device_id.as_deref().map(|d| device_hash(d) as i64))
+            .bind(&e.device_id)
+            .bind(&e.user_agent)
+            .bind(e.amount)
+            .execute(&pool)
+            .await
+            .expect("old insert");
+        }
+        pool.close().await;
+
+        let s = SqliteStore::open(&path).await.expect("open migrates");
+        assert_eq!(s.count_events().await.expect("count"), events.len() as u64);
+        for c in 0..7 {
+            let id = format!("m{c}");
+            let mut want: Vec<Event> = events
+                .iter()
+                .filter(|e| e.customer_id == id)
+                .cloned()
+                .collect();
+            want.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+            let got = s
+                .customer_events(&id, i64::MIN, i64::MAX)
+                .await
+                .expect("events");
+            assert_eq!(got, want, "customer {id}");
+        }
+        // ip_seen was filled: every event from 192.0.2.0/24 is found by a range question.
+        let (lo, hi) = mamori_core::net::net_range("192.0.2.0/24".parse().expect("net"));
+        let from_net = s
+            .ip_range_events(lo, hi, i64::MIN, i64::MAX)
+            .await
+            .expect("range");
+        let want = events
+            .iter()
+            .filter(|e| {
+                e.ip.is_some_and(|ip| ip.to_string().starts_with("192.0.2."))
+            })
+            .count();
+        assert_eq!(from_net.len(), want);
+        // The migrated store stays idempotent and keeps taking new events.
+        let again = s.insert_events(&events).await.expect("insert again");
+        assert_eq!((again.inserted, again.duplicates), (0, events.len() as u64));
+        let mut new = events[0].clone();
+        new.event_id = "after-migration".into();
+        new.occurred_at += 1;
+        assert_eq!(
+            s.insert_events(&[new]).await.expect("insert new").inserted,
+            1
+        );
+        s.close().await;
+    });
+}
+
+#[test]
+fn a_failed_batch_leaves_no_side_table_keys_behind() {
+    use mamori_store::HistoryReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let s = SqliteStore::open(&dir.path().join("fail.db"))
+            .await
+            .expect("open");
+        // Make the last event of a batch fail after its customer and device were looked up.
+        sqlx::query(
+            "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event_id = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        )
+        .execute(s.pool())
+        .await
+        .expect("trigger");
+        let mut batch = vec![
+            testsuite::ev(
+                "f1",
+                "2020-05-01T10:00:00+09:00",
+                "fresh",
+                Kind::Login,
+                Some("192.0.2.9"),
+            ),
+            testsuite::ev(
+                "boom",
+                "2020-05-01T10:05:00+09:00",
+                "fresh",
+                Kind::Trade,
+                Some("192.0.2.9"),
+            ),
+        ];
+        batch[0].user_agent = Some("fresh agent".into());
+        assert!(
+            s.insert_events(&batch).await.is_err(),
+            "the trigger aborts the batch"
+        );
+        assert_eq!(
+            s.count_events().await.expect("count"),
+            0,
+            "nothing of the batch stays"
+        );
+        sqlx::query("DROP TRIGGER boom")
+            .execute(s.pool())
+            .await
+            .expect("drop trigger");
+        let r = s.insert_events(&batch).await.expect("retry");
+        assert_eq!(r.inserted, 2);
+        // Had the failed batch's keys been cached, these events would point at rows that were
+        // rolled back and the customer would have no history.
+        let got = s
+            .customer_events("fresh", i64::MIN, i64::MAX)
+            .await
+            .expect("events");
+        assert_eq!(got, batch);
+        let (lo, hi) = mamori_core::net::net_range("192.0.2.9/32".parse().expect("net"));
+        assert_eq!(
+            s.ip_range_events(lo, hi, i64::MIN, i64::MAX)
+                .await
+                .expect("ip")
+                .len(),
+            2
+        );
+        s.close().await;
+    });
+}
+
 const DAY: i64 = 86_400_000_000;
 const HOUR: i64 = 3_600_000_000;
 const BASE: i64 = 1_577_804_400_000_000; // 2020-01-01T00:00:00+09:00
@@ -143,11 +329,19 @@ const KINDS: [Kind; 5] = [
 
 fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
     // Times on a grid of days and half days, some a year apart, so that the edges of the 30-day
-    // and 365-day windows are hit exactly.
+    // and 365-day windows are hit exactly; and times around UTC midnight (09:00 in Tokyo, where
+    // the store's per-day IP table turns over), a microsecond either side.
     let one = (
         0usize..5,
         (0i64..40, 0i64..2).prop_map(|(d, y)| d + 365 * y),
-        0i64..3,
+        prop::sample::select(vec![
+            0,
+            12 * HOUR,
+            24 * HOUR,
+            9 * HOUR - 1,
+            9 * HOUR,
+            9 * HOUR + 1,
+        ]),
         0usize..KINDS.len(),
         0usize..IPS.len(),
         0usize..10,
@@ -156,7 +350,7 @@ fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
     proptest::collection::vec(one, 1..120).prop_map(|v| {
         v.into_iter()
             .enumerate()
-            .map(|(i, (c, day, half, k, ip, ch, dev))| {
+            .map(|(i, (c, day, offset, k, ip, ch, dev))| {
                 let channel = match ch {
                     0 => Channel::Paper,
                     1..=3 => Channel::App,
@@ -164,7 +358,7 @@ fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
                 };
                 Event {
                     event_id: format!("e{i:04}"),
-                    occurred_at: BASE + day * DAY + half * 12 * HOUR,
+                    occurred_at: BASE + day * DAY + offset,
                     customer_id: format!("c{c}"),
                     kind: KINDS[k],
                     channel,
@@ -217,7 +411,10 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let from_store = runtime().block_on(async {
             let s = SqliteStore::open(&dir.path().join("p.db")).await.expect("open");
-            for chunk in events.chunks(17) {
+            // A large first batch (several multi-row statements and a remainder), then small
+            // ones that repeat some of its events.
+            s.insert_events(&events[..events.len().min(75)]).await.expect("insert");
+            for chunk in events[events.len().min(60)..].chunks(17) {
                 s.insert_events(chunk).await.expect("insert");
             }
             let inv = investigate(&s, &q, &NoIntel).await.expect("investigate");
@@ -228,5 +425,60 @@ proptest! {
         // The judgement too is the same from both sources, row by row and in the same order.
         prop_assert_eq!(&from_store.rows, &from_memory.rows);
         prop_assert_eq!(&from_store.summary, &from_memory.summary);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// "Who used this IP (or network) in [from, to)" is exact, whatever the window's edges: the
+    /// per-day IP table only narrows the candidates.
+    #[test]
+    fn ip_questions_equal_the_reference(
+        events in events_strategy(),
+        windows in proptest::collection::vec((0i64..60, 0i64..6, 0i64..40 * DAY), 1..8),
+    ) {
+        use mamori_core::net::{ip_key, net_range};
+        use mamori_store::HistoryReader;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seen = HashSet::new();
+        let stored: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id.clone())).collect();
+        let answers = runtime().block_on(async {
+            let s = SqliteStore::open(&dir.path().join("ip.db")).await.expect("open");
+            s.insert_events(&events).await.expect("insert");
+            let mut out = Vec::new();
+            for (day, edge, len) in &windows {
+                // Window edges on the events' grid (a microsecond either side of it too).
+                let from = BASE + day * DAY + [0, 9 * HOUR, 9 * HOUR - 1, 9 * HOUR + 1, 12 * HOUR, 24 * HOUR][*edge as usize];
+                let to = from + len;
+                for ip in IPS {
+                    let key = ip_key(ip.parse().expect("ip"));
+                    let mut got: Vec<(i64, String)> = s.ip_events(&[key], from, to).await.expect("ip events")
+                        .into_iter().map(|e| (e.at, e.customer_id)).collect();
+                    got.sort();
+                    out.push((ip.to_string(), from, to, got));
+                }
+                let net: ipnet::IpNet = "203.0.113.0/24".parse().expect("net");
+                let (lo, hi) = net_range(net);
+                let mut got: Vec<(i64, String)> = s.ip_range_events(lo, hi, from, to).await.expect("range")
+                    .into_iter().map(|e| (e.at, e.customer_id)).collect();
+                got.sort();
+                out.push((net.to_string(), from, to, got));
+            }
+            s.close().await;
+            out
+        });
+        for (what, from, to, got) in answers {
+            let mut want: Vec<(i64, String)> = stored
+                .iter()
+                .filter(|e| e.occurred_at >= from && e.occurred_at < to)
+                .filter(|e| e.ip.is_some_and(|ip| {
+                    if what.contains('/') { ip.to_string().starts_with("203.0.113.") } else { ip.to_string() == what }
+                }))
+                .map(|e| (e.occurred_at, e.customer_id.clone()))
+                .collect();
+            want.sort();
+            prop_assert_eq!(got, want, "{} in [{}, {})", what, from, to);
+        }
     }
 }

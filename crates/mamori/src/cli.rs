@@ -65,8 +65,8 @@ pub struct ImportArgs {
     /// Input format when the extension does not tell (jsonl or csv).
     #[arg(long)]
     pub format: Option<InputFormat>,
-    /// Events per transaction.
-    #[arg(long, default_value_t = 20_000)]
+    /// Events per transaction: a killed import leaves whole transactions only.
+    #[arg(long, default_value_t = 200_000)]
     pub batch: usize,
     /// No progress bar.
     #[arg(long)]

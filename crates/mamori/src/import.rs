@@ -34,7 +34,7 @@ pub struct ImportOptions {
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
-            batch: 20_000,
+            batch: 200_000,
             strict: false,
             rejects: PathBuf::from("mamori-rejects.jsonl"),
             format: None,
@@ -113,6 +113,11 @@ impl Rejects {
     }
 }
 
+/// Events per message from the reader to the writer. The writer gathers messages into
+/// transactions of `batch` events, so a large transaction does not mean several large batches in
+/// memory at once.
+const CHUNK: usize = 20_000;
+
 enum Msg {
     Batch(Vec<Event>),
     Failed(anyhow::Error),
@@ -156,7 +161,7 @@ pub async fn import<S: EventWriter>(
         for input in inputs {
             let read = input.read.clone();
             let mut failed: Option<anyhow::Error> = None;
-            input.for_each_batch(reader_opts.batch, |items| {
+            input.for_each_batch(reader_opts.batch.min(CHUNK), |items| {
                 let mut events = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
@@ -190,14 +195,29 @@ pub async fn import<S: EventWriter>(
     });
     let mut total_ins = Inserted::default();
     let mut failure = None;
+    let mut pending: Vec<Event> = Vec::new();
+    let mut flush = async |pending: &mut Vec<Event>| -> anyhow::Result<()> {
+        if !pending.is_empty() {
+            total_ins += store.insert_events(pending).await?;
+            pending.clear();
+            bar.set_message(format!(
+                "{} events",
+                total_ins.inserted + total_ins.duplicates
+            ));
+        }
+        Ok(())
+    };
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Batch(events) => {
-                total_ins += store.insert_events(&events).await?;
-                bar.set_message(format!(
-                    "{} events",
-                    total_ins.inserted + total_ins.duplicates
-                ));
+            Msg::Batch(mut events) => {
+                if pending.is_empty() {
+                    pending = events;
+                } else {
+                    pending.append(&mut events);
+                }
+                if pending.len() >= opts.batch {
+                    flush(&mut pending).await?;
+                }
             }
             Msg::Failed(e) => {
                 failure = Some(e);
@@ -205,6 +225,8 @@ pub async fn import<S: EventWriter>(
             }
         }
     }
+    // What came before a bad record (under --strict) is committed too.
+    flush(&mut pending).await?;
     drop(rx);
     let rejects = match reader.join() {
         Ok(r) => r?,
