@@ -67,12 +67,14 @@ pub async fn investigate<S: HistoryReader>(
         by_customer[n].push(a);
     }
     let ip_list: Vec<(u128, (i64, i64))> = ips.into_iter().collect();
+    // Each IP over its own window: from 30 days before its first procedure to its last.
     let ip_events: Vec<Vec<crate::IpEvent>> = stream::iter(ip_list.chunks(CHUNK))
         .map(|chunk| {
-            let from = chunk.iter().map(|c| c.1.0).min().unwrap_or(0) - q.windows.others;
-            let to = chunk.iter().map(|c| c.1.1).max().unwrap_or(0);
-            let keys: Vec<u128> = chunk.iter().map(|c| c.0).collect();
-            async move { store.ip_events(&keys, from, to).await }
+            let windows: Vec<(u128, i64, i64)> = chunk
+                .iter()
+                .map(|(ip, (first, last))| (*ip, first - q.windows.others, *last))
+                .collect();
+            async move { store.ip_events(&windows).await }
         })
         .buffer_unordered(PARALLEL)
         .try_collect()

@@ -29,6 +29,8 @@ pub enum StoreError {
     Open { path: String, source: sqlx::Error },
     #[error("SQLite error {code}: {message}")]
     Sqlite { code: i32, message: String },
+    #[error("a store task failed: {0}")]
+    Task(String),
     #[error("corrupt row in the store ({0}); run an integrity check")]
     Corrupt(String),
 }
@@ -88,12 +90,10 @@ pub trait HistoryReader: Sync {
         to: i64,
     ) -> impl Future<Output = Result<Vec<IpEvent>>> + Send;
 
-    /// Events from any of the given IPs with `from ≤ at < to`.
+    /// Events from each IP within its own window: `(ip key, from, to)` selects `from ≤ at < to`.
     fn ip_events(
         &self,
-        ips: &[u128],
-        from: i64,
-        to: i64,
+        windows: &[(u128, i64, i64)],
     ) -> impl Future<Output = Result<Vec<IpEvent>>> + Send;
 
     /// Events of a kind with `from ≤ at < to`, on every channel, as procedures.

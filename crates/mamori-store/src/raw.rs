@@ -195,6 +195,32 @@ impl Stmt<'_, '_> {
         Ok((self.exec(params)? == 1).then(|| self.conn.last_insert_rowid()))
     }
 
+    /// Runs a query and calls `f` on each row.
+    pub(crate) fn for_each(
+        &mut self,
+        params: &[Value<'_>],
+        mut f: impl FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.bind(params)?;
+        let out = loop {
+            match self.step() {
+                ffi::SQLITE_ROW => {
+                    let row = Row {
+                        stmt: self.stmt,
+                        _borrow: PhantomData,
+                    };
+                    if let Err(e) = f(&row) {
+                        break Err(e);
+                    }
+                }
+                ffi::SQLITE_DONE => break Ok(()),
+                rc => break Err(self.conn.error(rc)),
+            }
+        };
+        self.finish();
+        out
+    }
+
     /// Runs a query; returns the first column of its first row as an integer.
     pub(crate) fn query_i64(&mut self, params: &[Value<'_>]) -> Result<Option<i64>, StoreError> {
         self.bind(params)?;
@@ -209,5 +235,74 @@ impl Stmt<'_, '_> {
         };
         self.finish();
         out
+    }
+}
+
+/// The current row of a statement, valid during one callback of [`Stmt::for_each`].
+pub(crate) struct Row<'s> {
+    stmt: NonNull<ffi::sqlite3_stmt>,
+    _borrow: PhantomData<&'s ()>,
+}
+
+impl Row<'_> {
+    fn is_null(&self, i: c_int) -> bool {
+        // SAFETY: the statement has a current row (see `for_each`).
+        unsafe { ffi::sqlite3_column_type(self.stmt.as_ptr(), i) == ffi::SQLITE_NULL }
+    }
+
+    /// An integer column (0 for NULL).
+    pub(crate) fn i64(&self, i: c_int) -> i64 {
+        // SAFETY: current row; out-of-range columns read as NULL (0).
+        unsafe { ffi::sqlite3_column_int64(self.stmt.as_ptr(), i) }
+    }
+
+    /// An integer column that may be NULL.
+    pub(crate) fn opt_i64(&self, i: c_int) -> Option<i64> {
+        (!self.is_null(i)).then(|| self.i64(i))
+    }
+
+    /// A BLOB column that may be NULL.
+    pub(crate) fn blob(&self, i: c_int) -> Option<&[u8]> {
+        if self.is_null(i) {
+            return None;
+        }
+        // SAFETY: current row; the pointer stays valid until the next step/reset, which cannot
+        // happen while `self` is borrowed. bytes is called after blob, as SQLite requires.
+        unsafe {
+            let p = ffi::sqlite3_column_blob(self.stmt.as_ptr(), i);
+            let n = ffi::sqlite3_column_bytes(self.stmt.as_ptr(), i);
+            if p.is_null() || n <= 0 {
+                Some(&[])
+            } else {
+                Some(std::slice::from_raw_parts(p.cast::<u8>(), n as usize))
+            }
+        }
+    }
+
+    /// A TEXT column that may be NULL.
+    pub(crate) fn text(&self, i: c_int) -> Result<Option<&str>, StoreError> {
+        if self.is_null(i) {
+            return Ok(None);
+        }
+        // SAFETY: as for `blob`.
+        let bytes = unsafe {
+            let p = ffi::sqlite3_column_text(self.stmt.as_ptr(), i);
+            let n = ffi::sqlite3_column_bytes(self.stmt.as_ptr(), i);
+            if p.is_null() || n <= 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p, n as usize)
+            }
+        };
+        std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt("text column is not UTF-8".into()))
+    }
+
+    /// A TEXT column that must not be NULL.
+    pub(crate) fn string(&self, i: c_int) -> Result<String, StoreError> {
+        self.text(i)?
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 }

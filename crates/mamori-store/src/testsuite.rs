@@ -212,7 +212,7 @@ async fn windows_and_ips<S: EventWriter + HistoryReader>(s: &S) {
         ]
     );
     let k = ip_key("203.0.113.5".parse().expect("ip"));
-    let on_ip = s.ip_events(&[k], 0, i64::MAX).await.expect("ip events");
+    let on_ip = s.ip_events(&[(k, 0, i64::MAX)]).await.expect("ip events");
     let mut who: Vec<&str> = on_ip.iter().map(|e| e.customer_id.as_str()).collect();
     who.sort();
     assert_eq!(who, ["wa", "wb", "wb"]);

@@ -453,7 +453,7 @@ proptest! {
                 let to = from + len;
                 for ip in IPS {
                     let key = ip_key(ip.parse().expect("ip"));
-                    let mut got: Vec<(i64, String)> = s.ip_events(&[key], from, to).await.expect("ip events")
+                    let mut got: Vec<(i64, String)> = s.ip_events(&[(key, from, to)]).await.expect("ip events")
                         .into_iter().map(|e| (e.at, e.customer_id)).collect();
                     got.sort();
                     out.push((ip.to_string(), from, to, got));

@@ -436,7 +436,7 @@ async fn history(
                 }
             );
         }
-        let on_ip = store.ip_events(&[k], at - w.others, at).await?;
+        let on_ip = store.ip_events(&[(k, at - w.others, at)]).await?;
         let act = ip_activity(
             a.customer.as_str(),
             on_ip.iter().map(|e| (e.customer_id.as_str(), e.kind)),
