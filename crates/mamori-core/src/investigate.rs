@@ -51,7 +51,8 @@ pub struct Procedure {
     pub occurred_at: i64,
     pub channel: Channel,
     pub ip: Option<IpAddr>,
-    pub device_id: Option<String>,
+    /// [`device_hash`] of the device id, when there is one.
+    pub device: Option<u64>,
 }
 
 impl From<&Event> for Procedure {
@@ -68,7 +69,7 @@ impl From<&EventView<'_>> for Procedure {
             occurred_at: e.occurred_at,
             channel: e.channel,
             ip: e.ip,
-            device_id: e.device_id.map(str::to_owned),
+            device: e.device_id.map(device_hash),
         }
     }
 }
@@ -95,7 +96,7 @@ pub fn build_row(
     let subject = Subject {
         at: t,
         ip: procedure.ip,
-        device: procedure.device_id.as_deref().map(device_hash),
+        device: procedure.device,
     };
     let judgement = judge(&subject, accesses, activity, intel, &q.windows, &q.policy);
     Row {

@@ -43,7 +43,7 @@ pub async fn investigate<S: HistoryReader>(
         }
     }
     let customer_list: Vec<(&str, (i64, i64))> = customers.into_iter().collect();
-    let accesses: Vec<Vec<(String, Access)>> = stream::iter(customer_list.chunks(CHUNK))
+    let accesses = stream::iter(customer_list.chunks(CHUNK))
         .map(|chunk| {
             let from = i64::MIN;
             let to = chunk.iter().map(|c| c.1.1).max().unwrap_or(0);
@@ -51,8 +51,21 @@ pub async fn investigate<S: HistoryReader>(
             async move { store.customer_accesses(&ids, from, to).await }
         })
         .buffer_unordered(PARALLEL)
-        .try_collect()
-        .await?;
+        .try_collect::<Vec<Vec<(String, Access)>>>();
+    let ip_list: Vec<(u128, (i64, i64))> = ips.into_iter().collect();
+    // Each IP over its own window: from 30 days before its first procedure to its last.
+    let ip_events = stream::iter(ip_list.chunks(CHUNK))
+        .map(|chunk| {
+            let windows: Vec<(u128, i64, i64)> = chunk
+                .iter()
+                .map(|(ip, (first, last))| (*ip, first - q.windows.others, *last))
+                .collect();
+            async move { store.ip_events(&windows).await }
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<Vec<crate::IpEvent>>>();
+    // Both at once: they read different parts of the store.
+    let (accesses, ip_events) = futures_util::future::try_join(accesses, ip_events).await?;
     // Number the customers, then answer through the same function as the in-memory index.
     let mut numbers: HashMap<String, u32> = HashMap::new();
     let mut by_customer: Vec<Vec<Access>> = Vec::new();
@@ -66,19 +79,6 @@ pub async fn investigate<S: HistoryReader>(
         let n = number(c, &mut by_customer) as usize;
         by_customer[n].push(a);
     }
-    let ip_list: Vec<(u128, (i64, i64))> = ips.into_iter().collect();
-    // Each IP over its own window: from 30 days before its first procedure to its last.
-    let ip_events: Vec<Vec<crate::IpEvent>> = stream::iter(ip_list.chunks(CHUNK))
-        .map(|chunk| {
-            let windows: Vec<(u128, i64, i64)> = chunk
-                .iter()
-                .map(|(ip, (first, last))| (*ip, first - q.windows.others, *last))
-                .collect();
-            async move { store.ip_events(&windows).await }
-        })
-        .buffer_unordered(PARALLEL)
-        .try_collect()
-        .await?;
     let mut by_ip: HashMap<u128, Vec<(i64, u32, Kind)>> = HashMap::new();
     for e in ip_events.into_iter().flatten() {
         let n = number(e.customer_id, &mut by_customer);

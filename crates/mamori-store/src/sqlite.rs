@@ -219,8 +219,9 @@ fn write_batch(
         "INSERT INTO ip_seen (ip, day, customer_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     )?;
     // ip_seen rows are written for every event of the batch, stored or duplicate: a duplicate's
-    // row is there already or merely over-approximates, which ip_seen allows.
-    let mut seen_in_batch: HashSet<(u128, i64, i64)> = HashSet::with_capacity(rows.len() / 4);
+    // row is there already or merely over-approximates, which ip_seen allows. They go in key
+    // order after the events, each once.
+    let mut seen_rows: Vec<(u128, i64, i64)> = Vec::with_capacity(rows.len());
     let mut inserted = 0u64;
     let mut params: Vec<raw::Value<'_>> = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS);
     let ips: Vec<[u8; 16]> = rows
@@ -274,19 +275,20 @@ fn write_batch(
                 inserted += insert_one.exec(row)?;
             }
         }
-        for ((ck, e), ip) in chunk.iter().zip(ips) {
-            let Some(key) = e.ip.map(ip_key) else {
-                continue;
-            };
-            let day = utc_day(e.occurred_at);
-            if seen_in_batch.insert((key, day, *ck)) {
-                seen.exec(&[
-                    raw::Value::Blob(ip),
-                    raw::Value::Int(day),
-                    raw::Value::Int(*ck),
-                ])?;
-            }
-        }
+        seen_rows.extend(
+            chunk
+                .iter()
+                .filter_map(|(ck, e)| e.ip.map(|ip| (ip_key(ip), utc_day(e.occurred_at), *ck))),
+        );
+    }
+    seen_rows.sort_unstable();
+    seen_rows.dedup();
+    for (key, day, ck) in seen_rows {
+        seen.exec(&[
+            raw::Value::Blob(&key_bytes(key)),
+            raw::Value::Int(day),
+            raw::Value::Int(ck),
+        ])?;
     }
     Ok((
         inserted,
@@ -339,18 +341,11 @@ fn procedures_sql(kind: Kind) -> String {
         String::new()
     };
     format!(
-        "SELECT e.event_id, c.customer_id, e.occurred_at, e.channel, e.ip, d.device_id \
+        "SELECT e.event_id, c.customer_id, e.occurred_at, e.channel, e.ip, e.device_hash \
          FROM events e JOIN customers c ON c.customer_key = e.customer_key \
-         LEFT JOIN devices d ON d.device_key = e.device_key \
          WHERE e.kind = {}{partial} AND e.occurred_at >= ? AND e.occurred_at < ?",
         kind.code()
     )
-}
-
-/// What an IP question selects: one address or a range of keys.
-enum IpFilter<'a> {
-    One(&'a [u8; 16]),
-    Range(&'a [u8; 16], &'a [u8; 16]),
 }
 
 fn ip_event(r: &raw::Row<'_>) -> Result<IpEvent> {
@@ -362,11 +357,12 @@ fn ip_event(r: &raw::Row<'_>) -> Result<IpEvent> {
     })
 }
 
-/// The IP question with a condition on `ip` (`ip = ?`, or `ip >= ? AND ip <= ?`): candidates from
+/// The IP question for a range of keys (`ip >= ? AND ip <= ?`): candidates from
 /// `ip_seen`, then the candidates' exact events. CROSS JOIN keeps SQLite's join order: candidates
 /// first, then each candidate's id (once per candidate, not per event), then its events by the
 /// table's key (customer, time).
-fn ip_sql(cond: &str) -> String {
+fn ip_range_sql() -> String {
+    let cond = "ip >= ? AND ip <= ?";
     format!(
         "SELECT s.ip, e.occurred_at, c.customer_id, e.kind \
          FROM (SELECT DISTINCT ip, customer_key FROM ip_seen \
@@ -377,34 +373,101 @@ fn ip_sql(cond: &str) -> String {
     )
 }
 
-/// Runs a statement of [`ip_sql`] for events with `from ≤ at < to`, appending to `out`.
-fn ip_filtered(
-    stmt: &mut raw::Stmt<'_, '_>,
-    filter: &IpFilter<'_>,
+/// Runs [`ip_range_sql`] for events with keys in `[lo, hi]` and `from ≤ at < to`.
+fn ip_range(
+    conn: &raw::Conn<'_>,
+    lo: &[u8; 16],
+    hi: &[u8; 16],
     from: i64,
     to: i64,
-    out: &mut Vec<IpEvent>,
-) -> Result<()> {
+) -> Result<Vec<IpEvent>> {
+    let mut out = Vec::new();
     if from >= to {
-        return Ok(());
+        return Ok(out);
     }
-    let mut params = Vec::with_capacity(6);
-    match filter {
-        IpFilter::One(k) => params.push(raw::Value::Blob(&k[..])),
-        IpFilter::Range(lo, hi) => {
-            params.extend([raw::Value::Blob(&lo[..]), raw::Value::Blob(&hi[..])])
-        }
-    }
-    params.extend([
+    let params = [
+        raw::Value::Blob(lo),
+        raw::Value::Blob(hi),
         raw::Value::Int(utc_day(from)),
         raw::Value::Int(utc_day(to - 1)),
         raw::Value::Int(from),
         raw::Value::Int(to),
-    ]);
-    stmt.for_each(&params, |r| {
+    ];
+    conn.prepare(&ip_range_sql())?.for_each(&params, |r| {
         out.push(ip_event(r)?);
         Ok(())
-    })
+    })?;
+    Ok(out)
+}
+
+/// Events from each IP within its own window, each event once. All candidates, as (customer,
+/// day) pairs, are gathered from `ip_seen` first; then each candidate customer's events of those
+/// days only are read, in key order, and matched to the windows.
+fn ip_windows(conn: &raw::Conn<'_>, windows: &[(u128, i64, i64)]) -> Result<Vec<IpEvent>> {
+    let mut candidates_of = conn
+        .prepare("SELECT customer_key, day FROM ip_seen WHERE ip = ? AND day >= ? AND day <= ?")?;
+    // (customer, day, window)
+    let mut candidates: Vec<(i64, i64, u32)> = Vec::new();
+    for (i, (ip, from, to)) in windows.iter().enumerate() {
+        if from >= to {
+            continue;
+        }
+        let key = key_bytes(*ip);
+        let params = [
+            raw::Value::Blob(&key),
+            raw::Value::Int(utc_day(*from)),
+            raw::Value::Int(utc_day(to - 1)),
+        ];
+        candidates_of.for_each(&params, |r| {
+            candidates.push((r.i64(0), r.i64(1), i as u32));
+            Ok(())
+        })?;
+    }
+    candidates.sort_unstable();
+    let mut id_of = conn.prepare("SELECT customer_id FROM customers WHERE customer_key = ?")?;
+    let mut events_of = conn.prepare(
+        "SELECT occurred_at, kind, ip FROM events \
+         WHERE customer_key = ? AND occurred_at >= ? AND occurred_at < ? AND ip IS NOT NULL",
+    )?;
+    let mut out = Vec::new();
+    for same_customer in candidates.chunk_by(|a, b| a.0 == b.0) {
+        let customer = same_customer[0].0;
+        let mut id = None;
+        id_of.for_each(&[raw::Value::Int(customer)], |r| {
+            id = Some(r.string(0)?);
+            Ok(())
+        })?;
+        let id = id.ok_or_else(|| corrupt("ip_seen names an unknown customer"))?;
+        for same_day in same_customer.chunk_by(|a, b| a.1 == b.1) {
+            let day = same_day[0].1;
+            let wins = || same_day.iter().map(|c| windows[c.2 as usize]);
+            let from = wins().map(|w| w.1).min().unwrap_or(0).max(day * DAY_US);
+            let to = wins()
+                .map(|w| w.2)
+                .max()
+                .unwrap_or(0)
+                .min((day + 1) * DAY_US);
+            let params = [
+                raw::Value::Int(customer),
+                raw::Value::Int(from),
+                raw::Value::Int(to),
+            ];
+            events_of.for_each(&params, |r| {
+                let (at, ip) = (r.i64(0), ip_of(r.blob(2))?);
+                let hit = wins().find(|(wip, wf, wt)| ip == Some(*wip) && *wf <= at && at < *wt);
+                if let Some((wip, ..)) = hit {
+                    out.push(IpEvent {
+                        ip: wip,
+                        at,
+                        customer_id: id.clone(),
+                        kind: kind_of(r.i64(1))?,
+                    });
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(out)
 }
 
 impl SqliteStore {
@@ -486,29 +549,13 @@ impl HistoryReader for SqliteStore {
         to: i64,
     ) -> Result<Vec<IpEvent>> {
         let (lo, hi) = (key_bytes(lo), key_bytes(hi));
-        self.with_raw(move |conn| {
-            let mut stmt = conn.prepare(&ip_sql("ip >= ? AND ip <= ?"))?;
-            let mut out = Vec::new();
-            ip_filtered(&mut stmt, &IpFilter::Range(&lo, &hi), from, to, &mut out)?;
-            Ok(out)
-        })
-        .await
+        self.with_raw(move |conn| ip_range(conn, &lo, &hi, from, to))
+            .await
     }
 
     async fn ip_events(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<IpEvent>> {
-        let windows: Vec<([u8; 16], i64, i64)> = windows
-            .iter()
-            .map(|(k, from, to)| (key_bytes(*k), *from, *to))
-            .collect();
-        self.with_raw(move |conn| {
-            let mut stmt = conn.prepare(&ip_sql("ip = ?"))?;
-            let mut out = Vec::new();
-            for (key, from, to) in &windows {
-                ip_filtered(&mut stmt, &IpFilter::One(key), *from, *to, &mut out)?;
-            }
-            Ok(out)
-        })
-        .await
+        let windows = windows.to_vec();
+        self.with_raw(move |conn| ip_windows(conn, &windows)).await
     }
 
     async fn procedures(&self, kind: Kind, from: i64, to: i64) -> Result<Vec<Procedure>> {
@@ -523,7 +570,7 @@ impl HistoryReader for SqliteStore {
                         occurred_at: r.i64(2),
                         channel: channel_of(r.i64(3))?,
                         ip: ip_of(r.blob(4))?.map(key_ip),
-                        device_id: r.text(5)?.map(str::to_owned),
+                        device: r.opt_i64(5).map(|d| d as u64),
                     });
                     Ok(())
                 },
@@ -669,13 +716,11 @@ mod tests {
             .await
             .expect("open");
         let p = plan(&s, &procedures_sql(Kind::DestinationChange)).await;
-        assert!(p.contains("events_sensitive"), "{p}");
+        assert!(p.contains("COVERING INDEX events_sensitive"), "{p}");
         // Candidates from ip_seen's key, then each candidate's events by the table's key.
-        for cond in ["ip = ?", "ip >= ? AND ip <= ?"] {
-            let p = plan(&s, &ip_sql(cond)).await;
-            assert!(p.contains("SEARCH ip_seen USING PRIMARY KEY"), "{p}");
-            assert!(p.contains("SEARCH e USING PRIMARY KEY"), "{p}");
-            assert!(!p.contains("SCAN e"), "{p}");
-        }
+        let p = plan(&s, &ip_range_sql()).await;
+        assert!(p.contains("SEARCH ip_seen USING PRIMARY KEY"), "{p}");
+        assert!(p.contains("SEARCH e USING PRIMARY KEY"), "{p}");
+        assert!(!p.contains("SCAN e"), "{p}");
     }
 }

@@ -246,7 +246,7 @@ async fn procedures_and_purge<S: EventWriter + HistoryReader + Retention>(s: &S)
         .expect("procedures");
     assert_eq!(procs.len(), 1);
     assert_eq!(procs[0].event_id, "r1");
-    assert_eq!(procs[0].device_id.as_deref(), Some("dev-cr"));
+    assert_eq!(procs[0].device, Some(device_hash("dev-cr")));
     let before = s.count_events().await.expect("count");
     let cut = t("2020-03-01T12:39:30+09:00");
     let purged = s.purge_before(cut).await.expect("purge");

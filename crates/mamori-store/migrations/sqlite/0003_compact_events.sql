@@ -69,8 +69,10 @@ DROP TABLE events_v1;
 
 -- Idempotency key: an event_id is stored once, whatever else differs.
 CREATE UNIQUE INDEX events_event_id ON events (event_id);
--- Sensitive procedures of a kind in a period (the kinds of migration 0002).
-CREATE INDEX events_sensitive ON events (kind, occurred_at) WHERE kind IN (4, 5, 7, 8, 9, 10, 11, 12);
+-- Sensitive procedures of a kind in a period (the kinds of migration 0002), covering what an
+-- investigation reads of them (the entries also hold the key: customer_key, event_id).
+CREATE INDEX events_sensitive ON events (kind, occurred_at, channel, ip, device_hash)
+    WHERE kind IN (4, 5, 7, 8, 9, 10, 11, 12);
 
 -- day = floor(occurred_at / 86,400,000,000): the UTC day number.
 CREATE TABLE ip_seen (
