@@ -15,7 +15,7 @@ cd "$root" && cargo build --release --quiet
 bin=$root/target/release/mamori
 cd "$work"
 [ -f events.jsonl ] || "$bin" simulate --customers "$customers" --seed 1 --out events.jsonl --labels labels.csv
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(wc -l < events.jsonl) events, $(du -h events.jsonl | cut -f1)"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(wc -l < events.jsonl) events, $(du -hL events.jsonl | cut -f1)"
 rm -f bench.db bench.db-wal bench.db-shm
 /usr/bin/time -f "import: %e s wall, %M KB max RSS" "$bin" --db bench.db import --quiet events.jsonl
 echo "store: $(du -h bench.db | cut -f1)"

@@ -66,7 +66,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub format: Option<InputFormat>,
     /// Events per transaction: a killed import leaves whole transactions only.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 400_000)]
     pub batch: usize,
     /// No progress bar.
     #[arg(long)]

@@ -34,7 +34,7 @@ pub struct ImportOptions {
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
-            batch: 200_000,
+            batch: 400_000,
             strict: false,
             rejects: PathBuf::from("mamori-rejects.jsonl"),
             format: None,
