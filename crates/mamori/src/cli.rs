@@ -15,7 +15,7 @@ use mamori_core::verdict::{IpIntel, NoIntel};
 use mamori_store::investigate::{investigate, pivot};
 use mamori_store::{HistoryReader, Retention, SqliteStore};
 
-use crate::import::{ImportOptions, import};
+use crate::import::{ImportOptions, Regroup, import};
 use crate::source::InputFormat;
 
 /// mamori (守り): account-takeover defence for online securities brokers.
@@ -68,6 +68,11 @@ pub struct ImportArgs {
     /// Events per transaction: a killed import leaves whole transactions only.
     #[arg(long, default_value_t = 400_000)]
     pub batch: usize,
+    /// Regroup the input by customer through temporary files beside the store before storing it:
+    /// several times faster for large time-ordered logs. `auto` does it for inputs of 256 MiB or
+    /// more whose first records are not grouped by customer.
+    #[arg(long, value_enum, default_value_t = Regroup::Auto)]
+    pub regroup: Regroup,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -314,6 +319,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 rejects: a.rejects,
                 format: a.format,
                 progress: !a.quiet,
+                regroup: a.regroup,
+                regroup_dir: cli.db.clone(),
                 ..ImportOptions::default()
             };
             let report = import(&store, &a.files, &opts).await;

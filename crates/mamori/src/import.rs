@@ -14,6 +14,24 @@ use mamori_store::{EventWriter, Inserted};
 
 use crate::source::{InputFormat, Item, Rejected, open_input};
 
+/// Whether to regroup the input by customer before storing it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Regroup {
+    /// When the input is large (≥ 256 MiB of known size) and its first records are not grouped
+    /// by customer (as in a time-ordered log export).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Inputs smaller than this are never regrouped by `auto`.
+const REGROUP_MIN_BYTES: u64 = 256 << 20;
+/// Input bytes per regrouping bucket (about 400,000 events of ~300 bytes).
+const REGROUP_BUCKET_BYTES: u64 = 64 << 20;
+/// At most this many buckets (open files) at once.
+const REGROUP_MAX_BUCKETS: u64 = 512;
+
 /// How to import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -29,6 +47,10 @@ pub struct ImportOptions {
     pub progress: bool,
     /// Bad records printed to stderr before the rest are only counted.
     pub max_reported: usize,
+    /// Regroup the input by customer through temporary files (see [`Regroup`]).
+    pub regroup: Regroup,
+    /// Where regrouping keeps its temporary files (a folder, created and removed).
+    pub regroup_dir: PathBuf,
 }
 
 impl Default for ImportOptions {
@@ -40,6 +62,8 @@ impl Default for ImportOptions {
             format: None,
             progress: true,
             max_reported: 20,
+            regroup: Regroup::Auto,
+            regroup_dir: PathBuf::from("mamori-import.tmp"),
         }
     }
 }
@@ -135,6 +159,7 @@ pub async fn import<S: EventWriter>(
         .map(|p| open_input(p, opts.format))
         .collect::<Result<Vec<_>, _>>()?;
     let total: u64 = inputs.iter().filter_map(|i| i.size).sum();
+    let total_known = inputs.iter().all(|i| i.size.is_some()).then_some(total);
     let bar = if opts.progress {
         ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
     } else {
@@ -196,6 +221,8 @@ pub async fn import<S: EventWriter>(
     let mut total_ins = Inserted::default();
     let mut failure = None;
     let mut pending: Vec<Event> = Vec::new();
+    let mut buckets: Option<Buckets> = None;
+    let mut decided = false;
     let mut flush = async |pending: &mut Vec<Event>| -> anyhow::Result<()> {
         if !pending.is_empty() {
             total_ins += store.insert_events(pending).await?;
@@ -210,6 +237,18 @@ pub async fn import<S: EventWriter>(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Batch(mut events) => {
+                if !decided {
+                    decided = true;
+                    if should_regroup(opts.regroup, total_known, &events) {
+                        let n = (total / REGROUP_BUCKET_BYTES).clamp(1, REGROUP_MAX_BUCKETS);
+                        buckets = Some(Buckets::create(&opts.regroup_dir, n as usize)?);
+                        bar.set_message("regrouping by customer");
+                    }
+                }
+                if let Some(b) = buckets.as_mut() {
+                    b.write(&events)?;
+                    continue;
+                }
                 if pending.is_empty() {
                     pending = events;
                 } else {
@@ -227,6 +266,35 @@ pub async fn import<S: EventWriter>(
     }
     // What came before a bad record (under --strict) is committed too.
     flush(&mut pending).await?;
+    if let Some(b) = buckets.take() {
+        let paths = b.finish()?;
+        let n = paths.len();
+        // A thread reads, deduplicates and sorts the next bucket while this one is stored.
+        let (btx, mut brx) = tokio::sync::mpsc::channel::<anyhow::Result<(Vec<Event>, u64)>>(1);
+        let loader = std::thread::spawn(move || {
+            for path in &paths {
+                let r = load_bucket(path);
+                let _ = std::fs::remove_file(path);
+                if btx.blocking_send(r).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut i = 0;
+        while let Some(r) = brx.recv().await {
+            i += 1;
+            let (events, dropped) = r?;
+            total_ins.duplicates += dropped;
+            bar.set_message(format!("storing group {i}/{n}"));
+            for chunk in events.chunks(opts.batch) {
+                total_ins += store.insert_events(chunk).await?;
+            }
+        }
+        drop(brx);
+        if loader.join().is_err() {
+            bail!("the regrouping reader panicked");
+        }
+    }
     drop(rx);
     let rejects = match reader.join() {
         Ok(r) => r?,
@@ -248,4 +316,139 @@ pub async fn import<S: EventWriter>(
         elapsed: started.elapsed(),
         rejects_file: (rejected > 0).then_some(rejects.path),
     })
+}
+
+/// Whether to regroup, from the options, the input's size and its first records: `auto` regroups
+/// a large input whose first records come fewer than 8 in a row per customer.
+fn should_regroup(mode: Regroup, total: Option<u64>, first: &[Event]) -> bool {
+    match mode {
+        Regroup::Always => true,
+        Regroup::Never => false,
+        Regroup::Auto => {
+            let runs = 1 + first
+                .windows(2)
+                .filter(|w| w[0].customer_id != w[1].customer_id)
+                .count();
+            total.is_some_and(|t| t >= REGROUP_MIN_BYTES) && runs * 8 > first.len()
+        }
+    }
+}
+
+/// Temporary JSON Lines files, one per group of customers.
+struct Buckets {
+    dir: tempfile::TempDir,
+    files: Vec<BufWriter<File>>,
+    line: Vec<u8>,
+}
+
+impl Buckets {
+    fn create(near: &std::path::Path, n: usize) -> anyhow::Result<Self> {
+        let parent = near
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let prefix = near.file_name().map_or_else(
+            || "mamori-import".into(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}."))
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+        let files = (0..n)
+            .map(|i| {
+                let p = dir.path().join(format!("{i:04}.jsonl"));
+                File::create(&p)
+                    .map(|f| BufWriter::with_capacity(64 << 10, f))
+                    .with_context(|| format!("cannot create {}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Buckets {
+            dir,
+            files,
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        let n = self.files.len() as u64;
+        for e in events {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(e.customer_id.as_str(), &mut h);
+            let b = (std::hash::Hasher::finish(&h) % n) as usize;
+            self.line.clear();
+            mamori_sim::write_event_json(e, &mut self.line);
+            self.line.push(b'\n');
+            self.files[b]
+                .write_all(&self.line)
+                .context("writing a temporary regrouping file")?;
+        }
+        Ok(())
+    }
+
+    /// Closes the files; returns their paths (the folder goes when the last is read or on drop).
+    fn finish(self) -> anyhow::Result<BucketPaths> {
+        let mut paths = Vec::with_capacity(self.files.len());
+        for (i, f) in self.files.into_iter().enumerate() {
+            f.into_inner()
+                .map_err(|e| e.into_error())
+                .context("writing a temporary regrouping file")?;
+            paths.push(self.dir.path().join(format!("{i:04}.jsonl")));
+        }
+        Ok(BucketPaths {
+            _dir: self.dir,
+            paths,
+        })
+    }
+}
+
+/// The closed bucket files and the folder that holds them (removed on drop).
+struct BucketPaths {
+    _dir: tempfile::TempDir,
+    paths: Vec<PathBuf>,
+}
+
+impl BucketPaths {
+    fn len(&self) -> usize {
+        self.paths.len()
+    }
+}
+
+impl<'a> IntoIterator for &'a BucketPaths {
+    type Item = &'a PathBuf;
+    type IntoIter = std::slice::Iter<'a, PathBuf>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.paths.iter()
+    }
+}
+
+/// Reads one bucket: its events with the first copy of each `event_id` kept, in customer and
+/// time order, and how many copies were dropped.
+fn load_bucket(path: &std::path::Path) -> anyhow::Result<(Vec<Event>, u64)> {
+    let input = open_input(&path.display().to_string(), Some(InputFormat::Jsonl))?;
+    let mut events = Vec::new();
+    let mut bad = None;
+    input.for_each_batch(CHUNK, |items| {
+        for item in items {
+            match item {
+                Item::Event(e) => events.push(e),
+                Item::Rejected(r) => {
+                    bad = Some(r);
+                    return false;
+                }
+            }
+        }
+        true
+    })?;
+    if let Some(r) = bad {
+        bail!("a temporary regrouping file is unreadable ({r})");
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let before = events.len();
+    events.retain(|e| seen.insert(mamori_core::memory::dedup_key(&e.event_id)));
+    let dropped = (before - events.len()) as u64;
+    events.sort_by(|a, b| {
+        (a.customer_id.as_str(), a.occurred_at).cmp(&(b.customer_id.as_str(), b.occurred_at))
+    });
+    Ok((events, dropped))
 }

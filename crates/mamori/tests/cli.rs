@@ -740,3 +740,123 @@ fn files_equal_the_store_on_unsorted_input_with_duplicates_and_bad_lines() {
     }
     assert!(n[1] >= 290 && n[2] == 24, "{counts}");
 }
+
+#[test]
+fn a_regrouped_import_of_a_time_ordered_log_equals_a_direct_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let events = simulate(d, "400");
+    let text = std::fs::read_to_string(&events).expect("read");
+    let time_of = |l: &str| {
+        l.split("\"occurred_at\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines.sort_by_key(|l| time_of(l));
+    // A later copy of a destination change in the investigated period, made a trade: the first
+    // copy must win either way.
+    let change = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            l.contains("\"kind\":\"destination_change\"")
+                && l.contains("\"channel\":\"web\"")
+                && time_of(l).as_str() < "2020-10"
+        })
+        .expect("a destination change")
+        .replace("\"kind\":\"destination_change\"", "\"kind\":\"trade\"");
+    let mut log = lines.join("\n");
+    log.push('\n');
+    log.push_str(&change);
+    log.push_str("\n{\"event_id\":\"broken\"\n");
+    std::fs::write(d.join("log.jsonl"), &log).expect("write");
+
+    let direct = mamori(
+        d,
+        &[
+            "--db",
+            "direct.db",
+            "import",
+            "--quiet",
+            "--regroup",
+            "never",
+            "log.jsonl",
+        ],
+    );
+    let regrouped = mamori(
+        d,
+        &[
+            "--db",
+            "regrouped.db",
+            "import",
+            "--quiet",
+            "--regroup",
+            "always",
+            "log.jsonl",
+        ],
+    );
+    let n = lines.len();
+    for o in [&direct, &regrouped] {
+        assert!(o.status.success(), "{}", stderr(o));
+        let s = stderr(o);
+        assert!(
+            s.contains(&format!("{n} accepted, 1 duplicates, 1 rejected")),
+            "{s}"
+        );
+        assert!(
+            s.contains("log.jsonl:"),
+            "the bad line is reported by place: {s}"
+        );
+    }
+    let report = |db: &str| {
+        ok(
+            d,
+            &[
+                "--db",
+                db,
+                "investigate",
+                "--from",
+                "2020-06-01",
+                "--to",
+                "2020-10-01",
+                "--format",
+                "csv",
+            ],
+        )
+    };
+    let want = report("direct.db");
+    assert!(
+        want.lines().count() > 10,
+        "too few procedures to compare: {want}"
+    );
+    assert_eq!(report("regrouped.db"), want);
+    // The temporary files are gone.
+    let left: Vec<String> = std::fs::read_dir(d)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("regrouped.db."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Importing again adds nothing.
+    let again = mamori(
+        d,
+        &[
+            "--db",
+            "regrouped.db",
+            "import",
+            "--quiet",
+            "--regroup",
+            "always",
+            "log.jsonl",
+        ],
+    );
+    assert!(
+        stderr(&again).contains(&format!("0 accepted, {} duplicates", n + 1)),
+        "{}",
+        stderr(&again)
+    );
+}
