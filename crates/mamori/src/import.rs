@@ -271,9 +271,10 @@ pub async fn import<S: EventWriter>(
         let n = paths.len();
         // A thread reads, deduplicates and sorts the next bucket while this one is stored.
         let (btx, mut brx) = tokio::sync::mpsc::channel::<anyhow::Result<(Vec<Event>, u64)>>(1);
+        let batch = opts.batch;
         let loader = std::thread::spawn(move || {
             for path in &paths {
-                let r = load_bucket(path);
+                let r = load_bucket(path, batch);
                 let _ = std::fs::remove_file(path);
                 if btx.blocking_send(r).is_err() {
                     break;
@@ -422,9 +423,10 @@ impl<'a> IntoIterator for &'a BucketPaths {
     }
 }
 
-/// Reads one bucket: its events with the first copy of each `event_id` kept, in customer and
-/// time order, and how many copies were dropped.
-fn load_bucket(path: &std::path::Path) -> anyhow::Result<(Vec<Event>, u64)> {
+/// Reads one bucket: its events with the first copy of each `event_id` kept (in customer and
+/// time order when they take more than one transaction of `batch`), and how many copies were
+/// dropped.
+fn load_bucket(path: &std::path::Path, batch: usize) -> anyhow::Result<(Vec<Event>, u64)> {
     let input = open_input(&path.display().to_string(), Some(InputFormat::Jsonl))?;
     let mut events = Vec::new();
     let mut bad = None;
@@ -447,8 +449,18 @@ fn load_bucket(path: &std::path::Path) -> anyhow::Result<(Vec<Event>, u64)> {
     let before = events.len();
     events.retain(|e| seen.insert(mamori_core::memory::dedup_key(&e.event_id)));
     let dropped = (before - events.len()) as u64;
-    events.sort_by(|a, b| {
-        (a.customer_id.as_str(), a.occurred_at).cmp(&(b.customer_id.as_str(), b.occurred_at))
-    });
+    // The store orders each transaction itself; only a bucket that takes several transactions
+    // needs each customer's events kept together.
+    if events.len() > batch {
+        let mut order: Vec<(&str, i64, u32)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.customer_id.as_str(), e.occurred_at, i as u32))
+            .collect();
+        order.sort_unstable();
+        let order: Vec<usize> = order.into_iter().map(|o| o.2 as usize).collect();
+        let mut slots: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        events = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    }
     Ok((events, dropped))
 }

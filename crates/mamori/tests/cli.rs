@@ -795,6 +795,9 @@ fn a_regrouped_import_of_a_time_ordered_log_equals_a_direct_one() {
             "--quiet",
             "--regroup",
             "always",
+            // Several transactions per regrouping bucket.
+            "--batch",
+            "100",
             "log.jsonl",
         ],
     );
