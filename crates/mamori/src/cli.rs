@@ -73,6 +73,9 @@ pub struct ImportArgs {
     /// more whose first records are not grouped by customer.
     #[arg(long, value_enum, default_value_t = Regroup::Auto)]
     pub regroup: Regroup,
+    /// Input bytes per regrouping bucket (for tests).
+    #[arg(long, hide = true, default_value_t = 64 << 20)]
+    pub regroup_bucket_bytes: u64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -321,6 +324,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: !a.quiet,
                 regroup: a.regroup,
                 regroup_dir: cli.db.clone(),
+                regroup_bucket_bytes: a.regroup_bucket_bytes,
                 ..ImportOptions::default()
             };
             let report = import(&store, &a.files, &opts).await;

@@ -51,6 +51,8 @@ pub struct ImportOptions {
     pub regroup: Regroup,
     /// Where regrouping keeps its temporary files (a folder, created and removed).
     pub regroup_dir: PathBuf,
+    /// Input bytes per regrouping bucket.
+    pub regroup_bucket_bytes: u64,
 }
 
 impl Default for ImportOptions {
@@ -64,6 +66,7 @@ impl Default for ImportOptions {
             max_reported: 20,
             regroup: Regroup::Auto,
             regroup_dir: PathBuf::from("mamori-import.tmp"),
+            regroup_bucket_bytes: REGROUP_BUCKET_BYTES,
         }
     }
 }
@@ -237,11 +240,12 @@ pub async fn import<S: EventWriter>(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Batch(mut events) => {
-                if !decided {
+                if !decided && !events.is_empty() {
                     decided = true;
                     if should_regroup(opts.regroup, total_known, &events) {
-                        let n = (total / REGROUP_BUCKET_BYTES).clamp(1, REGROUP_MAX_BUCKETS);
-                        buckets = Some(Buckets::create(&opts.regroup_dir, n as usize)?);
+                        let n = (total / opts.regroup_bucket_bytes.max(1))
+                            .clamp(1, REGROUP_MAX_BUCKETS);
+                        buckets = Some(Buckets::create(&opts.regroup_dir, n as usize, &events)?);
                         bar.set_message("regrouping by customer");
                     }
                 }
@@ -272,12 +276,22 @@ pub async fn import<S: EventWriter>(
         // A thread reads, deduplicates and sorts the next bucket while this one is stored.
         let (btx, mut brx) = tokio::sync::mpsc::channel::<anyhow::Result<(Vec<Event>, u64)>>(1);
         let batch = opts.batch;
+        let bucket_bytes = opts.regroup_bucket_bytes.max(1);
         let loader = std::thread::spawn(move || {
             for path in &paths {
-                let r = load_bucket(path, batch);
-                let _ = std::fs::remove_file(path);
-                if btx.blocking_send(r).is_err() {
-                    break;
+                let parts = match split_bucket(path, bucket_bytes) {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        let _ = btx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                for part in parts {
+                    let r = load_bucket(&part, batch);
+                    let _ = std::fs::remove_file(&part);
+                    if btx.blocking_send(r).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -335,15 +349,24 @@ fn should_regroup(mode: Regroup, total: Option<u64>, first: &[Event]) -> bool {
     }
 }
 
-/// Temporary JSON Lines files, one per group of customers.
+/// Temporary JSON Lines files, one per range of customer ids.
 struct Buckets {
     dir: tempfile::TempDir,
     files: Vec<BufWriter<File>>,
+    /// Customer ids where the next range starts: quantiles of the first records' customers.
+    /// Ranges rather than hashes keep ids that sort with their customer (as event ids often do)
+    /// together too, so the store's event_id index is written in order.
+    starts: Vec<String>,
     line: Vec<u8>,
 }
 
 impl Buckets {
-    fn create(near: &std::path::Path, n: usize) -> anyhow::Result<Self> {
+    fn create(near: &std::path::Path, n: usize, sample: &[Event]) -> anyhow::Result<Self> {
+        let mut ids: Vec<&str> = sample.iter().map(|e| e.customer_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut starts: Vec<String> = (1..n).map(|i| ids[i * ids.len() / n].to_owned()).collect();
+        starts.dedup();
         let parent = near
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -356,7 +379,7 @@ impl Buckets {
             .prefix(&format!("{prefix}."))
             .tempdir_in(parent)
             .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
-        let files = (0..n)
+        let files = (0..=starts.len())
             .map(|i| {
                 let p = dir.path().join(format!("{i:04}.jsonl"));
                 File::create(&p)
@@ -367,16 +390,16 @@ impl Buckets {
         Ok(Buckets {
             dir,
             files,
+            starts,
             line: Vec::with_capacity(1024),
         })
     }
 
     fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
-        let n = self.files.len() as u64;
         for e in events {
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(e.customer_id.as_str(), &mut h);
-            let b = (std::hash::Hasher::finish(&h) % n) as usize;
+            let b = self
+                .starts
+                .partition_point(|s| s.as_str() <= e.customer_id.as_str());
             self.line.clear();
             mamori_sim::write_event_json(e, &mut self.line);
             self.line.push(b'\n');
@@ -421,6 +444,66 @@ impl<'a> IntoIterator for &'a BucketPaths {
     fn into_iter(self) -> Self::IntoIter {
         self.paths.iter()
     }
+}
+
+/// The files to load for one bucket: itself, or, when it is over 4 × `bucket_bytes` (the first
+/// records were not a fair sample of the customers), parts of about `bucket_bytes` split from it
+/// by a hash of the customer id. Each customer stays in one part; each part keeps the input
+/// order.
+fn split_bucket(path: &std::path::Path, bucket_bytes: u64) -> anyhow::Result<Vec<PathBuf>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size <= 4 * bucket_bytes {
+        return Ok(vec![path.to_owned()]);
+    }
+    let n = size.div_ceil(bucket_bytes).min(REGROUP_MAX_BUCKETS);
+    let parts: Vec<PathBuf> = (0..n)
+        .map(|i| path.with_extension(format!("{i}.jsonl")))
+        .collect();
+    let mut files = parts
+        .iter()
+        .map(|p| {
+            File::create(p)
+                .map(|f| BufWriter::with_capacity(64 << 10, f))
+                .with_context(|| format!("cannot create {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let input = open_input(&path.display().to_string(), Some(InputFormat::Jsonl))?;
+    let mut line = Vec::with_capacity(1024);
+    let mut failed: Option<anyhow::Error> = None;
+    input.for_each_batch(CHUNK, |items| {
+        for item in items {
+            let e = match item {
+                Item::Event(e) => e,
+                Item::Rejected(r) => {
+                    failed = Some(anyhow::anyhow!(
+                        "a temporary regrouping file is unreadable ({r})"
+                    ));
+                    return false;
+                }
+            };
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(e.customer_id.as_str(), &mut h);
+            let b = (std::hash::Hasher::finish(&h) % n) as usize;
+            line.clear();
+            mamori_sim::write_event_json(&e, &mut line);
+            line.push(b'\n');
+            if let Err(err) = files[b].write_all(&line) {
+                failed = Some(err.into());
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    for f in files {
+        f.into_inner().map_err(|e| e.into_error())?;
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(parts)
 }
 
 /// Reads one bucket: its events with the first copy of each `event_id` kept (in customer and
