@@ -1,7 +1,7 @@
 -- The investigation's literal columns in DuckDB SQL: the peer that `mamori investigate --events`
 -- is measured against, and an independent check of its literal columns.
 -- Parameters (filled by run.py): $files, $kind, $channels, $from_us, $to_us (UTC microseconds).
--- Assumes unique event_id (as the simulator writes).
+-- Assumes unique (customer_id, event_id) (as the simulator writes).
 
 CREATE MACRO v6_prefix(ip) AS (
     -- /48 of an IPv6 text: expand '::', keep three groups, zero-pad, lower case.
@@ -87,4 +87,4 @@ SELECT
 FROM procs p
 JOIN hist h USING (event_id)
 JOIN others o USING (event_id)
-ORDER BY p.us, p.event_id;
+ORDER BY p.us, p.event_id, p.customer_id;

@@ -106,12 +106,13 @@ pub fn build_row(
     }
 }
 
-/// Sorts rows into the report order: time, then event id.
+/// Sorts rows into the report order: time, then event id, then customer.
 pub fn sort_rows(rows: &mut [Row]) {
-    rows.sort_by(|a, b| {
-        (a.procedure.occurred_at, &a.procedure.event_id)
-            .cmp(&(b.procedure.occurred_at, &b.procedure.event_id))
-    });
+    fn key(r: &Row) -> (i64, &str, &str) {
+        let p = &r.procedure;
+        (p.occurred_at, &p.event_id, &p.customer_id)
+    }
+    rows.sort_by(|a, b| key(a).cmp(&key(b)));
 }
 
 /// One IP in the summary.

@@ -117,12 +117,16 @@ pub fn investigate_indexed<'a>(
     Investigation::new(q, rows)
 }
 
-/// A 128-bit fingerprint of an event id for duplicate detection without keeping the ids:
-/// SipHash-1-3 with 128-bit output (the hash behind the standard library's `DefaultHasher`, in
-/// its 128-bit form, in one pass).
+/// A 128-bit fingerprint of an event's identity, `(customer_id, event_id)`, for duplicate
+/// detection without keeping the ids: SipHash-1-3 with 128-bit output (the hash behind the
+/// standard library's `DefaultHasher`, in its 128-bit form) over both, each terminated and with
+/// its length, in one pass.
+///
+/// An event is a duplicate of a stored one when both its customer and its id are the same: the
+/// same id sent for two customers is two events (a producer's mistake that must not lose either).
 #[inline]
-pub fn dedup_key(event_id: &str) -> u128 {
-    sip13::hash128(event_id.as_bytes())
+pub fn dedup_key(customer_id: &str, event_id: &str) -> u128 {
+    sip13::hash128(&[customer_id.as_bytes(), event_id.as_bytes()])
 }
 
 /// SipHash-1-3 with the keys (0, 0), over the bytes followed by 0xFF (as `str` hashes itself).
@@ -213,11 +217,13 @@ mod sip13 {
         s.finish(0xff)
     }
 
-    /// The 128-bit hash.
+    /// The 128-bit hash of a sequence of byte strings.
     #[inline]
-    pub fn hash128(bytes: &[u8]) -> u128 {
+    pub fn hash128(parts: &[&[u8]]) -> u128 {
         let mut s = State::new(true);
-        s.absorb(bytes);
+        for p in parts {
+            s.absorb(p);
+        }
         let a = s.finish(0xee);
         s.0[1] ^= 0xdd;
         s.round();
@@ -259,9 +265,13 @@ mod tests {
     fn dedup_keys_differ() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..100_000 {
-            assert!(seen.insert(dedup_key(&format!("C{:07}-{:06}", i % 977, i))));
+            assert!(seen.insert(dedup_key("C1", &format!("C{:07}-{:06}", i % 977, i))));
         }
-        assert_eq!(dedup_key("e1"), dedup_key("e1"));
-        assert_ne!(dedup_key("e1"), dedup_key("e1 "));
+        assert_eq!(dedup_key("c", "e1"), dedup_key("c", "e1"));
+        assert_ne!(dedup_key("c", "e1"), dedup_key("c", "e1 "));
+        assert_ne!(dedup_key("c", "e1"), dedup_key("d", "e1"));
+        // The parts are delimited: moving a byte from one to the other changes the key.
+        assert_ne!(dedup_key("ab", "c"), dedup_key("a", "bc"));
+        assert_ne!(dedup_key("a", "b"), dedup_key("b", "a"));
     }
 }

@@ -42,7 +42,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Inserted {
     /// New events stored.
     pub inserted: u64,
-    /// Events whose `event_id` was already stored (or repeated within the batch).
+    /// Events whose customer and `event_id` were already stored (or repeated within the batch).
     pub duplicates: u64,
 }
 
@@ -63,7 +63,7 @@ pub struct IpEvent {
     pub kind: Kind,
 }
 
-/// Capability: storing events, idempotently by `event_id`.
+/// Capability: storing events, idempotently by `(customer_id, event_id)`: the first copy wins.
 pub trait EventWriter {
     /// Stores a batch atomically: either every new event of the batch is stored or none is.
     fn insert_events(&self, events: &[Event]) -> impl Future<Output = Result<Inserted>> + Send;

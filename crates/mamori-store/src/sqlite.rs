@@ -202,12 +202,12 @@ fn write_batch(
     let mut customers = Interner::new(conn, "customers", "customer_key", "customer_id")?;
     let mut devices = Interner::new(conn, "devices", "device_key", "device_id")?;
     let mut agents = Interner::new(conn, "user_agents", "ua_key", "user_agent")?;
-    // First copy of an event_id in the batch wins; then the rows go in key order, which keeps the
+    // First copy of a (customer, event_id) in the batch wins; then the rows go in key order, which keeps the
     // table's B-tree writes local whatever the order of the input.
-    let mut ids: HashSet<&str> = HashSet::with_capacity(events.len());
+    let mut ids: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
     let mut rows: Vec<(i64, &Event)> = Vec::with_capacity(events.len());
     for e in events {
-        if ids.insert(e.event_id.as_str()) {
+        if ids.insert((e.customer_id.as_str(), e.event_id.as_str())) {
             rows.push((customers.key(&cache.customers, &e.customer_id)?, e));
         }
     }

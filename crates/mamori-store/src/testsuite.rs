@@ -80,6 +80,33 @@ async fn idempotent_insert<S: EventWriter + HistoryReader>(s: &S) {
         Kind::Login,
         "the first copy of an event id wins"
     );
+    // The same id for another customer is another event: neither is lost.
+    let other = ev(
+        "i1",
+        "2020-01-01T10:00:00+09:00",
+        "cj",
+        Kind::Login,
+        Some("192.0.2.1"),
+    );
+    let r = s
+        .insert_events(&[other])
+        .await
+        .expect("insert for another customer");
+    assert_eq!(
+        (r.inserted, r.duplicates),
+        (1, 0),
+        "same id, other customer"
+    );
+    assert_eq!(s.count_events().await.expect("count"), 3);
+    let again = ev(
+        "i1",
+        "2020-01-01T10:00:00+09:00",
+        "cj",
+        Kind::Login,
+        Some("192.0.2.1"),
+    );
+    let r = s.insert_events(&[again]).await.expect("insert again");
+    assert_eq!((r.inserted, r.duplicates), (0, 1));
 }
 
 async fn round_trip<S: EventWriter + HistoryReader>(s: &S) {
@@ -250,7 +277,10 @@ async fn procedures_and_purge<S: EventWriter + HistoryReader + Retention>(s: &S)
     let before = s.count_events().await.expect("count");
     let cut = t("2020-03-01T12:39:30+09:00");
     let purged = s.purge_before(cut).await.expect("purge");
-    assert_eq!(purged, 4, "i1, i2, r1 and r3 are older than the cut");
+    assert_eq!(
+        purged, 5,
+        "i1 (of ci and of cj), i2, r1 and r3 are older than the cut"
+    );
     assert_eq!(s.count_events().await.expect("count"), before - purged);
     assert!(
         s.customer_accesses(&["cr"], 0, i64::MAX)

@@ -442,7 +442,7 @@ proptest! {
         use mamori_store::HistoryReader;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut seen = HashSet::new();
-        let stored: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id.clone())).collect();
+        let stored: Vec<&Event> = events.iter().filter(|e| seen.insert((e.customer_id.clone(), e.event_id.clone()))).collect();
         let answers = runtime().block_on(async {
             let s = SqliteStore::open(&dir.path().join("ip.db")).await.expect("open");
             s.insert_events(&events).await.expect("insert");

@@ -259,7 +259,7 @@ impl<'a, 'q> ChunkBuilder<'a, 'q> {
     fn event(&mut self, e: &EventView<'_>, borrowed: Option<&EventView<'a>>) {
         let customer = self.customer(e.customer_id, borrowed.map(|b| b.customer_id));
         let rec = self.chunk.recs.len() as u32;
-        let key = dedup_key(e.event_id);
+        let key = dedup_key(e.customer_id, e.event_id);
         self.keys.push(Key {
             hi: (key >> 64) as u64,
             lo: key as u64,
@@ -954,7 +954,7 @@ mod tests {
     use super::*;
 
     /// The reading this replaced, kept as the oracle: every line through the `serde_json` parser,
-    /// one event at a time into a [`MemoryIndex`], duplicates by the id itself.
+    /// one event at a time into a [`MemoryIndex`], duplicates by the customer and id themselves.
     fn oracle(paths: &[String], q: &Query, max: usize) -> (Investigation, [u64; 3], Vec<String>) {
         let mut index = MemoryIndex::new();
         let mut seen = HashSet::new();
@@ -962,7 +962,7 @@ mod tests {
         let mut reported = Vec::new();
         let mut add = |r: Result<mamori_core::Event, String>| match r {
             Ok(e) => {
-                if seen.insert(e.event_id.clone()) {
+                if seen.insert((e.customer_id.clone(), e.event_id.clone())) {
                     events += 1;
                     index.push(&e, q);
                 } else {

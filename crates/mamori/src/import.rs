@@ -530,7 +530,7 @@ fn load_bucket(path: &std::path::Path, batch: usize) -> anyhow::Result<(Vec<Even
     }
     let mut seen = std::collections::HashSet::with_capacity(events.len());
     let before = events.len();
-    events.retain(|e| seen.insert(mamori_core::memory::dedup_key(&e.event_id)));
+    events.retain(|e| seen.insert(mamori_core::memory::dedup_key(&e.customer_id, &e.event_id)));
     let dropped = (before - events.len()) as u64;
     // The store orders each transaction itself; only a bucket that takes several transactions
     // needs each customer's events kept together.

@@ -648,13 +648,14 @@ fn files_equal_the_store_on_unsorted_input_with_duplicates_and_bad_lines() {
         lines.swap(i, rand(i + 1));
     }
     // Duplicates, before or after the first copy: the same event, or another one under its id
-    // (a procedure, even), which wins when it comes first.
+    // (a procedure, even), which wins when it comes first; and the same id for another customer,
+    // which is another event.
     for i in 0..300 {
         let l = String::from_utf8(lines[rand(lines.len())].clone()).expect("utf-8");
-        let dup = if i % 2 == 0 {
-            l
-        } else {
-            l.replace("\"kind\":\"", "\"kind\":\"destination_change\",\"was\":\"")
+        let dup = match i % 3 {
+            0 => l,
+            1 => l.replace("\"kind\":\"", "\"kind\":\"destination_change\",\"was\":\""),
+            _ => l.replace("\"customer_id\":\"", "\"customer_id\":\"other-"),
         };
         let at = rand(lines.len());
         lines.insert(at, dup.into_bytes());
@@ -738,7 +739,8 @@ fn files_equal_the_store_on_unsorted_input_with_duplicates_and_bad_lines() {
             "{s}"
         );
     }
-    assert!(n[1] >= 290 && n[2] == 24, "{counts}");
+    // 200 true duplicates (the other 100 are the same ids for other customers).
+    assert!(n[1] >= 190 && n[2] == 24, "{counts}");
 }
 
 #[test]
