@@ -676,39 +676,53 @@ mod scan {
         }
     }
 
+    /// Walks a JSON object whose `{` is at `i`: each key through `key` (a field number; a repeated
+    /// field is refused), each value through `value` (given the field and where the value starts,
+    /// it returns where the value ends). Returns where the closing `}` is.
+    #[inline(always)]
+    fn members(
+        b: &[u8],
+        i: usize,
+        key: impl Fn(&[u8], usize) -> Option<(usize, usize)>,
+        mut value: impl FnMut(usize, usize) -> Option<usize>,
+    ) -> Option<usize> {
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        let mut seen = 0u32;
+        let mut i = ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            return Some(i);
+        }
+        loop {
+            let (k, j) = key(b, i)?;
+            if seen & (1 << k) != 0 {
+                return None;
+            }
+            seen |= 1 << k;
+            i = ws(b, j);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            let j = value(k, ws(b, i + 1))?;
+            match next(b, j).ok()? {
+                Some(n) => i = n,
+                None => return Some(ws(b, j)),
+            }
+        }
+    }
+
     fn destination(line: &str, i: usize) -> Option<(Option<RawDestinationFields<'_>>, usize)> {
         let b = line.as_bytes();
         if b.get(i) == Some(&b'n') {
             return null(b, i).map(|j| (None, j));
         }
-        if b.get(i) != Some(&b'{') {
-            return None;
-        }
         let mut f: [Option<&str>; 5] = [None; 5];
-        let mut seen = 0u32;
-        let mut i = ws(b, i + 1);
-        if b.get(i) != Some(&b'}') {
-            loop {
-                let (k, j) = destination_key(b, i)?;
-                if seen & (1 << k) != 0 {
-                    return None;
-                }
-                seen |= 1 << k;
-                i = ws(b, j);
-                if b.get(i) != Some(&b':') {
-                    return None;
-                }
-                let (v, j) = text(line, ws(b, i + 1))?;
-                f[k] = v;
-                match next(b, j).ok()? {
-                    Some(n) => i = n,
-                    None => {
-                        i = ws(b, j);
-                        break;
-                    }
-                }
-            }
-        }
+        let end = members(b, i, destination_key, |k, i| {
+            let (v, j) = text(line, i)?;
+            f[k] = v;
+            Some(j)
+        })?;
         let d = RawDestinationFields {
             bank_code: f[0],
             branch_code: f[1],
@@ -716,60 +730,33 @@ mod scan {
             account_number: f[3],
             holder_kana: f[4],
         };
-        Some((Some(d), i + 1))
+        Some((Some(d), end + 1))
     }
 
     /// The record of a line, or `None` when the line is not of the shape read here.
     pub(super) fn raw_fields(line: &str) -> Option<RawFields<'_>> {
         let b = line.as_bytes();
-        let mut i = ws(b, 0);
-        if b.get(i) != Some(&b'{') {
-            return None;
-        }
         let mut texts: [Option<&str>; 9] = [None; 9];
         let mut amount = None;
         let mut dest = None;
-        let mut seen = 0u32;
-        i = ws(b, i + 1);
-        if b.get(i) != Some(&b'}') {
-            loop {
-                let (f, j) = event_key(b, i)?;
-                if seen & (1 << f) != 0 {
-                    return None;
-                }
-                seen |= 1 << f;
-                i = ws(b, j);
-                if b.get(i) != Some(&b':') {
-                    return None;
-                }
-                i = ws(b, i + 1);
-                let j = match f {
-                    AMOUNT => {
-                        let (v, j) = integer(b, i)?;
-                        amount = v;
-                        j
-                    }
-                    DESTINATION => {
-                        let (v, j) = destination(line, i)?;
-                        dest = v;
-                        j
-                    }
-                    _ => {
-                        let (v, j) = text(line, i)?;
-                        *texts.get_mut(f)? = v;
-                        j
-                    }
-                };
-                match next(b, j).ok()? {
-                    Some(n) => i = n,
-                    None => {
-                        i = ws(b, j);
-                        break;
-                    }
-                }
+        let end = members(b, ws(b, 0), event_key, |f, i| match f {
+            AMOUNT => {
+                let (v, j) = integer(b, i)?;
+                amount = v;
+                Some(j)
             }
-        }
-        if ws(b, i + 1) != b.len() {
+            DESTINATION => {
+                let (v, j) = destination(line, i)?;
+                dest = v;
+                Some(j)
+            }
+            _ => {
+                let (v, j) = text(line, i)?;
+                *texts.get_mut(f)? = v;
+                Some(j)
+            }
+        })?;
+        if ws(b, end + 1) != b.len() {
             return None;
         }
         Some(RawFields {

@@ -218,15 +218,11 @@ fn write_batch(
     let mut seen = conn.prepare(
         "INSERT INTO ip_seen (ip, day, customer_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     )?;
-    // ip_seen rows are written for every event of the batch, stored or duplicate: a duplicate's
-    // row is there already or merely over-approximates, which ip_seen allows. They go in key
-    // order after the events, each once.
-    let mut seen_rows: Vec<(u128, i64, i64)> = Vec::with_capacity(rows.len());
     let mut inserted = 0u64;
     let mut params: Vec<raw::Value<'_>> = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS);
-    let ips: Vec<[u8; 16]> = rows
+    let ips: Vec<Option<[u8; 16]>> = rows
         .iter()
-        .map(|(_, e)| e.ip.map_or([0; 16], |ip| key_bytes(ip_key(ip))))
+        .map(|(_, e)| e.ip.map(|ip| key_bytes(ip_key(ip))))
         .collect();
     for (chunk, ips) in rows
         .chunks(ROWS_PER_INSERT)
@@ -251,11 +247,8 @@ fn write_batch(
                 raw::Value::Text(&e.event_id),
                 raw::Value::Int(e.kind.code() as i64),
                 raw::Value::Int(e.channel.code() as i64),
-                if e.ip.is_some() {
-                    raw::Value::Blob(ip)
-                } else {
-                    raw::Value::Null
-                },
+                ip.as_ref()
+                    .map_or(raw::Value::Null, |b| raw::Value::Blob(b)),
                 e.device_id.as_deref().map(|d| device_hash(d) as i64).into(),
                 device.into(),
                 agent.into(),
@@ -275,17 +268,20 @@ fn write_batch(
                 inserted += insert_one.exec(row)?;
             }
         }
-        seen_rows.extend(
-            chunk
-                .iter()
-                .filter_map(|(ck, e)| e.ip.map(|ip| (ip_key(ip), utc_day(e.occurred_at), *ck))),
-        );
     }
+    // ip_seen rows are written for every event of the batch, stored or duplicate: a duplicate's
+    // row is there already or merely over-approximates, which ip_seen allows. They go in key
+    // order (big-endian bytes sort as the keys do), each once.
+    let mut seen_rows: Vec<([u8; 16], i64, i64)> = rows
+        .iter()
+        .zip(&ips)
+        .filter_map(|((ck, e), ip)| ip.map(|b| (b, utc_day(e.occurred_at), *ck)))
+        .collect();
     seen_rows.sort_unstable();
     seen_rows.dedup();
     for (key, day, ck) in seen_rows {
         seen.exec(&[
-            raw::Value::Blob(&key_bytes(key)),
+            raw::Value::Blob(&key),
             raw::Value::Int(day),
             raw::Value::Int(ck),
         ])?;

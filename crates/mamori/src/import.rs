@@ -271,13 +271,14 @@ pub async fn import<S: EventWriter>(
     // What came before a bad record (under --strict) is committed too.
     flush(&mut pending).await?;
     if let Some(b) = buckets.take() {
-        let paths = b.finish()?;
+        let (dir, paths) = b.finish()?;
         let n = paths.len();
         // A thread reads, deduplicates and sorts the next bucket while this one is stored.
         let (btx, mut brx) = tokio::sync::mpsc::channel::<anyhow::Result<(Vec<Event>, u64)>>(1);
         let batch = opts.batch;
         let bucket_bytes = opts.regroup_bucket_bytes.max(1);
         let loader = std::thread::spawn(move || {
+            let _dir = dir;
             for path in &paths {
                 let parts = match split_bucket(path, bucket_bytes) {
                     Ok(parts) => parts,
@@ -349,15 +350,79 @@ fn should_regroup(mode: Regroup, total: Option<u64>, first: &[Event]) -> bool {
     }
 }
 
+/// JSON Lines files written in parallel, one event per line.
+struct JsonlFiles {
+    files: Vec<BufWriter<File>>,
+    line: Vec<u8>,
+}
+
+impl JsonlFiles {
+    fn create(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        let files = paths
+            .iter()
+            .map(|p| {
+                File::create(p)
+                    .map(|f| BufWriter::with_capacity(64 << 10, f))
+                    .with_context(|| format!("cannot create {}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(JsonlFiles {
+            files,
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    fn write(&mut self, file: usize, e: &Event) -> anyhow::Result<()> {
+        self.line.clear();
+        mamori_sim::write_event_json(e, &mut self.line);
+        self.line.push(b'\n');
+        self.files[file]
+            .write_all(&self.line)
+            .context("writing a temporary regrouping file")
+    }
+
+    fn close(self) -> anyhow::Result<()> {
+        for f in self.files {
+            f.into_inner()
+                .map_err(|e| e.into_error())
+                .context("writing a temporary regrouping file")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a temporary regrouping file, calling `f` with each event in file order.
+fn read_events(
+    path: &std::path::Path,
+    mut f: impl FnMut(Event) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let input = open_input(&path.display().to_string(), Some(InputFormat::Jsonl))?;
+    let mut failed = None;
+    input.for_each_batch(CHUNK, |items| {
+        for item in items {
+            let r = match item {
+                Item::Event(e) => f(e),
+                Item::Rejected(r) => Err(anyhow::anyhow!(
+                    "a temporary regrouping file is unreadable ({r})"
+                )),
+            };
+            if let Err(e) = r {
+                failed = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
 /// Temporary JSON Lines files, one per range of customer ids.
 struct Buckets {
     dir: tempfile::TempDir,
-    files: Vec<BufWriter<File>>,
+    paths: Vec<PathBuf>,
+    files: JsonlFiles,
     /// Customer ids where the next range starts: quantiles of the first records' customers.
-    /// Ranges rather than hashes keep ids that sort with their customer (as event ids often do)
-    /// together too, so the store's event_id index is written in order.
     starts: Vec<String>,
-    line: Vec<u8>,
 }
 
 impl Buckets {
@@ -379,19 +444,15 @@ impl Buckets {
             .prefix(&format!("{prefix}."))
             .tempdir_in(parent)
             .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
-        let files = (0..=starts.len())
-            .map(|i| {
-                let p = dir.path().join(format!("{i:04}.jsonl"));
-                File::create(&p)
-                    .map(|f| BufWriter::with_capacity(64 << 10, f))
-                    .with_context(|| format!("cannot create {}", p.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let paths: Vec<PathBuf> = (0..=starts.len())
+            .map(|i| dir.path().join(format!("{i:04}.jsonl")))
+            .collect();
+        let files = JsonlFiles::create(&paths)?;
         Ok(Buckets {
             dir,
+            paths,
             files,
             starts,
-            line: Vec::with_capacity(1024),
         })
     }
 
@@ -400,49 +461,15 @@ impl Buckets {
             let b = self
                 .starts
                 .partition_point(|s| s.as_str() <= e.customer_id.as_str());
-            self.line.clear();
-            mamori_sim::write_event_json(e, &mut self.line);
-            self.line.push(b'\n');
-            self.files[b]
-                .write_all(&self.line)
-                .context("writing a temporary regrouping file")?;
+            self.files.write(b, e)?;
         }
         Ok(())
     }
 
-    /// Closes the files; returns their paths (the folder goes when the last is read or on drop).
-    fn finish(self) -> anyhow::Result<BucketPaths> {
-        let mut paths = Vec::with_capacity(self.files.len());
-        for (i, f) in self.files.into_iter().enumerate() {
-            f.into_inner()
-                .map_err(|e| e.into_error())
-                .context("writing a temporary regrouping file")?;
-            paths.push(self.dir.path().join(format!("{i:04}.jsonl")));
-        }
-        Ok(BucketPaths {
-            _dir: self.dir,
-            paths,
-        })
-    }
-}
-
-/// The closed bucket files and the folder that holds them (removed on drop).
-struct BucketPaths {
-    _dir: tempfile::TempDir,
-    paths: Vec<PathBuf>,
-}
-
-impl BucketPaths {
-    fn len(&self) -> usize {
-        self.paths.len()
-    }
-}
-
-impl<'a> IntoIterator for &'a BucketPaths {
-    type Item = &'a PathBuf;
-    type IntoIter = std::slice::Iter<'a, PathBuf>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.paths.iter()
+    /// Closes the files; returns the folder (removed on drop) and their paths.
+    fn finish(self) -> anyhow::Result<(tempfile::TempDir, Vec<PathBuf>)> {
+        self.files.close()?;
+        Ok((self.dir, self.paths))
     }
 }
 
@@ -461,47 +488,13 @@ fn split_bucket(path: &std::path::Path, bucket_bytes: u64) -> anyhow::Result<Vec
     let parts: Vec<PathBuf> = (0..n)
         .map(|i| path.with_extension(format!("{i}.jsonl")))
         .collect();
-    let mut files = parts
-        .iter()
-        .map(|p| {
-            File::create(p)
-                .map(|f| BufWriter::with_capacity(64 << 10, f))
-                .with_context(|| format!("cannot create {}", p.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let input = open_input(&path.display().to_string(), Some(InputFormat::Jsonl))?;
-    let mut line = Vec::with_capacity(1024);
-    let mut failed: Option<anyhow::Error> = None;
-    input.for_each_batch(CHUNK, |items| {
-        for item in items {
-            let e = match item {
-                Item::Event(e) => e,
-                Item::Rejected(r) => {
-                    failed = Some(anyhow::anyhow!(
-                        "a temporary regrouping file is unreadable ({r})"
-                    ));
-                    return false;
-                }
-            };
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(e.customer_id.as_str(), &mut h);
-            let b = (std::hash::Hasher::finish(&h) % n) as usize;
-            line.clear();
-            mamori_sim::write_event_json(&e, &mut line);
-            line.push(b'\n');
-            if let Err(err) = files[b].write_all(&line) {
-                failed = Some(err.into());
-                return false;
-            }
-        }
-        true
+    let mut files = JsonlFiles::create(&parts)?;
+    read_events(path, |e| {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(e.customer_id.as_str(), &mut h);
+        files.write((std::hash::Hasher::finish(&h) % n) as usize, &e)
     })?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    for f in files {
-        f.into_inner().map_err(|e| e.into_error())?;
-    }
+    files.close()?;
     let _ = std::fs::remove_file(path);
     Ok(parts)
 }
@@ -510,40 +503,23 @@ fn split_bucket(path: &std::path::Path, bucket_bytes: u64) -> anyhow::Result<Vec
 /// time order when they take more than one transaction of `batch`), and how many copies were
 /// dropped.
 fn load_bucket(path: &std::path::Path, batch: usize) -> anyhow::Result<(Vec<Event>, u64)> {
-    let input = open_input(&path.display().to_string(), Some(InputFormat::Jsonl))?;
     let mut events = Vec::new();
-    let mut bad = None;
-    input.for_each_batch(CHUNK, |items| {
-        for item in items {
-            match item {
-                Item::Event(e) => events.push(e),
-                Item::Rejected(r) => {
-                    bad = Some(r);
-                    return false;
-                }
-            }
+    let mut seen = std::collections::HashSet::new();
+    let mut dropped = 0u64;
+    read_events(path, |e| {
+        if seen.insert(mamori_core::memory::dedup_key(&e.customer_id, &e.event_id)) {
+            events.push(e);
+        } else {
+            dropped += 1;
         }
-        true
+        Ok(())
     })?;
-    if let Some(r) = bad {
-        bail!("a temporary regrouping file is unreadable ({r})");
-    }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
-    let before = events.len();
-    events.retain(|e| seen.insert(mamori_core::memory::dedup_key(&e.customer_id, &e.event_id)));
-    let dropped = (before - events.len()) as u64;
     // The store orders each transaction itself; only a bucket that takes several transactions
     // needs each customer's events kept together.
     if events.len() > batch {
-        let mut order: Vec<(&str, i64, u32)> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.customer_id.as_str(), e.occurred_at, i as u32))
-            .collect();
-        order.sort_unstable();
-        let order: Vec<usize> = order.into_iter().map(|o| o.2 as usize).collect();
-        let mut slots: Vec<Option<Event>> = events.into_iter().map(Some).collect();
-        events = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        events.sort_unstable_by(|a, b| {
+            (a.customer_id.as_str(), a.occurred_at).cmp(&(b.customer_id.as_str(), b.occurred_at))
+        });
     }
     Ok((events, dropped))
 }

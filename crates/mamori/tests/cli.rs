@@ -776,33 +776,16 @@ fn a_regrouped_import_of_a_time_ordered_log_equals_a_direct_one() {
     log.push_str("\n{\"event_id\":\"broken\"\n");
     std::fs::write(d.join("log.jsonl"), &log).expect("write");
 
-    let direct = mamori(
-        d,
-        &[
-            "--db",
-            "direct.db",
-            "import",
-            "--quiet",
-            "--regroup",
-            "never",
-            "log.jsonl",
-        ],
-    );
-    let regrouped = mamori(
-        d,
-        &[
-            "--db",
-            "regrouped.db",
-            "import",
-            "--quiet",
-            "--regroup",
-            "always",
-            // Several transactions per regrouping bucket.
-            "--batch",
-            "100",
-            "log.jsonl",
-        ],
-    );
+    // `mamori --db DB import --quiet --regroup MODE [EXTRA…] FILE`.
+    let import = |db: &str, mode: &str, extra: &[&str], file: &str| {
+        let mut args = vec!["--db", db, "import", "--quiet", "--regroup", mode];
+        args.extend_from_slice(extra);
+        args.push(file);
+        mamori(d, &args)
+    };
+    let direct = import("direct.db", "never", &[], "log.jsonl");
+    // Several transactions per regrouping bucket.
+    let regrouped = import("regrouped.db", "always", &["--batch", "100"], "log.jsonl");
     let n = lines.len();
     for o in [&direct, &regrouped] {
         assert!(o.status.success(), "{}", stderr(o));
@@ -848,48 +831,18 @@ fn a_regrouped_import_of_a_time_ordered_log_equals_a_direct_one() {
     assert!(left.is_empty(), "{left:?}");
     // Customer-grouped input regrouped anyway, with tiny buckets: the first records sample only
     // the first customers, so the last range takes the rest and is split again by hash.
-    let o = mamori(
-        d,
-        &[
-            "--db",
-            "skewed.db",
-            "import",
-            "--quiet",
-            "--regroup",
-            "always",
-            "--regroup-bucket-bytes",
-            "20000",
-            "events.jsonl",
-        ],
+    let o = import(
+        "skewed.db",
+        "always",
+        &["--regroup-bucket-bytes", "20000"],
+        "events.jsonl",
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let direct_sorted = mamori(
-        d,
-        &[
-            "--db",
-            "sorted.db",
-            "import",
-            "--quiet",
-            "--regroup",
-            "never",
-            "events.jsonl",
-        ],
-    );
+    let direct_sorted = import("sorted.db", "never", &[], "events.jsonl");
     assert!(direct_sorted.status.success());
     assert_eq!(report("skewed.db"), report("sorted.db"));
     // Importing again adds nothing.
-    let again = mamori(
-        d,
-        &[
-            "--db",
-            "regrouped.db",
-            "import",
-            "--quiet",
-            "--regroup",
-            "always",
-            "log.jsonl",
-        ],
-    );
+    let again = import("regrouped.db", "always", &[], "log.jsonl");
     assert!(
         stderr(&again).contains(&format!("0 accepted, {} duplicates", n + 1)),
         "{}",
