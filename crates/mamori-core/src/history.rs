@@ -174,26 +174,46 @@ pub struct IpActivity {
     pub logins: u32,
 }
 
-/// Summarises events on an IP: `(customer, kind)` pairs already restricted to the window.
-pub fn ip_activity<'a, C: Eq + Hash + ?Sized + 'a>(
+/// One customer's use of an IP: a single event, or all its events on the IP during one UTC day
+/// (then `at` is the day's start), as counts of logins and failed logins. A day of uses may stand
+/// for its events only where no window edge falls inside that day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpUse<C> {
+    pub at: i64,
+    pub customer: C,
+    pub logins: u32,
+    pub failed_logins: u32,
+}
+
+impl<C> IpUse<C> {
+    /// The use of one event.
+    pub fn event(at: i64, customer: C, kind: Kind) -> Self {
+        IpUse {
+            at,
+            customer,
+            logins: u32::from(kind == Kind::Login),
+            failed_logins: u32::from(kind == Kind::LoginFailed),
+        }
+    }
+}
+
+/// Summarises the uses of an IP already restricted to the window.
+pub fn ip_activity<'a, C: Eq + Hash + 'a>(
     customer: &C,
-    events: impl IntoIterator<Item = (&'a C, Kind)>,
+    uses: impl IntoIterator<Item = &'a IpUse<C>>,
 ) -> IpActivity {
     let mut others = HashSet::new();
     let mut failed = HashSet::new();
     let mut act = IpActivity::default();
-    for (c, kind) in events {
-        if c != customer {
-            others.insert(c);
+    for u in uses {
+        if u.customer != *customer {
+            others.insert(&u.customer);
         }
-        match kind {
-            Kind::LoginFailed => {
-                act.failed_logins += 1;
-                failed.insert(c);
-            }
-            Kind::Login => act.logins += 1,
-            _ => {}
+        if u.failed_logins > 0 {
+            failed.insert(&u.customer);
         }
+        act.failed_logins += u.failed_logins;
+        act.logins += u.logins;
     }
     act.other_customers = others.len() as u32;
     act.failed_login_accounts = failed.len() as u32;
@@ -264,11 +284,36 @@ mod tests {
             ("c", Kind::LoginFailed),
             ("a", Kind::LoginFailed),
         ];
-        let act = ip_activity("a", ev.iter().map(|(c, k)| (*c, *k)));
+        let uses: Vec<IpUse<&str>> = ev.iter().map(|(c, k)| IpUse::event(0, *c, *k)).collect();
+        let act = ip_activity(&"a", &uses);
         assert_eq!(act.other_customers, 2);
         assert_eq!(act.failed_login_accounts, 3);
         assert_eq!(act.failed_logins, 4);
         assert_eq!(act.logins, 1);
+        // A day of uses counts as the events it stands for; a use with no login still counts
+        // its customer.
+        let day = [
+            IpUse::event(0, "a", Kind::Login),
+            IpUse {
+                at: 0,
+                customer: "b",
+                logins: 0,
+                failed_logins: 2,
+            },
+            IpUse::event(0, "c", Kind::LoginFailed),
+            IpUse::event(0, "a", Kind::LoginFailed),
+            IpUse::event(0, "d", Kind::Trade),
+        ];
+        let day_act = ip_activity(&"a", &day);
+        assert_eq!(day_act.other_customers, 3);
+        assert_eq!(
+            (
+                day_act.failed_login_accounts,
+                day_act.failed_logins,
+                day_act.logins
+            ),
+            (3, 4, 1)
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::event::{Event, Kind};
-use crate::history::{Access, device_hash, ip_activity};
+use crate::event::Event;
+use crate::history::{Access, IpUse, device_hash, ip_activity};
 use crate::investigate::{Investigation, Procedure, Query, Row, build_row};
 use crate::net::ip_key;
 use crate::verdict::IpIntel;
@@ -15,8 +15,8 @@ pub struct MemoryIndex {
     customer_ids: HashMap<String, u32>,
     /// Every event of each customer (failed logins included).
     by_customer: Vec<Vec<Access>>,
-    /// `(at, customer, kind)` of every event on each IP.
-    by_ip: HashMap<u128, Vec<(i64, u32, Kind)>>,
+    /// Every event on each IP.
+    by_ip: HashMap<u128, Vec<IpUse<u32>>>,
     /// Candidate procedures (filtered by the query when one is given).
     procedures: Vec<(u32, Procedure)>,
     events: u64,
@@ -63,7 +63,7 @@ impl MemoryIndex {
             self.by_ip
                 .entry(k)
                 .or_default()
-                .push((e.occurred_at, c, e.kind));
+                .push(IpUse::event(e.occurred_at, c, e.kind));
         }
         if q.selects(e.kind, e.channel, e.occurred_at) {
             self.procedures.push((c, Procedure::from(e)));
@@ -87,17 +87,17 @@ impl MemoryIndex {
 /// Answers an investigation from events indexed by customer and by IP, whoever indexed them:
 /// `procedures` with their customer's number, `accesses(c)` every event of customer `c` (failed
 /// logins included, any order; at least those before the customer's last procedure), and `by_ip`
-/// `(at, customer, kind)` of the events on each procedure's IP (any order; at least those in the
-/// window before each procedure).
+/// the uses of each procedure's IP (any order; those dated in the window before each procedure
+/// add up to exactly the IP's events in that window).
 pub fn investigate_indexed<'a>(
     procedures: Vec<(u32, Procedure)>,
     accesses: impl Fn(u32) -> &'a [Access],
-    mut by_ip: HashMap<u128, Vec<(i64, u32, Kind)>>,
+    mut by_ip: HashMap<u128, Vec<IpUse<u32>>>,
     q: &Query,
     intel: &dyn IpIntel,
 ) -> Investigation {
     for v in by_ip.values_mut() {
-        v.sort_unstable_by_key(|x| x.0);
+        v.sort_unstable_by_key(|u| u.at);
     }
     let rows: Vec<Row> = procedures
         .into_iter()
@@ -106,9 +106,9 @@ pub fn investigate_indexed<'a>(
             let activity =
                 p.ip.and_then(|ip| by_ip.get(&ip_key(ip)))
                     .map(|v| {
-                        let lo = v.partition_point(|x| x.0 < t - q.windows.others);
-                        let hi = v.partition_point(|x| x.0 < t);
-                        ip_activity(&c, v[lo..hi].iter().map(|(_, cc, k)| (cc, *k)))
+                        let lo = v.partition_point(|u| u.at < t - q.windows.others);
+                        let hi = v.partition_point(|u| u.at < t);
+                        ip_activity(&c, &v[lo..hi])
                     })
                     .unwrap_or_default();
             build_row(p, accesses(c), &activity, intel, q)

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use ipnet::IpNet;
 use mamori_core::event::{Event, Kind};
-use mamori_core::history::Access;
+use mamori_core::history::{Access, IpUse};
 use mamori_core::investigate::{Investigation, Procedure, Query};
 use mamori_core::memory::investigate_indexed;
 use mamori_core::net::{ip_key, net_range};
@@ -32,14 +32,13 @@ pub async fn investigate<S: HistoryReader>(
     // Each customer's events up to the latest procedure: the history window, and what lies before
     // it (a dormant account is told from a new one by its older events).
     let mut customers: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    let mut ips: BTreeMap<u128, (i64, i64)> = BTreeMap::new();
+    let mut ips: BTreeMap<u128, Vec<i64>> = BTreeMap::new();
     for p in &procs {
         let t = p.occurred_at;
         let w = customers.entry(&p.customer_id).or_insert((t, t));
         *w = (w.0.min(t), w.1.max(t));
         if let Some(ip) = p.ip {
-            let w = ips.entry(ip_key(ip)).or_insert((t, t));
-            *w = (w.0.min(t), w.1.max(t));
+            ips.entry(ip_key(ip)).or_default().push(t);
         }
     }
     let customer_list: Vec<(&str, (i64, i64))> = customers.into_iter().collect();
@@ -52,20 +51,20 @@ pub async fn investigate<S: HistoryReader>(
         })
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<Vec<(String, Access)>>>();
-    let ip_list: Vec<(u128, (i64, i64))> = ips.into_iter().collect();
-    // Each IP over its own window: from 30 days before its first procedure to its last.
-    let ip_events = stream::iter(ip_list.chunks(CHUNK))
+    let ip_list: Vec<(u128, Vec<i64>)> = ips.into_iter().collect();
+    // The window before each procedure on its IP.
+    let ip_uses = stream::iter(ip_list.chunks(CHUNK))
         .map(|chunk| {
             let windows: Vec<(u128, i64, i64)> = chunk
                 .iter()
-                .map(|(ip, (first, last))| (*ip, first - q.windows.others, *last))
+                .flat_map(|(ip, times)| times.iter().map(|t| (*ip, t - q.windows.others, *t)))
                 .collect();
-            async move { store.ip_events(&windows).await }
+            async move { store.ip_uses(&windows).await }
         })
         .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<Vec<crate::IpEvent>>>();
+        .try_collect::<Vec<Vec<(u128, IpUse<String>)>>>();
     // Both at once: they read different parts of the store.
-    let (accesses, ip_events) = futures_util::future::try_join(accesses, ip_events).await?;
+    let (accesses, ip_uses) = futures_util::future::try_join(accesses, ip_uses).await?;
     // Number the customers, then answer through the same function as the in-memory index.
     let mut numbers: HashMap<String, u32> = HashMap::new();
     let mut by_customer: Vec<Vec<Access>> = Vec::new();
@@ -79,10 +78,15 @@ pub async fn investigate<S: HistoryReader>(
         let n = number(c, &mut by_customer) as usize;
         by_customer[n].push(a);
     }
-    let mut by_ip: HashMap<u128, Vec<(i64, u32, Kind)>> = HashMap::new();
-    for e in ip_events.into_iter().flatten() {
-        let n = number(e.customer_id, &mut by_customer);
-        by_ip.entry(e.ip).or_default().push((e.at, n, e.kind));
+    let mut by_ip: HashMap<u128, Vec<IpUse<u32>>> = HashMap::new();
+    for (ip, u) in ip_uses.into_iter().flatten() {
+        let customer = number(u.customer, &mut by_customer);
+        by_ip.entry(ip).or_default().push(IpUse {
+            at: u.at,
+            customer,
+            logins: u.logins,
+            failed_logins: u.failed_logins,
+        });
     }
     let procedures: Vec<(u32, Procedure)> = procs
         .into_iter()

@@ -8,7 +8,7 @@
 use std::future::Future;
 
 use mamori_core::event::{Event, Kind};
-use mamori_core::history::Access;
+use mamori_core::history::{Access, IpUse};
 use mamori_core::investigate::Procedure;
 
 pub mod investigate;
@@ -90,11 +90,15 @@ pub trait HistoryReader: Sync {
         to: i64,
     ) -> impl Future<Output = Result<Vec<IpEvent>>> + Send;
 
-    /// Events from each IP within its own window: `(ip key, from, to)` selects `from ≤ at < to`.
-    fn ip_events(
+    /// Uses of IPs that answer questions over windows `(ip key, from, to)`, `from ≤ at < to`:
+    /// for every window, the uses of its IP dated inside it add up to exactly the IP's events in
+    /// it. A use is one event, or one customer's whole UTC day on the IP (dated at the day's
+    /// start) for a day that no window edge of that IP falls inside. Uses outside every window
+    /// may be included.
+    fn ip_uses(
         &self,
         windows: &[(u128, i64, i64)],
-    ) -> impl Future<Output = Result<Vec<IpEvent>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(u128, IpUse<String>)>>> + Send;
 
     /// Events of a kind with `from ≤ at < to`, on every channel, as procedures.
     fn procedures(

@@ -3,13 +3,14 @@
 //! Durability: `journal_mode=WAL` with `synchronous=NORMAL`. A committed batch survives a crash of
 //! the process; a power loss may lose the last transactions but never corrupts the file.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
-use mamori_core::history::{Access, device_hash};
+use mamori_core::history::{Access, IpUse, device_hash};
 use mamori_core::investigate::Procedure;
 use mamori_core::net::{bytes_key, ip_key, key_bytes, key_ip};
 use sqlx::sqlite::{
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
 
 use crate::raw;
 use crate::{EventWriter, HistoryReader, Inserted, IpEvent, Result, Retention, StoreError};
+use sqlx::AssertSqlSafe;
 
 /// Kinds kept in the partial index `events_sensitive` (migration 0002), and its condition.
 const SENSITIVE_KINDS: [u8; 8] = [4, 5, 7, 8, 9, 10, 11, 12];
@@ -185,8 +187,28 @@ fn insert_sql(rows: usize) -> String {
         }
         sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
-    sql.push_str(" ON CONFLICT DO NOTHING");
+    // The rows actually stored (not the duplicates), for ip_seen's counts.
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING customer_key, occurred_at, kind, ip");
     sql
+}
+
+/// Counts of one `ip_seen` row of a batch: (IP key bytes, UTC day, customer key) → (logins,
+/// failed logins).
+type SeenCounts = HashMap<([u8; 16], i64, i64), (i64, i64)>;
+
+/// Adds a stored row returned by [`insert_sql`] to the counts.
+fn count_seen(seen: &mut SeenCounts, r: &raw::Row<'_>) -> Result<()> {
+    let Some(ip) = r.blob(3) else {
+        return Ok(());
+    };
+    let ip: [u8; 16] = ip
+        .try_into()
+        .map_err(|_| corrupt("IP key is not 16 bytes"))?;
+    let kind = r.i64(2);
+    let c = seen.entry((ip, utc_day(r.i64(1)), r.i64(0))).or_default();
+    c.0 += i64::from(kind == i64::from(Kind::Login.code()));
+    c.1 += i64::from(kind == i64::from(Kind::LoginFailed.code()));
+    Ok(())
 }
 
 /// New keys of a batch, added to the cache after its commit.
@@ -216,8 +238,11 @@ fn write_batch(
     let mut insert_full = conn.prepare(&insert_sql(ROWS_PER_INSERT))?;
     let mut insert_one = conn.prepare(&insert_sql(1))?;
     let mut seen = conn.prepare(
-        "INSERT INTO ip_seen (ip, day, customer_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO ip_seen (ip, day, customer_key, logins, failed_logins) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
+         failed_logins = failed_logins + excluded.failed_logins",
     )?;
+    let mut counts = SeenCounts::new();
     let mut inserted = 0u64;
     let mut params: Vec<raw::Value<'_>> = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS);
     let ips: Vec<Option<[u8; 16]>> = rows
@@ -261,29 +286,28 @@ fn write_batch(
                 d.map(|d| d.holder_kana.as_str()).into(),
             ]);
         }
+        let mut stored = |r: &raw::Row<'_>| {
+            inserted += 1;
+            count_seen(&mut counts, r)
+        };
         if chunk.len() == ROWS_PER_INSERT {
-            inserted += insert_full.exec(&params)?;
+            insert_full.for_each(&params, &mut stored)?;
         } else {
             for row in params.chunks(COLUMNS) {
-                inserted += insert_one.exec(row)?;
+                insert_one.for_each(row, &mut stored)?;
             }
         }
     }
-    // ip_seen rows are written for every event of the batch, stored or duplicate: a duplicate's
-    // row is there already or merely over-approximates, which ip_seen allows. They go in key
-    // order (big-endian bytes sort as the keys do), each once.
-    let mut seen_rows: Vec<([u8; 16], i64, i64)> = rows
-        .iter()
-        .zip(&ips)
-        .filter_map(|((ck, e), ip)| ip.map(|b| (b, utc_day(e.occurred_at), *ck)))
-        .collect();
-    seen_rows.sort_unstable();
-    seen_rows.dedup();
-    for (key, day, ck) in seen_rows {
+    // ip_seen rows of the stored events, in key order (big-endian bytes sort as the keys do).
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_unstable();
+    for ((key, day, ck), (logins, failed)) in counts {
         seen.exec(&[
             raw::Value::Blob(&key),
             raw::Value::Int(day),
             raw::Value::Int(ck),
+            raw::Value::Int(logins),
+            raw::Value::Int(failed),
         ])?;
     }
     Ok((
@@ -396,72 +420,110 @@ fn ip_range(
     Ok(out)
 }
 
-/// Events from each IP within its own window, each event once. All candidates, as (customer,
-/// day) pairs, are gathered from `ip_seen` first; then each candidate customer's events of those
-/// days only are read, in key order, and matched to the windows.
-fn ip_windows(conn: &raw::Conn<'_>, windows: &[(u128, i64, i64)]) -> Result<Vec<IpEvent>> {
-    let mut candidates_of = conn
-        .prepare("SELECT customer_key, day FROM ip_seen WHERE ip = ? AND day >= ? AND day <= ?")?;
-    // (customer, day, window)
-    let mut candidates: Vec<(i64, i64, u32)> = Vec::new();
-    for (i, (ip, from, to)) in windows.iter().enumerate() {
+/// Uses of IPs for windows `(ip, from, to)` (see [`HistoryReader::ip_uses`]). Per IP, the
+/// `ip_seen` rows of the days its windows span are read in one range; a row whose day no window
+/// edge falls inside is a use as it stands; for the others, the customer's events of that day are
+/// read (by the table's key, customers in key order) and those on the IP are single uses.
+fn ip_windows(
+    conn: &raw::Conn<'_>,
+    windows: &[(u128, i64, i64)],
+) -> Result<Vec<(u128, IpUse<String>)>> {
+    // Per IP: the span of its windows and the days an edge falls inside.
+    let mut per_ip: BTreeMap<u128, (i64, i64, Vec<i64>)> = BTreeMap::new();
+    for &(ip, from, to) in windows {
         if from >= to {
             continue;
         }
-        let key = key_bytes(*ip);
+        let w = per_ip.entry(ip).or_insert((from, to, Vec::new()));
+        (w.0, w.1) = (w.0.min(from), w.1.max(to));
+        for edge in [from, to] {
+            if edge.rem_euclid(DAY_US) != 0 {
+                w.2.push(utc_day(edge));
+            }
+        }
+    }
+    let mut rows_of = conn.prepare(
+        "SELECT day, customer_key, logins, failed_logins FROM ip_seen \
+         WHERE ip = ? AND day >= ? AND day <= ?",
+    )?;
+    // (customer key, ip, day, logins, failed logins) of whole days; (customer key, day, ip) of
+    // days to read.
+    let mut whole: Vec<(i64, u128, i64, u32, u32)> = Vec::new();
+    let mut split: Vec<(i64, i64, u128)> = Vec::new();
+    for (ip, (from, to, mut edges)) in per_ip {
+        edges.sort_unstable();
+        edges.dedup();
+        let key = key_bytes(ip);
         let params = [
             raw::Value::Blob(&key),
-            raw::Value::Int(utc_day(*from)),
+            raw::Value::Int(utc_day(from)),
             raw::Value::Int(utc_day(to - 1)),
         ];
-        candidates_of.for_each(&params, |r| {
-            candidates.push((r.i64(0), r.i64(1), i as u32));
+        rows_of.for_each(&params, |r| {
+            let (day, customer) = (r.i64(0), r.i64(1));
+            if edges.binary_search(&day).is_ok() {
+                split.push((customer, day, ip));
+            } else {
+                let count = |i| u32::try_from(r.i64(i)).map_err(|_| corrupt("ip_seen count"));
+                whole.push((customer, ip, day, count(2)?, count(3)?));
+            }
             Ok(())
         })?;
     }
-    candidates.sort_unstable();
+    split.sort_unstable();
+    // Customer ids, each looked up once, in key order.
+    let mut keys: Vec<i64> = whole
+        .iter()
+        .map(|w| w.0)
+        .chain(split.iter().map(|s| s.0))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
     let mut id_of = conn.prepare("SELECT customer_id FROM customers WHERE customer_key = ?")?;
+    let mut ids: HashMap<i64, String> = HashMap::with_capacity(keys.len());
+    for k in keys {
+        id_of.for_each(&[raw::Value::Int(k)], |r| {
+            ids.insert(k, r.string(0)?);
+            Ok(())
+        })?;
+    }
+    let id = |k: i64| {
+        ids.get(&k)
+            .cloned()
+            .ok_or_else(|| corrupt("ip_seen names an unknown customer"))
+    };
+    let mut out = Vec::with_capacity(whole.len() + split.len());
+    for (customer, ip, day, logins, failed_logins) in whole {
+        let usage = IpUse {
+            at: day * DAY_US,
+            customer: id(customer)?,
+            logins,
+            failed_logins,
+        };
+        out.push((ip, usage));
+    }
     let mut events_of = conn.prepare(
         "SELECT occurred_at, kind, ip FROM events \
          WHERE customer_key = ? AND occurred_at >= ? AND occurred_at < ? AND ip IS NOT NULL",
     )?;
-    let mut out = Vec::new();
-    for same_customer in candidates.chunk_by(|a, b| a.0 == b.0) {
-        let customer = same_customer[0].0;
-        let mut id = None;
-        id_of.for_each(&[raw::Value::Int(customer)], |r| {
-            id = Some(r.string(0)?);
+    for same_day in split.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let (customer, day) = (same_day[0].0, same_day[0].1);
+        let params = [
+            raw::Value::Int(customer),
+            raw::Value::Int(day * DAY_US),
+            raw::Value::Int((day + 1) * DAY_US),
+        ];
+        events_of.for_each(&params, |r| {
+            if let Some(ip) = ip_of(r.blob(2))?
+                && same_day.iter().any(|s| s.2 == ip)
+            {
+                out.push((
+                    ip,
+                    IpUse::event(r.i64(0), id(customer)?, kind_of(r.i64(1))?),
+                ));
+            }
             Ok(())
         })?;
-        let id = id.ok_or_else(|| corrupt("ip_seen names an unknown customer"))?;
-        for same_day in same_customer.chunk_by(|a, b| a.1 == b.1) {
-            let day = same_day[0].1;
-            let wins = || same_day.iter().map(|c| windows[c.2 as usize]);
-            let from = wins().map(|w| w.1).min().unwrap_or(0).max(day * DAY_US);
-            let to = wins()
-                .map(|w| w.2)
-                .max()
-                .unwrap_or(0)
-                .min((day + 1) * DAY_US);
-            let params = [
-                raw::Value::Int(customer),
-                raw::Value::Int(from),
-                raw::Value::Int(to),
-            ];
-            events_of.for_each(&params, |r| {
-                let (at, ip) = (r.i64(0), ip_of(r.blob(2))?);
-                let hit = wins().find(|(wip, wf, wt)| ip == Some(*wip) && *wf <= at && at < *wt);
-                if let Some((wip, ..)) = hit {
-                    out.push(IpEvent {
-                        ip: wip,
-                        at,
-                        customer_id: id.clone(),
-                        kind: kind_of(r.i64(1))?,
-                    });
-                }
-                Ok(())
-            })?;
-        }
     }
     Ok(out)
 }
@@ -549,7 +611,7 @@ impl HistoryReader for SqliteStore {
             .await
     }
 
-    async fn ip_events(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<IpEvent>> {
+    async fn ip_uses(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<(u128, IpUse<String>)>> {
         let windows = windows.to_vec();
         self.with_raw(move |conn| ip_windows(conn, &windows)).await
     }
@@ -664,11 +726,41 @@ impl Retention for SqliteStore {
             .rows_affected();
             lo = lo.saturating_add(PURGE_CUSTOMERS);
         }
-        // Days wholly before t. The day of t keeps its rows: ip_seen may over-approximate.
+        // ip_seen after the events, in one transaction: the rows of days wholly before t go, and
+        // the counts of t's own day are recounted from the events left (rows left with no event
+        // go). Interrupted before this, ip_seen counts purged events of days up to t's until a
+        // purge runs again (with the same t it deletes no event and completes this).
+        let (day, start) = (utc_day(t), utc_day(t) * DAY_US);
+        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM ip_seen WHERE day < ?")
-            .bind(utc_day(t))
-            .execute(&self.pool)
+            .bind(day)
+            .execute(&mut *tx)
             .await?;
+        if t != start {
+            let same = "FROM events e WHERE e.customer_key = ip_seen.customer_key \
+                        AND e.occurred_at >= ?1 AND e.occurred_at < ?2 AND e.ip = ip_seen.ip";
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM ip_seen WHERE day = ?3 AND NOT EXISTS (SELECT 1 {same})"
+            )))
+            .bind(start)
+            .bind(start + DAY_US)
+            .bind(day)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE ip_seen SET (logins, failed_logins) = \
+                 (SELECT coalesce(sum(e.kind = {}), 0), coalesce(sum(e.kind = {}), 0) {same}) \
+                 WHERE day = ?3",
+                Kind::Login.code(),
+                Kind::LoginFailed.code()
+            )))
+            .bind(start)
+            .bind(start + DAY_US)
+            .bind(day)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(total)
     }
 }

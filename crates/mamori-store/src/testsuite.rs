@@ -2,7 +2,7 @@
 //! store. Panics with a message on the first failed check.
 
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
-use mamori_core::history::device_hash;
+use mamori_core::history::{IpUse, device_hash, ip_activity};
 use mamori_core::net::{ip_key, net_range, parse_ip_or_net};
 use mamori_core::time::parse_rfc3339;
 
@@ -239,11 +239,32 @@ async fn windows_and_ips<S: EventWriter + HistoryReader>(s: &S) {
         ]
     );
     let k = ip_key("203.0.113.5".parse().expect("ip"));
-    let on_ip = s.ip_events(&[(k, 0, i64::MAX)]).await.expect("ip events");
-    let mut who: Vec<&str> = on_ip.iter().map(|e| e.customer_id.as_str()).collect();
-    who.sort();
-    assert_eq!(who, ["wa", "wb", "wb"]);
-    assert!(on_ip.iter().any(|e| e.kind == Kind::LoginFailed));
+    // Several windows in one call, two of them with edges inside a day: each window's uses add
+    // up to exactly its events (w1, w3, w5 are on 203.0.113.5).
+    let (w3, w5) = (batch[2].occurred_at, batch[4].occurred_at);
+    let windows = [(k, 0, i64::MAX), (k, w3, w5), (k, w3 + 1, w5 + 1)];
+    let uses = s.ip_uses(&windows).await.expect("ip uses");
+    let activity = |(ip, from, to): (u128, i64, i64)| {
+        let inside: Vec<&IpUse<String>> = uses
+            .iter()
+            .filter(|(i, u)| *i == ip && from <= u.at && u.at < to)
+            .map(|(_, u)| u)
+            .collect();
+        let act = ip_activity(&"wa".to_owned(), inside.iter().copied());
+        (
+            act.other_customers,
+            act.failed_login_accounts,
+            act.failed_logins,
+            act.logins,
+        )
+    };
+    assert_eq!(activity(windows[0]), (1, 1, 1, 2), "w1, w3, w5");
+    assert_eq!(activity(windows[1]), (1, 1, 1, 0), "w3 only");
+    assert_eq!(activity(windows[2]), (1, 0, 0, 1), "w5 only");
+    assert!(
+        uses.iter().all(|(ip, _)| *ip == k),
+        "uses of the asked IP only"
+    );
     let (lo, hi) = net_range(parse_ip_or_net("203.0.113.0/24").expect("net"));
     let in_net = s.ip_range_events(lo, hi, 0, i64::MAX).await.expect("range");
     assert_eq!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use mamori_core::event::{Channel, Kind};
-use mamori_core::history::{Windows, device_hash, ip_activity, profile};
+use mamori_core::history::{IpUse, Windows, device_hash, ip_activity, profile};
 use mamori_core::investigate::{Investigation, Query};
 use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_key, prefix_net};
 use mamori_core::report::{Format, render};
@@ -447,14 +447,17 @@ async fn history(
                 }
             );
         }
-        let on_ip = store.ip_events(&[(k, at - w.others, at)]).await?;
-        let act = ip_activity(
-            a.customer.as_str(),
-            on_ip.iter().map(|e| (e.customer_id.as_str(), e.kind)),
-        );
-        let mut others: Vec<&str> = on_ip
+        let (from, to) = (at - w.others, at);
+        let uses = store.ip_uses(&[(k, from, to)]).await?;
+        let inside: Vec<&IpUse<String>> = uses
             .iter()
-            .map(|e| e.customer_id.as_str())
+            .filter(|(ip, u)| *ip == k && from <= u.at && u.at < to)
+            .map(|(_, u)| u)
+            .collect();
+        let act = ip_activity(&a.customer, inside.iter().copied());
+        let mut others: Vec<&str> = inside
+            .iter()
+            .map(|u| u.customer.as_str())
             .filter(|c| *c != a.customer)
             .collect();
         others.sort_unstable();

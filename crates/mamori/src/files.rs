@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mamori_core::event::{Channel, Kind};
-use mamori_core::history::{Access, device_hash};
+use mamori_core::history::{Access, IpUse, device_hash};
 use mamori_core::investigate::{Investigation, Procedure, Query};
 use mamori_core::memory::{dedup_key, investigate_indexed};
 use mamori_core::net::ip_key;
@@ -923,13 +923,13 @@ fn investigate_chunks(
         })
         .collect();
     let mut by_customer: HashMap<u32, Vec<Access>> = HashMap::new();
-    let mut by_ip: HashMap<u128, Vec<(i64, u32, Kind)>> = HashMap::new();
+    let mut by_ip: HashMap<u128, Vec<IpUse<u32>>> = HashMap::new();
     for (acc, on_ip) in found {
         for (c, a) in acc {
             by_customer.entry(c).or_default().push(a);
         }
         for (ip, at, c, k) in on_ip {
-            by_ip.entry(ip).or_default().push((at, c, k));
+            by_ip.entry(ip).or_default().push(IpUse::event(at, c, k));
         }
     }
     investigate_indexed(
