@@ -32,7 +32,48 @@ const KEYS_PER_QUERY: usize = 500;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection with a small page cache for checkpoints, so that they neither take a
+    /// reader's or writer's connection (whose page cache another connection's use would
+    /// invalidate) nor hold a second large cache.
+    checkpointer: SqlitePool,
     keys: Arc<Mutex<KeyCache>>,
+    checkpoints: Arc<Mutex<Checkpoints>>,
+}
+
+/// WAL frames (pages) after which a writer waits for the WAL to be checkpointed completely, so
+/// that it starts again from its beginning: 1 GiB of 4 KiB pages.
+const WAL_FRAMES_LIMIT: i64 = 262_144;
+
+/// Checkpoints run beside the writers rather than inside their commits (SQLite's automatic
+/// checkpoint is off): after a commit, a checkpoint starts on another connection unless one is
+/// running, and copies the WAL into the database while the writer goes on with its next batch.
+/// A checkpoint cannot complete while frames keep arriving, so once the WAL holds more than
+/// [`WAL_FRAMES_LIMIT`] frames, the next writer first waits for one that does.
+#[derive(Debug)]
+struct Checkpoints {
+    running: Option<tokio::task::JoinHandle<Result<i64>>>,
+    /// Frames in the WAL at the end of the last checkpoint.
+    wal_frames: i64,
+    /// [`WAL_FRAMES_LIMIT`] (smaller in tests).
+    limit: i64,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Checkpoints {
+            running: None,
+            wal_frames: 0,
+            limit: WAL_FRAMES_LIMIT,
+        }
+    }
+}
+
+/// A passive checkpoint; returns the number of frames in the WAL.
+async fn checkpoint(pool: &SqlitePool) -> Result<i64> {
+    let (_busy, log, _done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    Ok(log)
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -75,21 +116,27 @@ impl SqliteStore {
             .pragma("cache_size", "-262144")
             .pragma("temp_store", "memory")
             .pragma("mmap_size", "68719476736")
-            // Checkpoint the WAL every ~400 MB rather than every 4 MB: fewer, larger writes.
-            .pragma("wal_autocheckpoint", "100000");
+            // Checkpoints run beside the writers (`Checkpoints`).
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_lazy_with(opts.pragma("cache_size", "-2048"));
         Ok(SqliteStore {
             pool,
+            checkpointer,
             keys: Arc::default(),
+            checkpoints: Arc::default(),
         })
     }
 
@@ -104,6 +151,7 @@ impl SqliteStore {
 
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
+        self.checkpointer.close().await;
         self.pool.close().await;
     }
 
@@ -136,6 +184,8 @@ struct Interner<'c, 'h> {
     select: raw::Stmt<'c, 'h>,
     insert: raw::Stmt<'c, 'h>,
     fresh: HashMap<Box<str>, i64>,
+    /// Keys created by this transaction (a subset of `fresh`).
+    created: HashSet<i64>,
 }
 
 impl<'c, 'h> Interner<'c, 'h> {
@@ -146,6 +196,7 @@ impl<'c, 'h> Interner<'c, 'h> {
                 "INSERT INTO {table} ({text}) VALUES (?) ON CONFLICT ({text}) DO NOTHING"
             ))?,
             fresh: HashMap::new(),
+            created: HashSet::new(),
         })
     }
 
@@ -157,7 +208,10 @@ impl<'c, 'h> Interner<'c, 'h> {
         let k = match self.select.query_i64(&p)? {
             Some(k) => k,
             None => match self.insert.insert(&p)? {
-                Some(k) => k,
+                Some(k) => {
+                    self.created.insert(k);
+                    k
+                }
                 None => self
                     .select
                     .query_i64(&p)?
@@ -174,8 +228,8 @@ const COLUMNS: usize = 16;
 /// Rows per INSERT statement of a batch write.
 const ROWS_PER_INSERT: usize = 32;
 
-/// An INSERT of `rows` events rows.
-fn insert_sql(rows: usize) -> String {
+/// An INSERT of `rows` events rows; `returning` the rows actually stored (not the duplicates).
+fn insert_sql(rows: usize, returning: bool) -> String {
     let mut sql = String::from(
         "INSERT INTO events (customer_key, occurred_at, event_id, kind, channel, ip, device_hash, \
          device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, dest_account_type, \
@@ -187,8 +241,10 @@ fn insert_sql(rows: usize) -> String {
         }
         sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
-    // The rows actually stored (not the duplicates), for ip_seen's counts.
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING customer_key, occurred_at, kind, ip");
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    if returning {
+        sql.push_str(" RETURNING customer_key, occurred_at, kind, ip");
+    }
     sql
 }
 
@@ -196,18 +252,21 @@ fn insert_sql(rows: usize) -> String {
 /// failed logins).
 type SeenCounts = HashMap<([u8; 16], i64, i64), (i64, i64)>;
 
-/// Adds a stored row returned by [`insert_sql`] to the counts.
-fn count_seen(seen: &mut SeenCounts, r: &raw::Row<'_>) -> Result<()> {
-    let Some(ip) = r.blob(3) else {
-        return Ok(());
-    };
-    let ip: [u8; 16] = ip
-        .try_into()
-        .map_err(|_| corrupt("IP key is not 16 bytes"))?;
-    let kind = r.i64(2);
-    let c = seen.entry((ip, utc_day(r.i64(1)), r.i64(0))).or_default();
+/// Adds a stored event to the counts.
+fn count_seen(seen: &mut SeenCounts, ip: [u8; 16], at: i64, customer: i64, kind: i64) {
+    let c = seen.entry((ip, utc_day(at), customer)).or_default();
     c.0 += i64::from(kind == i64::from(Kind::Login.code()));
     c.1 += i64::from(kind == i64::from(Kind::LoginFailed.code()));
+}
+
+/// Adds a stored row returned by [`insert_sql`] to the counts.
+fn count_returned(seen: &mut SeenCounts, r: &raw::Row<'_>) -> Result<()> {
+    if let Some(ip) = r.blob(3) {
+        let ip = ip
+            .try_into()
+            .map_err(|_| corrupt("IP key is not 16 bytes"))?;
+        count_seen(seen, ip, r.i64(1), r.i64(0), r.i64(2));
+    }
     Ok(())
 }
 
@@ -234,9 +293,12 @@ fn write_batch(
         }
     }
     drop(ids);
-    rows.sort_by_key(|r| (r.0, r.1.occurred_at));
-    let mut insert_full = conn.prepare(&insert_sql(ROWS_PER_INSERT))?;
-    let mut insert_one = conn.prepare(&insert_sql(1))?;
+    // Customers created by this transaction have no stored events, so none of their rows is a
+    // duplicate: they go first, and are counted for ip_seen as they are. The others' rows are
+    // counted from what their INSERTs return, which leaves out duplicates (RETURNING costs).
+    let created = |ck: &i64| customers.created.contains(ck);
+    rows.sort_by_key(|r| (!created(&r.0), r.0, r.1.occurred_at));
+    let known_from = rows.partition_point(|r| created(&r.0));
     let mut seen = conn.prepare(
         "INSERT INTO ip_seen (ip, day, customer_key, logins, failed_logins) VALUES (?, ?, ?, ?, ?) \
          ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
@@ -249,52 +311,78 @@ fn write_batch(
         .iter()
         .map(|(_, e)| e.ip.map(|ip| key_bytes(ip_key(ip))))
         .collect();
-    for (chunk, ips) in rows
-        .chunks(ROWS_PER_INSERT)
-        .zip(ips.chunks(ROWS_PER_INSERT))
-    {
-        params.clear();
-        for ((ck, e), ip) in chunk.iter().zip(ips) {
-            let device = e
-                .device_id
-                .as_deref()
-                .map(|d| devices.key(&cache.devices, d))
-                .transpose()?;
-            let agent = e
-                .user_agent
-                .as_deref()
-                .map(|u| agents.key(&cache.agents, u))
-                .transpose()?;
-            let d = e.destination.as_ref();
-            params.extend_from_slice(&[
-                raw::Value::Int(*ck),
-                raw::Value::Int(e.occurred_at),
-                raw::Value::Text(&e.event_id),
-                raw::Value::Int(e.kind.code() as i64),
-                raw::Value::Int(e.channel.code() as i64),
-                ip.as_ref()
-                    .map_or(raw::Value::Null, |b| raw::Value::Blob(b)),
-                e.device_id.as_deref().map(|d| device_hash(d) as i64).into(),
-                device.into(),
-                agent.into(),
-                e.amount.into(),
-                e.side.map(|s| s.code() as i64).into(),
-                d.map(|d| d.bank_code.as_str()).into(),
-                d.map(|d| d.branch_code.as_str()).into(),
-                d.map(|d| d.account_type.as_str()).into(),
-                d.map(|d| d.account_number.as_str()).into(),
-                d.map(|d| d.holder_kana.as_str()).into(),
-            ]);
-        }
-        let mut stored = |r: &raw::Row<'_>| {
-            inserted += 1;
-            count_seen(&mut counts, r)
-        };
-        if chunk.len() == ROWS_PER_INSERT {
-            insert_full.for_each(&params, &mut stored)?;
-        } else {
-            for row in params.chunks(COLUMNS) {
-                insert_one.for_each(row, &mut stored)?;
+    for (part, returning) in [(0..known_from, false), (known_from..rows.len(), true)] {
+        let mut insert_full = conn.prepare(&insert_sql(ROWS_PER_INSERT, returning))?;
+        let mut insert_one = conn.prepare(&insert_sql(1, returning))?;
+        for (chunk, ips) in rows[part.clone()]
+            .chunks(ROWS_PER_INSERT)
+            .zip(ips[part].chunks(ROWS_PER_INSERT))
+        {
+            params.clear();
+            for ((ck, e), ip) in chunk.iter().zip(ips) {
+                let device = e
+                    .device_id
+                    .as_deref()
+                    .map(|d| devices.key(&cache.devices, d))
+                    .transpose()?;
+                let agent = e
+                    .user_agent
+                    .as_deref()
+                    .map(|u| agents.key(&cache.agents, u))
+                    .transpose()?;
+                let d = e.destination.as_ref();
+                params.extend_from_slice(&[
+                    raw::Value::Int(*ck),
+                    raw::Value::Int(e.occurred_at),
+                    raw::Value::Text(&e.event_id),
+                    raw::Value::Int(e.kind.code() as i64),
+                    raw::Value::Int(e.channel.code() as i64),
+                    ip.as_ref()
+                        .map_or(raw::Value::Null, |b| raw::Value::Blob(b)),
+                    e.device_id.as_deref().map(|d| device_hash(d) as i64).into(),
+                    device.into(),
+                    agent.into(),
+                    e.amount.into(),
+                    e.side.map(|s| s.code() as i64).into(),
+                    d.map(|d| d.bank_code.as_str()).into(),
+                    d.map(|d| d.branch_code.as_str()).into(),
+                    d.map(|d| d.account_type.as_str()).into(),
+                    d.map(|d| d.account_number.as_str()).into(),
+                    d.map(|d| d.holder_kana.as_str()).into(),
+                ]);
+            }
+            let (full, one) = (&mut insert_full, &mut insert_one);
+            if returning {
+                let mut stored = |r: &raw::Row<'_>| {
+                    inserted += 1;
+                    count_returned(&mut counts, r)
+                };
+                if chunk.len() == ROWS_PER_INSERT {
+                    full.for_each(&params, &mut stored)?;
+                } else {
+                    for row in params.chunks(COLUMNS) {
+                        one.for_each(row, &mut stored)?;
+                    }
+                }
+            } else {
+                let n = if chunk.len() == ROWS_PER_INSERT {
+                    full.exec(&params)?
+                } else {
+                    let mut n = 0;
+                    for row in params.chunks(COLUMNS) {
+                        n += one.exec(row)?;
+                    }
+                    n
+                };
+                if n != chunk.len() as u64 {
+                    return Err(corrupt("a new customer's event was already stored"));
+                }
+                inserted += n;
+                for ((ck, e), ip) in chunk.iter().zip(ips) {
+                    if let Some(ip) = ip {
+                        count_seen(&mut counts, *ip, e.occurred_at, *ck, e.kind.code().into());
+                    }
+                }
             }
         }
     }
@@ -317,6 +405,43 @@ fn write_batch(
 }
 
 impl SqliteStore {
+    fn checkpoints(&self) -> std::sync::MutexGuard<'_, Checkpoints> {
+        self.checkpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before a write: when the WAL has grown past its limit, waits for the running checkpoint
+    /// and runs one more, which completes (no commit comes in between unless another writer's),
+    /// so the write starts the WAL again from its beginning.
+    async fn make_wal_room(&self) -> Result<()> {
+        let running = {
+            let mut c = self.checkpoints();
+            if c.wal_frames <= c.limit {
+                return Ok(());
+            }
+            c.running.take()
+        };
+        if let Some(r) = running {
+            r.await.map_err(|e| StoreError::Task(e.to_string()))??;
+        }
+        let frames = checkpoint(&self.checkpointer).await?;
+        self.checkpoints().wal_frames = frames;
+        Ok(())
+    }
+
+    /// After a commit: starts a checkpoint unless one is running.
+    fn checkpoint_soon(&self) {
+        let mut c = self.checkpoints();
+        if c.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let (pool, state) = (self.checkpointer.clone(), self.checkpoints.clone());
+        c.running = Some(tokio::spawn(async move {
+            let frames = checkpoint(&pool).await?;
+            state.lock().unwrap_or_else(|p| p.into_inner()).wal_frames = frames;
+            Ok(frames)
+        }));
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
         // A panic while the lock was held cannot leave uncommitted keys behind (they are added
         // after commit), so a poisoned cache is still right.
@@ -329,6 +454,7 @@ impl EventWriter for SqliteStore {
         if events.is_empty() {
             return Ok(Inserted::default());
         }
+        self.make_wal_room().await?;
         let mut tx = self.pool.begin().await?;
         let (inserted, fresh) = {
             let mut handle = tx.lock_handle().await?;
@@ -339,6 +465,7 @@ impl EventWriter for SqliteStore {
             write_batch(&conn, &cache, events)?
         };
         tx.commit().await?;
+        self.checkpoint_soon();
         let mut cache = self.cache();
         let [c, d, a] = fresh.0;
         cache.customers.extend(c);
@@ -714,6 +841,7 @@ impl Retention for SqliteStore {
         let mut total = 0;
         let mut lo = 0i64;
         while lo <= max.unwrap_or(-1) {
+            self.make_wal_room().await?;
             total += sqlx::query(
                 "DELETE FROM events WHERE customer_key >= ? AND customer_key < ? \
                  AND occurred_at < ?",
@@ -724,6 +852,7 @@ impl Retention for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+            self.checkpoint_soon();
             lo = lo.saturating_add(PURGE_CUSTOMERS);
         }
         // ip_seen after the events, in one transaction: the rows of days wholly before t go, and
@@ -795,6 +924,49 @@ mod tests {
                 .await
                 .expect("plan");
         rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_run_beside_the_writer_and_keep_the_wal_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal.db");
+        let s = SqliteStore::open(&path).await.expect("open");
+        s.checkpoints().limit = 200;
+        let wal = dir.path().join("wal.db-wal");
+        let (mut largest, mut written) = (0u64, 0u64);
+        for b in 0..40 {
+            let batch: Vec<Event> = (0..1_000)
+                .map(|i| {
+                    let at = format!("2020-0{}-01T00:00:00+09:00", 1 + b % 9);
+                    let ip = format!("10.{}.{}.1", b, i % 250);
+                    crate::testsuite::ev(
+                        &format!("e{b}-{i}"),
+                        &at,
+                        &format!("c{b}-{i}"),
+                        Kind::Login,
+                        Some(&ip),
+                    )
+                })
+                .collect();
+            s.insert_events(&batch).await.expect("insert");
+            let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            written += 1;
+            largest = largest.max(size);
+        }
+        let frames = s.checkpoints().wal_frames;
+        // The writer waited for complete checkpoints, so the WAL started over: without that it
+        // would hold every batch's frames (40 batches of well over 200 frames).
+        assert!(
+            largest < 3 * 1024 * 1024,
+            "WAL grew to {largest} bytes over {written} batches"
+        );
+        assert!(frames > 0, "a checkpoint reported the WAL");
+        assert_eq!(s.count_events().await.expect("count"), 40_000);
+        s.close().await;
+        // Closed cleanly: everything is in the database file.
+        let s = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(s.count_events().await.expect("count"), 40_000);
+        s.close().await;
     }
 
     #[tokio::test]
