@@ -38,6 +38,7 @@ pub struct SqliteStore {
     checkpointer: SqlitePool,
     keys: Arc<Mutex<KeyCache>>,
     checkpoints: Arc<Mutex<Checkpoints>>,
+    delta: Arc<Mutex<Delta>>,
 }
 
 /// WAL frames (pages) after which a writer waits for the WAL to be checkpointed completely, so
@@ -137,6 +138,7 @@ impl SqliteStore {
             checkpointer,
             keys: Arc::default(),
             checkpoints: Arc::default(),
+            delta: Arc::default(),
         })
     }
 
@@ -248,6 +250,37 @@ fn insert_sql(rows: usize, returning: bool) -> String {
     sql
 }
 
+/// Moves the rows of `ip_seen_delta` into `ip_seen` in key order, adding up the counts of twins
+/// (migration 0005).
+const MERGE_IP_SEEN: &str = "INSERT INTO ip_seen (ip, day, customer_key, logins, failed_logins) \
+     SELECT ip, day, customer_key, logins, failed_logins FROM ip_seen_delta WHERE true \
+     ORDER BY ip, day, customer_key \
+     ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
+     failed_logins = failed_logins + excluded.failed_logins";
+const CLEAR_IP_SEEN_DELTA: &str = "DELETE FROM ip_seen_delta";
+
+/// Rows `ip_seen_delta` may hold before a write merges it into `ip_seen`: ~60 MB, which the
+/// page cache holds, so that a transaction's new rows dirty few pages.
+const IP_SEEN_DELTA_ROWS: i64 = 2_000_000;
+
+/// What the writers know of `ip_seen_delta`.
+#[derive(Debug)]
+struct Delta {
+    /// Rows it holds at most; `None` until counted.
+    rows: Option<i64>,
+    /// [`IP_SEEN_DELTA_ROWS`] (smaller in tests).
+    limit: i64,
+}
+
+impl Default for Delta {
+    fn default() -> Self {
+        Delta {
+            rows: None,
+            limit: IP_SEEN_DELTA_ROWS,
+        }
+    }
+}
+
 /// Counts of one `ip_seen` row of a batch: (IP key bytes, UTC day, customer key) → (logins,
 /// failed logins).
 type SeenCounts = HashMap<([u8; 16], i64, i64), (i64, i64)>;
@@ -279,7 +312,7 @@ fn write_batch(
     conn: &raw::Conn<'_>,
     cache: &KeyCache,
     events: &[Event],
-) -> Result<(u64, FreshKeys)> {
+) -> Result<(u64, FreshKeys, i64)> {
     let mut customers = Interner::new(conn, "customers", "customer_key", "customer_id")?;
     let mut devices = Interner::new(conn, "devices", "device_key", "device_id")?;
     let mut agents = Interner::new(conn, "user_agents", "ua_key", "user_agent")?;
@@ -300,7 +333,8 @@ fn write_batch(
     rows.sort_by_key(|r| (!created(&r.0), r.0, r.1.occurred_at));
     let known_from = rows.partition_point(|r| created(&r.0));
     let mut seen = conn.prepare(
-        "INSERT INTO ip_seen (ip, day, customer_key, logins, failed_logins) VALUES (?, ?, ?, ?, ?) \
+        "INSERT INTO ip_seen_delta (ip, day, customer_key, logins, failed_logins) \
+         VALUES (?, ?, ?, ?, ?) \
          ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
          failed_logins = failed_logins + excluded.failed_logins",
     )?;
@@ -389,6 +423,7 @@ fn write_batch(
     // ip_seen rows of the stored events, in key order (big-endian bytes sort as the keys do).
     let mut counts: Vec<_> = counts.into_iter().collect();
     counts.sort_unstable();
+    let seen_rows = counts.len() as i64;
     for ((key, day, ck), (logins, failed)) in counts {
         seen.exec(&[
             raw::Value::Blob(&key),
@@ -401,6 +436,7 @@ fn write_batch(
     Ok((
         inserted,
         FreshKeys([customers.fresh, devices.fresh, agents.fresh]),
+        seen_rows,
     ))
 }
 
@@ -442,6 +478,34 @@ impl SqliteStore {
         }));
     }
 
+    /// Inside a write transaction that added up to `added` rows to `ip_seen_delta`: merges the
+    /// delta into `ip_seen` once it holds more than its limit. The row figure is an upper bound
+    /// (an upsert may add nothing; a rolled-back merge leaves rows behind); it only decides when.
+    fn merge_delta_if_full(&self, conn: &raw::Conn<'_>, added: i64) -> Result<()> {
+        let mut d = self.delta.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = match d.rows {
+            Some(r) => r + added,
+            None => conn
+                .prepare("SELECT count(*) FROM ip_seen_delta")?
+                .query_i64(&[])?
+                .unwrap_or(0),
+        };
+        d.rows = Some(rows);
+        if rows > d.limit {
+            conn.prepare(MERGE_IP_SEEN)?.exec(&[])?;
+            conn.prepare(CLEAR_IP_SEEN_DELTA)?.exec(&[])?;
+            d.rows = Some(0);
+        }
+        Ok(())
+    }
+
+    /// Sets the number of rows after which `ip_seen_delta` is merged (for tests: the default is
+    /// two million).
+    #[doc(hidden)]
+    pub fn set_ip_seen_delta_limit(&self, rows: i64) {
+        self.delta.lock().unwrap_or_else(|p| p.into_inner()).limit = rows;
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
         // A panic while the lock was held cannot leave uncommitted keys behind (they are added
         // after commit), so a poisoned cache is still right.
@@ -461,8 +525,9 @@ impl EventWriter for SqliteStore {
             // SAFETY: the handle is locked for this connection while `handle` lives, and `conn`
             // and its statements are dropped at the end of this block, before it.
             let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
-            let cache = self.cache();
-            write_batch(&conn, &cache, events)?
+            let (inserted, fresh, seen_rows) = write_batch(&conn, &self.cache(), events)?;
+            self.merge_delta_if_full(&conn, seen_rows)?;
+            (inserted, fresh)
         };
         tx.commit().await?;
         self.checkpoint_soon();
@@ -509,14 +574,14 @@ fn ip_event(r: &raw::Row<'_>) -> Result<IpEvent> {
 /// first, then each candidate's id (once per candidate, not per event), then its events by the
 /// table's key (customer, time).
 fn ip_range_sql() -> String {
-    let cond = "ip >= ? AND ip <= ?";
+    let cond = "ip >= ?1 AND ip <= ?2 AND day >= ?3 AND day <= ?4";
     format!(
         "SELECT s.ip, e.occurred_at, c.customer_id, e.kind \
-         FROM (SELECT DISTINCT ip, customer_key FROM ip_seen \
-               WHERE {cond} AND day >= ? AND day <= ?) s \
+         FROM (SELECT ip, customer_key FROM ip_seen WHERE {cond} \
+               UNION SELECT ip, customer_key FROM ip_seen_delta WHERE {cond}) s \
          CROSS JOIN customers c CROSS JOIN events e \
          WHERE c.customer_key = s.customer_key AND e.customer_key = s.customer_key \
-           AND e.occurred_at >= ? AND e.occurred_at < ? AND e.ip = s.ip"
+           AND e.occurred_at >= ?5 AND e.occurred_at < ?6 AND e.ip = s.ip"
     )
 }
 
@@ -571,7 +636,9 @@ fn ip_windows(
     }
     let mut rows_of = conn.prepare(
         "SELECT day, customer_key, logins, failed_logins FROM ip_seen \
-         WHERE ip = ? AND day >= ? AND day <= ?",
+         WHERE ip = ?1 AND day >= ?2 AND day <= ?3 \
+         UNION ALL SELECT day, customer_key, logins, failed_logins FROM ip_seen_delta \
+         WHERE ip = ?1 AND day >= ?2 AND day <= ?3",
     )?;
     // (customer key, ip, day, logins, failed logins) of whole days; (customer key, day, ip) of
     // days to read.
@@ -597,6 +664,8 @@ fn ip_windows(
             Ok(())
         })?;
     }
+    // A day with a row in both tables is here twice; the events of a customer's day are read
+    // once below whatever the number of its entries.
     split.sort_unstable();
     // Customer ids, each looked up once, in key order.
     let mut keys: Vec<i64> = whole
@@ -861,6 +930,8 @@ impl Retention for SqliteStore {
         // purge runs again (with the same t it deletes no event and completes this).
         let (day, start) = (utc_day(t), utc_day(t) * DAY_US);
         let mut tx = self.pool.begin().await?;
+        sqlx::query(MERGE_IP_SEEN).execute(&mut *tx).await?;
+        sqlx::query(CLEAR_IP_SEEN_DELTA).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM ip_seen WHERE day < ?")
             .bind(day)
             .execute(&mut *tx)
@@ -890,6 +961,7 @@ impl Retention for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        self.delta.lock().unwrap_or_else(|p| p.into_inner()).rows = Some(0);
         Ok(total)
     }
 }
@@ -980,6 +1052,7 @@ mod tests {
         // Candidates from ip_seen's key, then each candidate's events by the table's key.
         let p = plan(&s, &ip_range_sql()).await;
         assert!(p.contains("SEARCH ip_seen USING PRIMARY KEY"), "{p}");
+        assert!(p.contains("SEARCH ip_seen_delta USING PRIMARY KEY"), "{p}");
         assert!(p.contains("SEARCH e USING PRIMARY KEY"), "{p}");
         assert!(!p.contains("SCAN e"), "{p}");
     }

@@ -416,7 +416,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_and_memory_equal_the_reference(events in events_strategy(), from_day in 0i64..400, len in 1i64..200) {
+    fn store_and_memory_equal_the_reference(events in events_strategy(), from_day in 0i64..400, len in 1i64..200, delta_limit in 0i64..60) {
         let q = Query::new(Kind::DestinationChange, BASE + from_day * DAY, BASE + (from_day + len) * DAY);
         let want = reference(&events, &q);
 
@@ -431,6 +431,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let from_store = runtime().block_on(async {
             let s = SqliteStore::open(&dir.path().join("p.db")).await.expect("open");
+            s.set_ip_seen_delta_limit(delta_limit);
             // A large first batch (several multi-row statements and a remainder), then small
             // ones that repeat some of its events.
             s.insert_events(&events[..events.len().min(75)]).await.expect("insert");
@@ -459,6 +460,7 @@ proptest! {
         events in events_strategy(),
         windows in proptest::collection::vec((0i64..60, 0i64..6, 0i64..40 * DAY), 1..8),
         cut in (0i64..60, 0i64..6),
+        delta_limit in 0i64..60,
     ) {
         use mamori_core::net::{ip_key, net_range};
         use mamori_store::{HistoryReader, Retention};
@@ -471,6 +473,8 @@ proptest! {
         let cut = at(cut.0, cut.1);
         let answers = runtime().block_on(async {
             let s = SqliteStore::open(&dir.path().join("ip.db")).await.expect("open");
+            // ip_seen rows merged from the delta table now and then: rows in both tables.
+            s.set_ip_seen_delta_limit(delta_limit);
             // New customers' rows are counted as written, known customers' rows as stored
             // (overlapping batches repeat some events).
             s.insert_events(&events[..events.len() / 2]).await.expect("insert");
@@ -526,4 +530,67 @@ proptest! {
             prop_assert_eq!(got, want, "{} in [{}, {}), purged: {}", what, from, to, purged);
         }
     }
+}
+
+/// A customer's day on an IP can have a row in `ip_seen` and a twin in `ip_seen_delta`: their
+/// counts add up, a day read event by event is read once, and a merge adds the twin's counts.
+#[test]
+fn ip_seen_rows_and_their_delta_twins_add_up() {
+    use mamori_core::history::{IpUse, ip_activity};
+    use mamori_core::net::ip_key;
+    use mamori_core::time::parse_rfc3339;
+    use mamori_store::HistoryReader;
+    use mamori_store::testsuite::ev;
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let s = SqliteStore::open(&dir.path().join("twins.db"))
+            .await
+            .expect("open");
+        let ip = "203.0.113.9";
+        let k = ip_key(ip.parse().expect("ip"));
+        let at = |h: u32| format!("2020-05-01T{h:02}:00:00+09:00");
+        let batches = [
+            (0, ev("t1", &at(10), "tc", Kind::Login, Some(ip))),
+            (1_000, ev("t2", &at(11), "tc", Kind::LoginFailed, Some(ip))),
+            (1_000, ev("t3", &at(12), "other", Kind::Login, Some(ip))),
+        ];
+        for (limit, e) in &batches {
+            // t1 is merged into ip_seen at once; t2 and t3 stay in the delta.
+            s.set_ip_seen_delta_limit(*limit);
+            s.insert_events(std::slice::from_ref(e))
+                .await
+                .expect("insert");
+        }
+        let day_start = parse_rfc3339("2020-05-01T09:00:00+09:00").expect("t");
+        let check = |uses: &[(u128, IpUse<String>)], from: i64, to: i64| {
+            let inside: Vec<&IpUse<String>> = uses
+                .iter()
+                .filter(|(i, u)| *i == k && from <= u.at && u.at < to)
+                .map(|(_, u)| u)
+                .collect();
+            let a = ip_activity(&"tc".to_owned(), inside.iter().copied());
+            (a.other_customers, a.logins, a.failed_logins)
+        };
+        let whole = (
+            k,
+            day_start - 86_400_000_000,
+            day_start + 2 * 86_400_000_000,
+        );
+        let split = (
+            k,
+            parse_rfc3339(&at(10)).expect("t"),
+            day_start + 86_400_000_000,
+        );
+        for (from, to) in [(whole.1, whole.2), (split.1, split.2)] {
+            let uses = s.ip_uses(&[(k, from, to)]).await.expect("uses");
+            assert_eq!(check(&uses, from, to), (1, 2, 1), "[{from}, {to})");
+        }
+        // A merge adds the delta's counts to the rows it meets.
+        s.set_ip_seen_delta_limit(0);
+        let t4 = ev("t4", &at(13), "tc", Kind::Login, Some(ip));
+        s.insert_events(&[t4]).await.expect("insert");
+        let uses = s.ip_uses(&[whole]).await.expect("uses");
+        assert_eq!(check(&uses, whole.1, whole.2), (1, 3, 1));
+        s.close().await;
+    });
 }
