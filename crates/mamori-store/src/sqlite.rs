@@ -250,14 +250,39 @@ fn insert_sql(rows: usize, returning: bool) -> String {
     sql
 }
 
+/// Adds a row's counts to `table` (`ip_seen` or `ip_seen_delta`), creating it if new.
+fn upsert_seen_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (ip, day, customer_key, logins, failed_logins) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
+         failed_logins = failed_logins + excluded.failed_logins"
+    )
+}
+
 /// Moves the rows of `ip_seen_delta` into `ip_seen` in key order, adding up the counts of twins
-/// (migration 0005).
-const MERGE_IP_SEEN: &str = "INSERT INTO ip_seen (ip, day, customer_key, logins, failed_logins) \
-     SELECT ip, day, customer_key, logins, failed_logins FROM ip_seen_delta WHERE true \
-     ORDER BY ip, day, customer_key \
-     ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
-     failed_logins = failed_logins + excluded.failed_logins";
-const CLEAR_IP_SEEN_DELTA: &str = "DELETE FROM ip_seen_delta";
+/// (migration 0005). Row by row: one `INSERT … SELECT` would keep a statement journal of every
+/// page it changes (~700 MB at a million customers) in case it had to be undone.
+fn merge_delta(conn: &raw::Conn<'_>) -> Result<()> {
+    let mut upsert = conn.prepare(&upsert_seen_sql("ip_seen"))?;
+    conn.prepare(
+        "SELECT ip, day, customer_key, logins, failed_logins FROM ip_seen_delta \
+         ORDER BY ip, day, customer_key",
+    )?
+    .for_each(&[], |r| {
+        let ip = r.blob(0).ok_or_else(|| corrupt("ip_seen_delta without IP"))?;
+        upsert.exec(&[
+            raw::Value::Blob(ip),
+            raw::Value::Int(r.i64(1)),
+            raw::Value::Int(r.i64(2)),
+            raw::Value::Int(r.i64(3)),
+            raw::Value::Int(r.i64(4)),
+        ])?;
+        Ok(())
+    })?;
+    conn.prepare("DELETE FROM ip_seen_delta")?.exec(&[])?;
+    Ok(())
+}
 
 /// Rows `ip_seen_delta` may hold before a write merges it into `ip_seen`: ~60 MB, which the
 /// page cache holds, so that a transaction's new rows dirty few pages.
@@ -332,12 +357,7 @@ fn write_batch(
     let created = |ck: &i64| customers.created.contains(ck);
     rows.sort_by_key(|r| (!created(&r.0), r.0, r.1.occurred_at));
     let known_from = rows.partition_point(|r| created(&r.0));
-    let mut seen = conn.prepare(
-        "INSERT INTO ip_seen_delta (ip, day, customer_key, logins, failed_logins) \
-         VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT DO UPDATE SET logins = logins + excluded.logins, \
-         failed_logins = failed_logins + excluded.failed_logins",
-    )?;
+    let mut seen = conn.prepare(&upsert_seen_sql("ip_seen_delta"))?;
     let mut counts = SeenCounts::new();
     let mut inserted = 0u64;
     let mut params: Vec<raw::Value<'_>> = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS);
@@ -492,8 +512,7 @@ impl SqliteStore {
         };
         d.rows = Some(rows);
         if rows > d.limit {
-            conn.prepare(MERGE_IP_SEEN)?.exec(&[])?;
-            conn.prepare(CLEAR_IP_SEEN_DELTA)?.exec(&[])?;
+            merge_delta(conn)?;
             d.rows = Some(0);
         }
         Ok(())
@@ -930,8 +949,12 @@ impl Retention for SqliteStore {
         // purge runs again (with the same t it deletes no event and completes this).
         let (day, start) = (utc_day(t), utc_day(t) * DAY_US);
         let mut tx = self.pool.begin().await?;
-        sqlx::query(MERGE_IP_SEEN).execute(&mut *tx).await?;
-        sqlx::query(CLEAR_IP_SEEN_DELTA).execute(&mut *tx).await?;
+        {
+            let mut handle = tx.lock_handle().await?;
+            // SAFETY: as in `insert_events`: `conn` is dropped at the end of this block.
+            let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
+            merge_delta(&conn)?;
+        }
         sqlx::query("DELETE FROM ip_seen WHERE day < ?")
             .bind(day)
             .execute(&mut *tx)
