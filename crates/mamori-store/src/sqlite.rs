@@ -270,7 +270,9 @@ fn merge_delta(conn: &raw::Conn<'_>) -> Result<()> {
          ORDER BY ip, day, customer_key",
     )?
     .for_each(&[], |r| {
-        let ip = r.blob(0).ok_or_else(|| corrupt("ip_seen_delta without IP"))?;
+        let ip = r
+            .blob(0)
+            .ok_or_else(|| corrupt("ip_seen_delta without IP"))?;
         upsert.exec(&[
             raw::Value::Blob(ip),
             raw::Value::Int(r.i64(1)),
