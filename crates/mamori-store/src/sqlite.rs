@@ -407,29 +407,29 @@ fn write_batch(
                     d.map(|d| d.holder_kana.as_str()).into(),
                 ]);
             }
-            let (full, one) = (&mut insert_full, &mut insert_one);
+            // A full chunk in one statement, a short one row by row.
+            let mut run =
+                |exec: &mut dyn FnMut(&mut raw::Stmt<'_, '_>, &[raw::Value<'_>]) -> Result<u64>| {
+                    if chunk.len() == ROWS_PER_INSERT {
+                        exec(&mut insert_full, &params)
+                    } else {
+                        params
+                            .chunks(COLUMNS)
+                            .map(|row| exec(&mut insert_one, row))
+                            .sum::<Result<u64>>()
+                    }
+                };
             if returning {
-                let mut stored = |r: &raw::Row<'_>| {
-                    inserted += 1;
-                    count_returned(&mut counts, r)
-                };
-                if chunk.len() == ROWS_PER_INSERT {
-                    full.for_each(&params, &mut stored)?;
-                } else {
-                    for row in params.chunks(COLUMNS) {
-                        one.for_each(row, &mut stored)?;
-                    }
-                }
-            } else {
-                let n = if chunk.len() == ROWS_PER_INSERT {
-                    full.exec(&params)?
-                } else {
+                inserted += run(&mut |stmt, p| {
                     let mut n = 0;
-                    for row in params.chunks(COLUMNS) {
-                        n += one.exec(row)?;
-                    }
-                    n
-                };
+                    stmt.for_each(p, |r| {
+                        n += 1;
+                        count_returned(&mut counts, r)
+                    })?;
+                    Ok(n)
+                })?;
+            } else {
+                let n = run(&mut |stmt, p| stmt.exec(p))?;
                 if n != chunk.len() as u64 {
                     return Err(corrupt("a new customer's event was already stored"));
                 }
