@@ -34,14 +34,6 @@ FROM read_json($files, format = 'newline_delimited', columns = {
     kind: 'VARCHAR', channel: 'VARCHAR', ip: 'VARCHAR'
 });
 
-CREATE MACRO tokyo(us) AS (
-    CASE WHEN us IS NULL THEN NULL ELSE
-        strftime(make_timestamp(us + 32400000000), '%Y-%m-%dT%H:%M:%S')
-        || CASE WHEN us % 1000000 = 0 THEN '' ELSE '.' || lpad(CAST(us % 1000000 AS VARCHAR), 6, '0') END
-        || '+09:00'
-    END
-);
-
 WITH procs AS (
     SELECT * FROM ev
     WHERE kind = $kind AND list_contains($channels, channel) AND us >= $from_us AND us < $to_us

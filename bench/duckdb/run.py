@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Runs investigate.sql in DuckDB with the same flags as `mamori investigate --events`.
+"""Runs investigate.sql in DuckDB with the same flags as `mamori investigate --events`, or
+monitor.sql (--report monitor) with those of `mamori monitor`.
 
     python3 bench/duckdb/run.py --events events.jsonl --kind destination_change \
         --from 2020-07-01 --to 2020-09-17 [--channel web,app] [--threads 2] [--out out.csv]
+    python3 bench/duckdb/run.py --report monitor --events events.jsonl \
+        --from 2020-09-16 --to 2020-09-17 [--link-days 90]
 
 Writes the literal columns as CSV (same header and text forms as mamori's CSV report) and prints
 the elapsed wall time on stderr.
@@ -36,9 +39,13 @@ def main() -> int:
     ap.add_argument("--channel", default="web,app")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
+    ap.add_argument("--report", choices=["investigate", "monitor"], default="investigate")
+    ap.add_argument("--link-days", type=int, default=90)
     a = ap.parse_args()
-    sql = (pathlib.Path(__file__).parent / "investigate.sql").read_text()
+    here = pathlib.Path(__file__).parent
+    sql = (here / "tokyo.sql").read_text() + "\n" + (here / f"{a.report}.sql").read_text()
     params = {
+        "link_days": a.link_days,
         "files": a.events,
         "kind": a.kind,
         "channels": a.channel.split(","),

@@ -108,6 +108,12 @@ impl Kind {
         self != Kind::LoginFailed
     }
 
+    /// Procedures that move money or change what protects it: destination changes, withdrawals and
+    /// credential or contact changes (the kinds investigations and step-up care about).
+    pub fn is_sensitive(self) -> bool {
+        matches!(self, Kind::DestinationChange | Kind::Withdrawal) || self.is_credential_change()
+    }
+
     /// Procedures that change credentials or contact data: the first step of a takeover chain.
     pub fn is_credential_change(self) -> bool {
         matches!(

@@ -5,14 +5,18 @@
 //! * [`time`]: UTC storage, Asia/Tokyo dates and display.
 //! * [`net`]: IP keys and the /24 (IPv4) and /48 (IPv6) networks used for familiarity.
 //! * [`history`]: the literal, auditor-checkable history columns of a procedure.
+//! * [`assess`]: the real-time decision (allow, challenge, hold, block), its policy and reasons.
+//! * [`monitor`]: the literal columns of the daily withdrawal report.
 //! * [`verdict`]: the judgement (`ok`, `review`, `suspicious`) and its reason codes.
 //! * [`investigate`]: investigation parameters, rows, summary and report rendering.
 //! * [`memory`]: an in-memory index of events, for investigations straight from log files.
 
+pub mod assess;
 pub mod event;
 pub mod history;
 pub mod investigate;
 pub mod memory;
+pub mod monitor;
 pub mod net;
 pub mod parse;
 pub mod report;

@@ -174,37 +174,83 @@ fn ip_line(s: &IpSummary) -> String {
 }
 
 fn table(inv: &Investigation) -> String {
-    let mut o = summary_lines(&inv.summary);
     let shown = [0usize, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12];
-    let rows: Vec<[String; 19]> = inv.rows.iter().map(row_fields).collect();
-    let mut width: Vec<usize> = shown.iter().map(|&i| COLUMNS[i].len()).collect();
-    for r in &rows {
-        for (w, &i) in width.iter_mut().zip(&shown) {
-            *w = (*w).max(r[i].chars().count());
+    let rows: Vec<Vec<String>> = inv
+        .rows
+        .iter()
+        .map(|r| {
+            let f = row_fields(r);
+            shown.iter().map(|&i| f[i].clone()).collect()
+        })
+        .collect();
+    let header: Vec<&str> = shown.iter().map(|&i| COLUMNS[i]).collect();
+    summary_lines(&inv.summary) + "\n" + &text_table(&header, &rows)
+}
+
+/// Columns padded to their widest cell, one line per row after the header.
+pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
         }
     }
-    o.push('\n');
-    let line = |cells: Vec<&str>| -> String {
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
         let mut s = String::new();
-        for (c, w) in cells.iter().zip(&width) {
+        for (c, w) in cells.zip(&width) {
             let _ = write!(s, "{c:<w$}  ");
         }
         s.trim_end().to_owned() + "\n"
     };
-    o += &line(shown.iter().map(|&i| COLUMNS[i]).collect());
-    for r in &rows {
-        o += &line(shown.iter().map(|&i| r[i].as_str()).collect());
+    let mut o = line(&mut header.iter().copied());
+    for r in rows {
+        o += &line(&mut r.iter().map(String::as_str));
     }
     o
 }
 
-fn csv(inv: &Investigation) -> String {
+/// CSV with a header line.
+pub fn csv_text<R: AsRef<[String]>>(header: &[&str], rows: impl IntoIterator<Item = R>) -> String {
     let mut w = ::csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(COLUMNS);
-    for r in &inv.rows {
-        let _ = w.write_record(row_fields(r));
+    let _ = w.write_record(header);
+    for r in rows {
+        let _ = w.write_record(r.as_ref());
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+fn csv(inv: &Investigation) -> String {
+    csv_text(&COLUMNS, inv.rows.iter().map(|r| row_fields(r).to_vec()))
+}
+
+/// The start of a self-contained HTML page (style included) up to its first heading.
+pub fn html_head(title: &str, heading: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="ja"><head><meta charset="utf-8">
+<title>{title}</title>
+<style>
+body{{font:14px/1.45 system-ui,"Hiragino Sans","Noto Sans JP",sans-serif;margin:2em;color:#111}}
+h1{{font-size:1.4em}} h2{{font-size:1.1em;margin-top:2em}}
+table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;white-space:nowrap}}
+th{{background:#f3f3f3;position:sticky;top:0}} .n{{text-align:right}}
+.suspicious,.block,.hold{{background:#fde2e2}} .review,.challenge{{background:#fff6d6}}
+.k{{display:inline-block;min-width:14em;color:#555}}
+@media print{{th{{position:static}}}}
+</style></head><body>
+<h1>{heading}</h1>
+"#,
+        title = esc(title),
+        heading = esc(heading)
+    )
+}
+
+/// The end of a page begun with [`html_head`].
+pub fn html_foot() -> String {
+    format!(
+        "<p><small>mamori {} — times in Asia/Tokyo.</small></p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A row as a JSON object (contract columns with native types, then extras).
@@ -263,22 +309,13 @@ pub fn esc(s: &str) -> String {
 fn html(inv: &Investigation) -> String {
     let s = &inv.summary;
     let mut o = String::new();
+    o += &html_head(
+        &format!("mamori investigation: {} {} – {}", s.kind, s.from, s.to),
+        "mamori — 調査報告 / Investigation report",
+    );
     let _ = write!(
         o,
-        r#"<!doctype html>
-<html lang="ja"><head><meta charset="utf-8">
-<title>mamori investigation: {kind} {from} – {to}</title>
-<style>
-body{{font:14px/1.45 system-ui,"Hiragino Sans","Noto Sans JP",sans-serif;margin:2em;color:#111}}
-h1{{font-size:1.4em}} h2{{font-size:1.1em;margin-top:2em}}
-table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;white-space:nowrap}}
-th{{background:#f3f3f3;position:sticky;top:0}} .n{{text-align:right}}
-.suspicious{{background:#fde2e2}} .review{{background:#fff6d6}}
-.k{{display:inline-block;min-width:14em;color:#555}}
-@media print{{th{{position:static}}}}
-</style></head><body>
-<h1>mamori — 調査報告 / Investigation report</h1>
-<p><span class="k">対象 / Procedures</span>{kind} ({channels})<br>
+        r#"<p><span class="k">対象 / Procedures</span>{kind} ({channels})<br>
 <span class="k">期間 / Period</span>{from} ≤ t &lt; {to}<br>
 <span class="k">件数 / Procedures</span>{n}<br>
 <span class="k">ユニークIP / Unique IPs</span>{ips}<br>
@@ -366,10 +403,6 @@ th{{background:#f3f3f3;position:sticky;top:0}} .n{{text-align:right}}
         }
         o.push_str("</tr>\n");
     }
-    let _ = writeln!(
-        o,
-        "</table>\n<p><small>mamori {} — times in Asia/Tokyo.</small></p>\n</body></html>",
-        env!("CARGO_PKG_VERSION")
-    );
-    o
+    o.push_str("</table>\n");
+    o + &html_foot()
 }

@@ -101,11 +101,6 @@ pub async fn investigate<S: HistoryReader>(
     ))
 }
 
-/// Procedures listed by a pivot.
-pub fn is_sensitive(kind: Kind) -> bool {
-    matches!(kind, Kind::DestinationChange | Kind::Withdrawal) || kind.is_credential_change()
-}
-
 /// One customer who used the pivoted IP or network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PivotCustomer {
@@ -174,7 +169,7 @@ pub async fn pivot<S: HistoryReader>(store: &S, net: IpNet, from: i64, to: i64) 
         let events: Vec<Event> = store.customer_events(&c.customer_id, from, to).await?;
         c.procedures = events
             .into_iter()
-            .filter(|e| is_sensitive(e.kind))
+            .filter(|e| e.kind.is_sensitive())
             .map(|e| PivotProcedure {
                 from_pivot: e.ip.is_some_and(|ip| {
                     let k = ip_key(ip);

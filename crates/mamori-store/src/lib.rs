@@ -7,10 +7,12 @@
 
 use std::future::Future;
 
+use mamori_core::assess::Past;
 use mamori_core::event::{Event, Kind};
 use mamori_core::history::{Access, IpUse};
 use mamori_core::investigate::Procedure;
 
+pub mod assess;
 pub mod investigate;
 mod raw;
 pub mod sqlite;
@@ -63,6 +65,16 @@ pub struct IpEvent {
     pub kind: Kind,
 }
 
+/// A login as the population's habits count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LoginFeatures {
+    pub at: i64,
+    /// [`mamori_core::net::ip_key`] of the IP.
+    pub ip: Option<u128>,
+    /// [`mamori_core::assess::ua_family_hash`] of the user agent.
+    pub ua: Option<u64>,
+}
+
 /// Capability: storing events, idempotently by `(customer_id, event_id)`: the first copy wins.
 pub trait EventWriter {
     /// Stores a batch atomically: either every new event of the batch is stored or none is.
@@ -107,6 +119,23 @@ pub trait HistoryReader: Sync {
         from: i64,
         to: i64,
     ) -> impl Future<Output = Result<Vec<Procedure>>> + Send;
+
+    /// One customer's events with `from ≤ at < to` as the decision engine reads them, in time
+    /// order (the same records [`Past::of`] makes of [`HistoryReader::customer_events`]).
+    fn customer_past(
+        &self,
+        customer: &str,
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<Vec<Past>>> + Send;
+
+    /// Every successful login with `from ≤ at < to`, in no particular order: the population's
+    /// habits for the statistical login score.
+    fn login_features(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<Vec<LoginFeatures>>> + Send;
 
     /// Complete events of one customer with `from ≤ at < to`, in time order.
     fn customer_events(

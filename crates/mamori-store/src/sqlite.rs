@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use mamori_core::assess::{Past, ua_family_hash};
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
 use mamori_core::history::{Access, IpUse, device_hash};
 use mamori_core::investigate::Procedure;
@@ -18,7 +19,9 @@ use sqlx::sqlite::{
 };
 
 use crate::raw;
-use crate::{EventWriter, HistoryReader, Inserted, IpEvent, Result, Retention, StoreError};
+use crate::{
+    EventWriter, HistoryReader, Inserted, IpEvent, LoginFeatures, Result, Retention, StoreError,
+};
 use sqlx::AssertSqlSafe;
 
 /// Kinds kept in the partial index `events_sensitive` (migration 0002), and its condition.
@@ -39,6 +42,8 @@ pub struct SqliteStore {
     keys: Arc<Mutex<KeyCache>>,
     checkpoints: Arc<Mutex<Checkpoints>>,
     delta: Arc<Mutex<Delta>>,
+    /// User-agent families by `ua_key` (few distinct values, read on every assessment).
+    ua_families: Arc<Mutex<HashMap<i64, u64>>>,
 }
 
 /// WAL frames (pages) after which a writer waits for the WAL to be checkpointed completely, so
@@ -139,6 +144,7 @@ impl SqliteStore {
             keys: Arc::default(),
             checkpoints: Arc::default(),
             delta: Arc::default(),
+            ua_families: Arc::default(),
         })
     }
 
@@ -581,6 +587,43 @@ fn procedures_sql(kind: Kind) -> String {
     )
 }
 
+fn side_of(code: Option<i64>) -> Result<Option<Side>> {
+    code.map(|c| Side::from_code(c).ok_or_else(|| corrupt("unknown side code")))
+        .transpose()
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Task("a lock was poisoned by a panic".into())
+}
+
+/// Fills the cache of user-agent families for the given keys.
+fn ua_families(
+    conn: &raw::Conn<'_>,
+    cache: &Mutex<HashMap<i64, u64>>,
+    keys: impl Iterator<Item = i64>,
+) -> Result<()> {
+    let missing: Vec<i64> = {
+        let c = cache.lock().map_err(|_| poisoned())?;
+        let mut m: Vec<i64> = keys.filter(|k| !c.contains_key(k)).collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare("SELECT user_agent FROM user_agents WHERE ua_key = ?")?;
+    let mut found = Vec::with_capacity(missing.len());
+    for k in missing {
+        stmt.for_each(&[raw::Value::Int(k)], |r| {
+            found.push((k, ua_family_hash(&r.string(0)?)));
+            Ok(())
+        })?;
+    }
+    cache.lock().map_err(|_| poisoned())?.extend(found);
+    Ok(())
+}
+
 fn ip_event(r: &raw::Row<'_>) -> Result<IpEvent> {
     Ok(IpEvent {
         ip: ip_of(r.blob(0))?.ok_or_else(|| corrupt("missing IP"))?,
@@ -855,6 +898,86 @@ impl HistoryReader for SqliteStore {
         .await
     }
 
+    async fn customer_past(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Past>> {
+        let customer = customer.to_owned();
+        let families = self.ua_families.clone();
+        self.with_raw(move |conn| {
+            let mut rows: Vec<(Past, Option<i64>)> = Vec::new();
+            conn.prepare(
+                "SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, e.amount, \
+                 e.side FROM customers c CROSS JOIN events e \
+                 WHERE c.customer_id = ? AND e.customer_key = c.customer_key \
+                   AND e.occurred_at >= ? AND e.occurred_at < ? \
+                 ORDER BY e.occurred_at, e.event_id",
+            )?
+            .for_each(
+                &[
+                    raw::Value::Text(&customer),
+                    raw::Value::Int(from),
+                    raw::Value::Int(to),
+                ],
+                |r| {
+                    rows.push((
+                        Past {
+                            access: Access {
+                                at: r.i64(0),
+                                kind: kind_of(r.i64(1))?,
+                                channel: channel_of(r.i64(2))?,
+                                ip: ip_of(r.blob(3))?,
+                                device: r.opt_i64(4).map(|d| d as u64),
+                            },
+                            ua: None,
+                            amount: r.opt_i64(6),
+                            side: side_of(r.opt_i64(7))?,
+                        },
+                        r.opt_i64(5),
+                    ));
+                    Ok(())
+                },
+            )?;
+            ua_families(conn, &families, rows.iter().filter_map(|r| r.1))?;
+            let families = families.lock().map_err(|_| poisoned())?;
+            Ok(rows
+                .into_iter()
+                .map(|(mut p, k)| {
+                    p.ua = k.and_then(|k| families.get(&k).copied());
+                    p
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn login_features(&self, from: i64, to: i64) -> Result<Vec<LoginFeatures>> {
+        let families = self.ua_families.clone();
+        self.with_raw(move |conn| {
+            let mut rows: Vec<(i64, Option<u128>, Option<i64>)> = Vec::new();
+            conn.prepare(&format!(
+                "SELECT occurred_at, ip, ua_key FROM events \
+                 WHERE kind = {} AND occurred_at >= ? AND occurred_at < ?",
+                Kind::Login.code()
+            ))?
+            .for_each(&[raw::Value::Int(from), raw::Value::Int(to)], |r| {
+                rows.push((r.i64(0), ip_of(r.blob(1))?, r.opt_i64(2)));
+                Ok(())
+            })?;
+            let mut keys: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            ua_families(conn, &families, keys.into_iter())?;
+            let families = families.lock().map_err(|_| poisoned())?;
+            Ok(rows
+                .into_iter()
+                .map(|(at, ip, k)| LoginFeatures {
+                    at,
+                    ip,
+                    ua: k.and_then(|k| families.get(&k).copied()),
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn customer_events(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Event>> {
         let customer = customer.to_owned();
         self.with_raw(move |conn| {
@@ -888,10 +1011,7 @@ impl HistoryReader for SqliteStore {
                     device_id: text(6)?,
                     user_agent: text(7)?,
                     amount: r.opt_i64(8),
-                    side: r
-                        .opt_i64(9)
-                        .map(|c| Side::from_code(c).ok_or_else(|| corrupt("unknown side code")))
-                        .transpose()?,
+                    side: side_of(r.opt_i64(9))?,
                     destination: match text(10)? {
                         None => None,
                         Some(bank_code) => Some(Destination {
@@ -1009,7 +1129,7 @@ mod tests {
         let migration = include_str!("../migrations/sqlite/0003_compact_events.sql");
         assert!(migration.contains(&format!("WHERE kind IN {SENSITIVE_SQL}")));
         for k in Kind::ALL {
-            let sensitive = crate::investigate::is_sensitive(*k);
+            let sensitive = k.is_sensitive();
             assert_eq!(SENSITIVE_KINDS.contains(&k.code()), sensitive, "{k}");
         }
     }

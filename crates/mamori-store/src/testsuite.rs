@@ -1,12 +1,13 @@
 //! The storage test suite every backend runs (lldap style): call [`run_all`] on a fresh, empty
 //! store. Panics with a message on the first failed check.
 
+use mamori_core::assess::{Past, ua_family_hash};
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
 use mamori_core::history::{IpUse, device_hash, ip_activity};
 use mamori_core::net::{ip_key, net_range, parse_ip_or_net};
 use mamori_core::time::parse_rfc3339;
 
-use crate::{EventWriter, HistoryReader, Retention};
+use crate::{EventWriter, HistoryReader, LoginFeatures, Retention};
 
 /// A small event for tests.
 pub fn ev(id: &str, at: &str, customer: &str, kind: Kind, ip: Option<&str>) -> Event {
@@ -36,6 +37,58 @@ pub async fn run_all<S: EventWriter + HistoryReader + Retention>(s: &S) {
     round_trip(s).await;
     windows_and_ips(s).await;
     procedures_and_purge(s).await;
+    login_features(s).await;
+}
+
+async fn login_features<S: EventWriter + HistoryReader>(s: &S) {
+    let chrome = "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/85.0 Safari/537.36";
+    let mut a = ev(
+        "lf1",
+        "2021-05-01T10:00:00+09:00",
+        "lf",
+        Kind::Login,
+        Some("192.0.2.50"),
+    );
+    a.user_agent = Some(chrome.into());
+    let b = ev(
+        "lf2",
+        "2021-05-02T10:00:00+09:00",
+        "lf",
+        Kind::Login,
+        Some("192.0.2.51"),
+    );
+    let fail = ev(
+        "lf3",
+        "2021-05-02T10:01:00+09:00",
+        "lg",
+        Kind::LoginFailed,
+        Some("192.0.2.52"),
+    );
+    let late = ev(
+        "lf4",
+        "2021-05-03T10:00:00+09:00",
+        "lg",
+        Kind::Login,
+        Some("192.0.2.53"),
+    );
+    s.insert_events(&[a.clone(), b.clone(), fail, late.clone()])
+        .await
+        .expect("insert");
+    let mut got = s
+        .login_features(a.occurred_at, late.occurred_at)
+        .await
+        .expect("login features");
+    got.sort();
+    let f = |e: &Event, ua| LoginFeatures {
+        at: e.occurred_at,
+        ip: e.ip.map(ip_key),
+        ua,
+    };
+    assert_eq!(
+        got,
+        vec![f(&a, Some(ua_family_hash(chrome))), f(&b, None)],
+        "successful logins inside the window only"
+    );
 }
 
 async fn idempotent_insert<S: EventWriter + HistoryReader>(s: &S) {
@@ -155,6 +208,18 @@ async fn round_trip<S: EventWriter + HistoryReader>(s: &S) {
     want.sort_by_key(|e| e.occurred_at);
     let got = s.customer_events("cr", 0, i64::MAX).await.expect("read");
     assert_eq!(got, want, "events come back whole, in time order");
+    let past = s.customer_past("cr", 0, i64::MAX).await.expect("past");
+    assert_eq!(
+        past,
+        want.iter().map(Past::of).collect::<Vec<_>>(),
+        "the engine's records are those of the events"
+    );
+    assert!(past[0].ua.is_some() && past[1].ua.is_none());
+    let late = s
+        .customer_past("cr", want[1].occurred_at, want[3].occurred_at)
+        .await
+        .expect("past window");
+    assert_eq!(late, vec![Past::of(&want[1]), Past::of(&want[2])]);
     let acc = s
         .customer_accesses(&["cr"], 0, i64::MAX)
         .await

@@ -594,3 +594,104 @@ fn ip_seen_rows_and_their_delta_twins_add_up() {
         s.close().await;
     });
 }
+
+/// A small simulated broker in a real SQLite file.
+async fn simulated_store(dir: &std::path::Path, customers: u32) -> (SqliteStore, Vec<Event>) {
+    let cfg = mamori_sim::SimConfig::new(customers, 7);
+    let mut events = Vec::new();
+    let mut keep = |e: &Event| {
+        events.push(e.clone());
+        Ok(())
+    };
+    mamori_sim::simulate(&cfg, &mut keep, &mut |_| Ok(())).expect("simulate");
+    let s = SqliteStore::open(&dir.join("sim.db")).await.expect("open");
+    s.insert_events(&events).await.expect("insert");
+    (s, events)
+}
+
+#[test]
+fn the_batch_gives_the_decision_the_api_would_have_given() {
+    use mamori_core::assess::{Attempt, Decision, Marks, Policy};
+    use mamori_core::time::parse_bound;
+    use mamori_store::assess::{
+        Populations, assess_attempt, assess_period, population, tokyo_day_start,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let (s, events) = simulated_store(dir.path(), 400).await;
+        let policy = Policy::default();
+        let from = parse_bound("2020-08-01").unwrap();
+        let to = parse_bound("2020-10-01").unwrap();
+        let by_id: std::collections::HashMap<(&str, &str), &Event> = events
+            .iter()
+            .map(|e| ((e.customer_id.as_str(), e.event_id.as_str()), e))
+            .collect();
+        for kind in [Kind::Withdrawal, Kind::Login, Kind::DestinationChange] {
+            let mut batch = Vec::new();
+            assess_period(
+                &s,
+                kind,
+                (from, to),
+                &NoIntel,
+                &policy,
+                |e, _, _| (e.customer_id.clone(), e.event_id.clone()),
+                |k, a| batch.push((k, a)),
+            )
+            .await
+            .expect("batch");
+            let expected = events
+                .iter()
+                .filter(|e| e.kind == kind && from <= e.occurred_at && e.occurred_at < to)
+                .count();
+            assert_eq!(batch.len(), expected, "{kind}: every event of the period");
+            assert!(
+                expected > 20,
+                "{kind}: {expected} events is too few to test"
+            );
+            // Every withdrawal and destination change, and a sample of logins, through the API's path.
+            let mut flagged = 0;
+            for (i, ((c, id), a)) in batch.iter().enumerate() {
+                if kind == Kind::Login && i % 25 != 0 {
+                    continue;
+                }
+                let e = by_id[&(c.as_str(), id.as_str())];
+                let day = tokyo_day_start(e.occurred_at);
+                let pop = population(&s, day, &policy, &NoIntel)
+                    .await
+                    .expect("population");
+                let api = assess_attempt(
+                    &s,
+                    c,
+                    &Attempt::of(e),
+                    &pop,
+                    &Marks::default(),
+                    &NoIntel,
+                    &policy,
+                )
+                .await
+                .expect("assess");
+                assert_eq!(&api, a, "{kind} {c} {id}");
+                flagged += usize::from(a.decision != Decision::Allow);
+            }
+            eprintln!("{kind}: {expected} assessed, {flagged} of the checked not allowed");
+        }
+        // The sliding population equals one counted afresh, day after day.
+        let mut pops = Populations::new(&s, from, to, &policy, &NoIntel)
+            .await
+            .expect("pops");
+        let mut day = from;
+        while day < to {
+            let fresh = population(&s, day, &policy, &NoIntel)
+                .await
+                .expect("population");
+            assert_eq!(pops.at(day), &fresh);
+            day += 7 * mamori_core::time::DAY_US;
+        }
+        let last = pops.at(day - 7 * mamori_core::time::DAY_US);
+        assert!(
+            last.logins > 300 && !last.counts.is_empty(),
+            "{}",
+            last.logins
+        );
+    });
+}

@@ -16,15 +16,24 @@ use mamori_store::investigate::{investigate, pivot};
 use mamori_store::{HistoryReader, Retention, SqliteStore};
 
 use crate::import::{ImportOptions, Regroup, import};
+use mamori_server::config::Config;
+
+#[derive(serde::Serialize)]
+struct ShowPolicy<'a> {
+    policy: &'a mamori_core::assess::Policy,
+}
 use crate::source::InputFormat;
 
 /// mamori (守り): account-takeover defence for online securities brokers.
 #[derive(Debug, Parser)]
 #[command(name = "mamori", version, about, long_about = None)]
 pub struct Cli {
-    /// The embedded store (SQLite file).
-    #[arg(long, global = true, env = "MAMORI_DB", default_value = "mamori.db")]
-    pub db: PathBuf,
+    /// The embedded store (SQLite file) [default: the configuration's `db`, else mamori.db].
+    #[arg(long, global = true, env = "MAMORI_DB")]
+    pub db: Option<PathBuf>,
+    /// The configuration file [default: mamori.toml in the working folder, if there is one].
+    #[arg(long, global = true, env = "MAMORI_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,6 +58,20 @@ pub enum Command {
     Evaluate(crate::demo::EvaluateArgs),
     /// Simulate a broker, import it, investigate the seed's period and print the summary.
     Demo(crate::demo::DemoArgs),
+    /// The daily batch: every withdrawal of a day or period, assessed as the API would have at
+    /// its moment, with the seed's IP cross-check columns.
+    Monitor(crate::monitor::MonitorArgs),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validates the configuration (--config, or mamori.toml) and explains what is wrong.
+    Check,
+    /// Prints the policy in effect (defaults and the file's overrides) as TOML.
+    Show,
 }
 
 #[derive(Debug, Args)]
@@ -114,12 +137,21 @@ pub struct IntelArgs {
 }
 
 impl IntelArgs {
-    /// Loads the configured IP data; none configured gives [`NoIntel`].
+    /// Loads the IP data of the flags alone; none configured gives [`NoIntel`].
     pub fn load(&self) -> anyhow::Result<Box<dyn IpIntel>> {
-        let mut cfg = match &self.ipdata {
-            Some(dir) => mamori_intel::IntelConfig::from_dir(dir),
-            None => mamori_intel::IntelConfig::default(),
-        };
+        self.load_over(mamori_intel::IntelConfig::default())
+    }
+
+    /// Loads the IP data of the configuration file with the flags on top.
+    pub fn load_over(&self, base: mamori_intel::IntelConfig) -> anyhow::Result<Box<dyn IpIntel>> {
+        let mut cfg = base;
+        if let Some(dir) = &self.ipdata {
+            let d = mamori_intel::IntelConfig::from_dir(dir);
+            cfg.asn_csv.extend(d.asn_csv);
+            cfg.country_csv.extend(d.country_csv);
+            cfg.vpn_lists.extend(d.vpn_lists);
+            cfg.hosting_lists.extend(d.hosting_lists);
+        }
         cfg.asn_mmdb = self.asn_mmdb.clone().or(cfg.asn_mmdb);
         cfg.city_mmdb = self.city_mmdb.clone().or(cfg.city_mmdb);
         cfg.country_mmdb = self.country_mmdb.clone().or(cfg.country_mmdb);
@@ -313,9 +345,35 @@ pub async fn run_investigation(
 
 /// Entry point of the binary.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (config, config_path) = Config::discover(cli.config.as_deref())?;
+    let db = cli
+        .db
+        .or_else(|| config.db.clone())
+        .unwrap_or_else(|| PathBuf::from("mamori.db"));
     match cli.command {
+        Command::Config(ConfigCommand::Check) => {
+            // Loading the IP data finds missing and corrupt files.
+            mamori_intel::Intel::load(&config.intel_config()).context("loading IP data")?;
+            match &config_path {
+                Some(p) => println!("{}: valid", p.display()),
+                None => println!("no configuration file (mamori.toml): the defaults apply"),
+            }
+        }
+        Command::Config(ConfigCommand::Show) => {
+            print!(
+                "{}",
+                toml::to_string(&ShowPolicy {
+                    policy: &config.policy
+                })
+                .context("printing the policy")?
+            );
+        }
+        Command::Monitor(a) => {
+            let intel = a.intel.load_over(config.intel_config())?;
+            crate::monitor::monitor(&db, &a, intel.as_ref(), &config.policy).await?;
+        }
         Command::Import(a) => {
-            let store = open_store(&cli.db).await?;
+            let store = open_store(&db).await?;
             let opts = ImportOptions {
                 batch: a.batch.max(1),
                 strict: a.strict,
@@ -323,7 +381,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format: a.format,
                 progress: !a.quiet,
                 regroup: a.regroup,
-                regroup_dir: cli.db.clone(),
+                regroup_dir: db.clone(),
                 regroup_bucket_bytes: a.regroup_bucket_bytes,
                 ..ImportOptions::default()
             };
@@ -334,14 +392,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Investigate(a) => {
             let intel = a.intel.load()?;
-            let inv = run_investigation(&cli.db, &a, intel.as_ref()).await?;
+            let inv = run_investigation(&db, &a, intel.as_ref()).await?;
             emit(&a.out, &render(&inv, a.format))?;
         }
         Command::Pivot(a) => {
             let net = parse_ip_or_net(&a.ip).map_err(|e| anyhow::anyhow!("--ip: {e}"))?;
             let to = bound(&a.to, "--to", now_us())?;
             let from = bound(&a.from, "--from", to - 365 * DAY_US)?;
-            let store = open_store(&cli.db).await?;
+            let store = open_store(&db).await?;
             let p = pivot(&store, net, from, to).await?;
             store.close().await;
             emit(&None, &crate::render::pivot(&p, a.format))?;
@@ -349,7 +407,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(a) => {
             let intel = a.intel.load()?;
             let at = bound(&a.at, "--at", now_us())?;
-            let store = open_store(&cli.db).await?;
+            let store = open_store(&db).await?;
             let text = history(&store, &a, at, intel.as_ref()).await;
             store.close().await;
             emit(&None, &text?)?;
@@ -358,7 +416,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let age =
                 parse_duration(&a.older_than).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
             let now = bound(&a.now, "--now", now_us())?;
-            let store = open_store(&cli.db).await?;
+            let store = open_store(&db).await?;
             let n = store.purge_before(now - age).await;
             store.close().await;
             eprintln!(
@@ -368,16 +426,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Stats => {
-            if !cli.db.exists() {
-                bail!("no store at {}", cli.db.display());
+            if !db.exists() {
+                bail!("no store at {}", db.display());
             }
-            let store = open_store(&cli.db).await?;
+            let store = open_store(&db).await?;
             let n = store.count_events().await;
             store.close().await;
-            println!("store: {}\nevents: {}", cli.db.display(), n?);
+            println!("store: {}\nevents: {}", db.display(), n?);
         }
         Command::Simulate(a) => crate::demo::simulate(&a)?,
-        Command::Evaluate(a) => crate::demo::evaluate(&cli.db, &a).await?,
+        Command::Evaluate(a) => crate::demo::evaluate(&db, &a, &config).await?,
         Command::Demo(a) => crate::demo::demo(&a).await?,
     }
     Ok(())

@@ -54,6 +54,11 @@ pub struct EvaluateArgs {
     /// End of the evaluated period.
     #[arg(long, default_value = EVAL_TO)]
     pub to: String,
+    /// Evaluate the real-time decisions instead: every withdrawal and login of the period
+    /// assessed as the API would have (fraudulent withdrawals held or blocked, honest ones held
+    /// or blocked, honest logins challenged).
+    #[arg(long)]
+    pub monitor: bool,
     #[command(flatten)]
     pub intel: IntelArgs,
 }
@@ -161,12 +166,13 @@ fn write_simulation(
 
 /// A label row.
 #[derive(Debug, Clone)]
-struct LabelRow {
-    campaign: String,
-    style: String,
+pub struct LabelRow {
+    pub campaign: String,
+    pub style: String,
 }
 
-fn read_labels(path: &Path) -> anyhow::Result<HashMap<String, LabelRow>> {
+/// Reads labels written by `mamori simulate`.
+pub fn read_labels(path: &Path) -> anyhow::Result<HashMap<String, LabelRow>> {
     let mut r =
         csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = HashMap::new();
@@ -337,10 +343,30 @@ fn investigate_args(from: &str, to: &str, events: Vec<String>) -> InvestigateArg
 }
 
 /// `mamori evaluate`.
-pub async fn evaluate(db: &Path, a: &EvaluateArgs) -> anyhow::Result<()> {
-    parse_bound(&a.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+pub async fn evaluate(
+    db: &Path,
+    a: &EvaluateArgs,
+    config: &mamori_server::config::Config,
+) -> anyhow::Result<()> {
+    let from = parse_bound(&a.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = parse_bound(&a.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     let labels = read_labels(&a.labels)?;
-    let intel = a.intel.load()?;
+    let intel = a.intel.load_over(config.intel_config())?;
+    if a.monitor {
+        if !a.events.is_empty() {
+            bail!("--monitor reads the store; import the events first");
+        }
+        let ev = crate::monitor::evaluate_monitor(
+            db,
+            (from, to),
+            &labels,
+            intel.as_ref(),
+            &config.policy,
+        )
+        .await?;
+        println!("{ev}");
+        return Ok(());
+    }
     let inv = run_investigation(
         db,
         &investigate_args(&a.from, &a.to, a.events.clone()),

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod demo;
 pub mod files;
 pub mod import;
+pub mod monitor;
 pub mod render;
 pub mod source;

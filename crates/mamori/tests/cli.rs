@@ -9,6 +9,7 @@ fn mamori(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_remove("MAMORI_DB")
         .env_remove("MAMORI_IPDATA")
+        .env_remove("MAMORI_CONFIG")
         .args(args)
         .output()
         .expect("run mamori")
@@ -847,5 +848,188 @@ fn a_regrouped_import_of_a_time_ordered_log_equals_a_direct_one() {
         stderr(&again).contains(&format!("0 accepted, {} duplicates", n + 1)),
         "{}",
         stderr(&again)
+    );
+}
+
+#[test]
+fn monitor_columns_equal_the_duckdb_sql() {
+    if !duckdb_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    simulate(d, "3000");
+    ok(d, &["import", "--quiet", "events.jsonl"]);
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/duckdb/run.py");
+    for (from, to, link) in [
+        ("2020-06-01", "2020-10-01", "90"),
+        ("2020-09-16", "2020-09-17", "7"),
+    ] {
+        let config = d.join(format!("link{link}.toml"));
+        std::fs::write(
+            &config,
+            format!("[policy]\ndestination_link_days = {link}\n"),
+        )
+        .expect("config");
+        let ours = ok(
+            d,
+            &[
+                "--config",
+                config.to_str().expect("path"),
+                "monitor",
+                "--from",
+                from,
+                "--to",
+                to,
+                "--format",
+                "csv",
+            ],
+        );
+        let o = Command::new("python3")
+            .current_dir(d)
+            .arg(&runner)
+            .args([
+                "--report",
+                "monitor",
+                "--events",
+                "events.jsonl",
+                "--from",
+                from,
+                "--to",
+                to,
+            ])
+            .args(["--link-days", link])
+            .output()
+            .expect("run duckdb");
+        assert!(o.status.success(), "duckdb runner failed: {}", stderr(&o));
+        let theirs = String::from_utf8(o.stdout).expect("utf-8");
+        let ours: Vec<Vec<String>> = ours
+            .lines()
+            .map(|l| l.split(',').take(10).map(str::to_owned).collect())
+            .collect();
+        let theirs: Vec<Vec<String>> = theirs
+            .lines()
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect();
+        assert_eq!(ours[0], theirs[0], "headers");
+        assert_eq!(
+            ours, theirs,
+            "monitor columns differ from DuckDB for {from}..{to}"
+        );
+        if link == "90" {
+            // The comparison covers every kind of value.
+            let col = |i: usize, v: &str| ours.iter().skip(1).filter(|r| r[i] == v).count();
+            assert!(ours.len() > 500, "{} withdrawals", ours.len());
+            assert!(
+                col(5, "") > 0 && ours.len() - 1 - col(5, "") > 10,
+                "linked changes"
+            );
+            for i in [6, 7, 8] {
+                assert!(col(i, "true") > 0 && col(i, "false") > 0, "column {i}");
+            }
+            assert!(ours.iter().skip(1).any(|r| r[9] != "0"), "other customers");
+        }
+    }
+}
+
+#[test]
+fn monitor_evaluate_and_config_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    simulate(d, "1500");
+    ok(d, &["import", "--quiet", "events.jsonl"]);
+    // The day's report in every format.
+    let table = ok(d, &["monitor", "--date", "2020-09-16"]);
+    assert!(
+        table
+            .starts_with("Withdrawals from 2020-09-16T00:00:00+09:00 to 2020-09-17T00:00:00+09:00"),
+        "{table}"
+    );
+    assert!(table.contains("withdrawal_ip_seen_before") && table.contains("allow"));
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        d,
+        &["monitor", "--date", "2020-09-16", "--format", "json"],
+    ))
+    .expect("json");
+    let rows = json["rows"].as_array().expect("rows");
+    assert_eq!(
+        json["summary"]["withdrawals"].as_u64(),
+        Some(rows.len() as u64)
+    );
+    assert!(!rows.is_empty());
+    ok(
+        d,
+        &[
+            "monitor",
+            "--from",
+            "2020-09-01",
+            "--to",
+            "2020-09-17",
+            "--format",
+            "html",
+            "--out",
+            "m.html",
+        ],
+    );
+    let html = std::fs::read_to_string(d.join("m.html")).expect("html");
+    assert!(
+        html.starts_with("<!doctype html>")
+            && html.contains("出金モニタリング")
+            && html.ends_with("</html>\n")
+    );
+    let e = mamori(d, &["monitor", "--date", "2020-13-01"]);
+    assert!(
+        !e.status.success() && stderr(&e).contains("--date"),
+        "{}",
+        stderr(&e)
+    );
+
+    // The decisions against the simulator's labels.
+    let ev = ok(d, &["evaluate", "--monitor", "--labels", "labels.csv"]);
+    assert!(
+        ev.contains("fraudulent withdrawals:") && ev.contains("honest logins:"),
+        "{ev}"
+    );
+    let fraud_line = ev
+        .lines()
+        .find(|l| l.starts_with("fraudulent withdrawals:"))
+        .expect("line");
+    assert!(!fraud_line.contains(": 0,"), "{ev}");
+
+    // config check / show.
+    let out = ok(d, &["config", "check"]);
+    assert!(out.contains("defaults apply"), "{out}");
+    std::fs::write(d.join("mamori.toml"), "[policy]\nchain_hours = 48\n").expect("write");
+    assert!(ok(d, &["config", "check"]).contains("mamori.toml: valid"));
+    assert!(ok(d, &["config", "show"]).contains("chain_hours = 48"));
+    std::fs::write(
+        d.join("mamori.toml"),
+        "[policy]\nchain_hours = 48\nchian = 1\n",
+    )
+    .expect("write");
+    let e = mamori(d, &["config", "check"]);
+    assert!(!e.status.success());
+    assert!(
+        stderr(&e).contains("mamori.toml: line 3, policy.chian: unknown field"),
+        "{}",
+        stderr(&e)
+    );
+    // A broken configuration stops every command, not only `config check`.
+    let e = mamori(d, &["monitor", "--date", "2020-09-16"]);
+    assert!(
+        !e.status.success() && stderr(&e).contains("policy.chian"),
+        "{}",
+        stderr(&e)
+    );
+    std::fs::write(
+        d.join("mamori.toml"),
+        "[intel]\nasn_mmdb = \"missing.mmdb\"\n",
+    )
+    .expect("write");
+    let e = mamori(d, &["config", "check"]);
+    assert!(
+        !e.status.success() && stderr(&e).contains("missing.mmdb"),
+        "{}",
+        stderr(&e)
     );
 }

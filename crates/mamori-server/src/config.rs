@@ -1,0 +1,279 @@
+//! `mamori.toml`: where the store is, which IP data to load, the server's settings and the policy.
+//! Every setting has a documented default (see `mamori.example.toml`); an absent file means all
+//! defaults. Errors name the file, line and field.
+
+use std::path::{Path, PathBuf};
+
+use mamori_core::assess::Policy;
+use mamori_intel::IntelConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The store (SQLite file). The command line's `--db` / `MAMORI_DB` win over it.
+    pub db: Option<PathBuf>,
+    /// A folder laid out like shared/data whose standard files are loaded (`--ipdata` wins).
+    pub ipdata: Option<PathBuf>,
+    /// IP data files, in addition to those of `ipdata`.
+    pub intel: IntelConfig,
+    pub server: Server,
+    pub policy: Policy,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Most events in one `POST /v1/events`.
+    pub max_batch: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// A request taking longer is answered 503 and abandoned.
+    pub request_timeout_ms: u64,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_grace_ms: u64,
+    /// Logs as JSON lines (`json`) or for people (`text`).
+    pub log_format: String,
+    /// SQLite `synchronous` for the server's writes: `normal` (an acknowledged event survives a
+    /// crash of mamori; the last transactions may be lost on a power failure) or `full` (they
+    /// survive that too, at some cost per write).
+    pub synchronous: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            max_batch: 10_000,
+            max_body_bytes: 32 << 20,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+            log_format: "json".into(),
+            synchronous: "normal".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The line (from 1) of a byte offset and the dotted name of the key set on it, if any.
+fn place(text: &str, offset: usize) -> (usize, Option<String>) {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned());
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let field = match (table, key) {
+        (Some(t), Some(k)) if !k.starts_with('[') => Some(format!("{t}.{k}")),
+        (None, Some(k)) if !k.starts_with('[') => Some(k),
+        _ => None,
+    };
+    (line_no, field)
+}
+
+impl Config {
+    /// Parses a configuration text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // toml's message names the line, column and key; put it on one line after the path.
+            let m = e.message().trim_end().to_owned();
+            invalid(match e.span() {
+                Some(span) => {
+                    let (line, field) = place(text, span.start);
+                    match field {
+                        Some(f) => format!("line {line}, {f}: {m}"),
+                        None => format!("line {line}: {m}"),
+                    }
+                }
+                None => m,
+            })
+        })?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Reads `path` if given (it must exist), else `mamori.toml` in the working folder if there
+    /// is one, else the defaults.
+    pub fn discover(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        match path {
+            Some(p) => Ok((Config::load(p)?, Some(p.to_owned()))),
+            None => {
+                let p = Path::new("mamori.toml");
+                if p.is_file() {
+                    Ok((Config::load(p)?, Some(p.to_owned())))
+                } else {
+                    Ok((Config::default(), None))
+                }
+            }
+        }
+    }
+
+    /// Checks values a type cannot. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.policy.validate()?;
+        let s = &self.server;
+        s.listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            format!(
+                "server.listen = {:?}: {e} (expected e.g. \"127.0.0.1:8080\")",
+                s.listen
+            )
+        })?;
+        if !(1..=100_000).contains(&s.max_batch) {
+            return Err(format!(
+                "server.max_batch = {} is out of range 1 to 100000",
+                s.max_batch
+            ));
+        }
+        if s.max_body_bytes < 1024 {
+            return Err("server.max_body_bytes must be at least 1024".into());
+        }
+        if s.request_timeout_ms == 0 {
+            return Err("server.request_timeout_ms must be positive".into());
+        }
+        if !matches!(s.log_format.as_str(), "json" | "text") {
+            return Err(format!(
+                "server.log_format = {:?}: expected \"json\" or \"text\"",
+                s.log_format
+            ));
+        }
+        if !matches!(s.synchronous.as_str(), "normal" | "full") {
+            return Err(format!(
+                "server.synchronous = {:?}: expected \"normal\" or \"full\"",
+                s.synchronous
+            ));
+        }
+        Ok(())
+    }
+
+    /// The IP data to load: `ipdata`'s standard files, then the listed ones.
+    pub fn intel_config(&self) -> IntelConfig {
+        let mut c = match &self.ipdata {
+            Some(dir) => IntelConfig::from_dir(dir),
+            None => IntelConfig::default(),
+        };
+        let i = &self.intel;
+        c.asn_mmdb = i.asn_mmdb.clone().or(c.asn_mmdb);
+        c.city_mmdb = i.city_mmdb.clone().or(c.city_mmdb);
+        c.country_mmdb = i.country_mmdb.clone().or(c.country_mmdb);
+        c.anonymous_mmdb = i.anonymous_mmdb.clone().or(c.anonymous_mmdb);
+        c.asn_csv.extend(i.asn_csv.iter().cloned());
+        c.country_csv.extend(i.country_csv.iter().cloned());
+        c.vpn_lists.extend(i.vpn_lists.iter().cloned());
+        c.hosting_lists.extend(i.hosting_lists.iter().cloned());
+        c.verify_mmdb |= i.verify_mmdb;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_valid_and_equals_the_defaults() {
+        let text = include_str!("../../../mamori.example.toml");
+        let mut c = Config::parse(text, "mamori.example.toml").expect("example parses");
+        assert_eq!(c.server, Server::default());
+        // The example lists every rule's points, each at its default.
+        for r in mamori_core::assess::RULES {
+            assert_eq!(c.policy.points.get(r.code), Some(&r.points), "{}", r.code);
+        }
+        assert_eq!(c.policy.points.len(), mamori_core::assess::RULES.len());
+        c.policy.points.clear();
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(
+            Config::parse("", "empty").expect("empty"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let e = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nmax_btch = 5\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("m.toml: line 3, server.max_btch: unknown field"),
+            "{e}"
+        );
+        let e = Config::parse("[policy]\nchain_hours = \"x\"\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.toml: line 2, policy.chain_hours: invalid type: string \"x\", expected u32"
+        );
+        let e = Config::parse("[policy.decisions]\nhold = 0\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.decisions.hold"), "{e}");
+        let e = Config::parse("[server]\nlisten = \"localhost\"\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = Config::parse("[policy.points]\nunusual_logn = 3\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unusual_logn") && e.contains("unusual_login"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn policy_overrides_apply() {
+        let c = Config::parse(
+            "[policy]\nhome_country = \"US\"\n[policy.points]\nshared_ip = 0\n[policy.login_decisions]\nchallenge = 50\n",
+            "m.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.policy.home_country, "US");
+        assert_eq!(c.policy.points_of("shared_ip"), 0);
+        assert_eq!(c.policy.login_decisions.challenge, 50);
+        assert_eq!(
+            c.policy.login_decisions.block,
+            Policy::default().login_decisions.block
+        );
+        assert_eq!(
+            c.policy.login_decisions.hold, 101,
+            "login defaults, not decisions'"
+        );
+    }
+}
