@@ -6,12 +6,14 @@
 //! * [`net`]: IP keys and the /24 (IPv4) and /48 (IPv6) networks used for familiarity.
 //! * [`history`]: the literal, auditor-checkable history columns of a procedure.
 //! * [`assess`]: the real-time decision (allow, challenge, hold, block), its policy and reasons.
+//! * [`case`]: outcomes, alerts, resolutions and API key scopes: what follows a decision.
 //! * [`monitor`]: the literal columns of the daily withdrawal report.
 //! * [`verdict`]: the judgement (`ok`, `review`, `suspicious`) and its reason codes.
 //! * [`investigate`]: investigation parameters, rows, summary and report rendering.
 //! * [`memory`]: an in-memory index of events, for investigations straight from log files.
 
 pub mod assess;
+pub mod case;
 pub mod event;
 pub mod history;
 pub mod investigate;

@@ -7,12 +7,14 @@
 
 use std::future::Future;
 
-use mamori_core::assess::Past;
+use mamori_core::assess::{Decision, Marks, Past};
+use mamori_core::case::{AlertStatus, Outcome, OutcomeError, Resolution, Scope, Trigger};
 use mamori_core::event::{Event, Kind};
 use mamori_core::history::{Access, IpUse};
 use mamori_core::investigate::Procedure;
 
 pub mod assess;
+mod decisions;
 pub mod investigate;
 mod raw;
 pub mod sqlite;
@@ -147,6 +149,131 @@ pub trait HistoryReader: Sync {
 
     /// Number of stored events.
     fn count_events(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// A recorded assessment: the attempted event, the decision and what happened next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssessmentRecord {
+    pub assessment_id: String,
+    /// When the assessment was made (UTC µs).
+    pub created_at: i64,
+    pub event: Event,
+    pub decision: Decision,
+    pub score: u8,
+    /// The reasons as the API gave them (JSON array).
+    pub reasons: serde_json::Value,
+    pub outcome: Option<Outcome>,
+    pub outcome_at: Option<i64>,
+}
+
+/// An alert with the assessment that opened it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub alert_id: i64,
+    pub opened_at: i64,
+    pub trigger: Trigger,
+    pub status: AlertStatus,
+    pub resolution: Option<Resolution>,
+    pub note: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub assessment: AssessmentRecord,
+}
+
+/// Why a decision-log write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("no assessment {0}")]
+    NoAssessment(String),
+    #[error("an assessment {0} already exists")]
+    DuplicateAssessment(String),
+    #[error("no alert {0}")]
+    NoAlert(i64),
+    #[error("alert {0} is already resolved")]
+    AlreadyResolved(i64),
+    #[error(transparent)]
+    Outcome(#[from] OutcomeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Capability: the decision log (assessments, outcomes, alerts and what resolutions teach).
+pub trait DecisionLog {
+    /// Records an assessment, and in the same transaction stores the attempted event and opens
+    /// an alert as [`mamori_core::case::on_decision`] says. Returns the alert's id, if one opened.
+    fn record_assessment(
+        &self,
+        rec: &AssessmentRecord,
+    ) -> impl Future<Output = Result<Option<i64>, CaseError>> + Send;
+
+    fn assessment(&self, id: &str)
+    -> impl Future<Output = Result<Option<AssessmentRecord>>> + Send;
+
+    /// Records what happened after an assessment, storing the event and opening an alert as
+    /// [`mamori_core::case::on_outcome`] says. Returns the alert's id, if one opened.
+    fn record_outcome(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        at: i64,
+    ) -> impl Future<Output = Result<Option<i64>, CaseError>> + Send;
+
+    /// Alerts, newest first, optionally of one status, at most `limit`.
+    fn alerts(
+        &self,
+        status: Option<AlertStatus>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+
+    fn alert(&self, id: i64) -> impl Future<Output = Result<Option<Alert>>> + Send;
+
+    /// Resolves an open alert. `legitimate` makes the assessment's IP and device familiar for its
+    /// customer; `confirmed_fraud` marks its IP (and stores nothing of the attempt).
+    fn resolve_alert(
+        &self,
+        id: i64,
+        resolution: Resolution,
+        note: &str,
+        by: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<Alert, CaseError>> + Send;
+
+    /// What resolutions before `t` say about an attempt of `customer` from `ip`, given the IPs
+    /// (keys) the customer used within the policy's fraud window.
+    fn marks(
+        &self,
+        customer: &str,
+        ip: Option<u128>,
+        t: i64,
+        customer_ips: &[u128],
+    ) -> impl Future<Output = Result<Marks>> + Send;
+}
+
+/// A client system's API key, as listed (the key itself is only shown at creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub key_id: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// Capability: API keys, stored as hashes.
+pub trait ApiKeys {
+    /// Stores a key's record with the SHA-256 of the whole key.
+    fn create_key(&self, key: &ApiKey, hash: &[u8; 32]) -> impl Future<Output = Result<()>> + Send;
+    fn list_keys(&self) -> impl Future<Output = Result<Vec<ApiKey>>> + Send;
+    /// Revokes a key; false if there is no such key.
+    fn revoke_key(&self, key_id: &str, at: i64) -> impl Future<Output = Result<bool>> + Send;
+    /// A key and its hash by id (revoked ones included).
+    fn find_key(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<(ApiKey, [u8; 32])>>> + Send;
+    /// Notes a use of a key (at most once a minute per key is enough).
+    fn touch_key(&self, key_id: &str, at: i64) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Capability: retention.

@@ -42,6 +42,8 @@ pub struct SqliteStore {
     keys: Arc<Mutex<KeyCache>>,
     checkpoints: Arc<Mutex<Checkpoints>>,
     delta: Arc<Mutex<Delta>>,
+    /// One writer at a time (SQLite has one; waiting here is fairer than its busy loop).
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// User-agent families by `ua_key` (few distinct values, read on every assessment).
     ua_families: Arc<Mutex<HashMap<i64, u64>>>,
 }
@@ -82,19 +84,19 @@ async fn checkpoint(pool: &SqlitePool) -> Result<i64> {
     Ok(log)
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn kind_of(code: i64) -> Result<Kind> {
+pub(crate) fn kind_of(code: i64) -> Result<Kind> {
     Kind::from_code(code).ok_or_else(|| corrupt("unknown kind code"))
 }
 
-fn channel_of(code: i64) -> Result<Channel> {
+pub(crate) fn channel_of(code: i64) -> Result<Channel> {
     Channel::from_code(code).ok_or_else(|| corrupt("unknown channel code"))
 }
 
-fn ip_of(b: Option<&[u8]>) -> Result<Option<u128>> {
+pub(crate) fn ip_of(b: Option<&[u8]>) -> Result<Option<u128>> {
     b.map(|b| bytes_key(b).ok_or_else(|| corrupt("IP key is not 16 bytes")))
         .transpose()
 }
@@ -145,6 +147,7 @@ impl SqliteStore {
             checkpoints: Arc::default(),
             delta: Arc::default(),
             ua_families: Arc::default(),
+            writer: Arc::default(),
         })
     }
 
@@ -545,28 +548,74 @@ impl EventWriter for SqliteStore {
         if events.is_empty() {
             return Ok(Inserted::default());
         }
-        self.make_wal_room().await?;
-        let mut tx = self.pool.begin().await?;
-        let (inserted, fresh) = {
-            let mut handle = tx.lock_handle().await?;
-            // SAFETY: the handle is locked for this connection while `handle` lives, and `conn`
-            // and its statements are dropped at the end of this block, before it.
-            let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
-            let (inserted, fresh, seen_rows) = write_batch(&conn, &self.cache(), events)?;
-            self.merge_delta_if_full(&conn, seen_rows)?;
-            (inserted, fresh)
-        };
-        tx.commit().await?;
-        self.checkpoint_soon();
-        let mut cache = self.cache();
-        let [c, d, a] = fresh.0;
-        cache.customers.extend(c);
-        cache.devices.extend(d);
-        cache.agents.extend(a);
+        let inserted = self.write(|conn, w| w.events(conn, events)).await?;
         Ok(Inserted {
             inserted,
             duplicates: events.len() as u64 - inserted,
         })
+    }
+}
+
+/// Runs blocking work from async code: off the async workers' queue on a multi-thread runtime
+/// (the runtime moves its other tasks elsewhere meanwhile), inline on a current-thread one.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// What a write transaction may do besides raw SQL: store events.
+pub(crate) struct Writes<'s> {
+    store: &'s SqliteStore,
+    fresh: Vec<FreshKeys>,
+}
+
+impl Writes<'_> {
+    /// Stores events (idempotently), as [`EventWriter::insert_events`]; returns how many were new.
+    pub(crate) fn events(&mut self, conn: &raw::Conn<'_>, events: &[Event]) -> Result<u64> {
+        let (inserted, fresh, seen_rows) = write_batch(conn, &self.store.cache(), events)?;
+        self.store.merge_delta_if_full(conn, seen_rows)?;
+        self.fresh.push(fresh);
+        Ok(inserted)
+    }
+}
+
+impl SqliteStore {
+    /// Runs `f` in a write transaction on the raw handle: one writer at a time in this process,
+    /// `BEGIN IMMEDIATE` against other processes (so a transaction never fails half-way on a
+    /// snapshot another writer moved), the work itself off the async workers. Commits if `f`
+    /// returns `Ok`, rolls back otherwise.
+    pub(crate) async fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&raw::Conn<'_>, &mut Writes<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _writer = self.writer.lock().await;
+        self.make_wal_room().await?;
+        let db = |e: sqlx::Error| E::from(StoreError::Db(e));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let (out, fresh) = {
+            let mut handle = tx.lock_handle().await.map_err(db)?;
+            // SAFETY: the handle is locked for this connection while `handle` lives, and `conn`
+            // and its statements are dropped at the end of this block, before it.
+            let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
+            let mut w = Writes {
+                store: self,
+                fresh: Vec::new(),
+            };
+            let out = blocking(|| f(&conn, &mut w))?;
+            (out, w.fresh)
+        };
+        tx.commit().await.map_err(db)?;
+        self.checkpoint_soon();
+        let mut cache = self.cache();
+        for FreshKeys([c, d, a]) in fresh {
+            cache.customers.extend(c);
+            cache.devices.extend(d);
+            cache.agents.extend(a);
+        }
+        Ok(out)
     }
 }
 
@@ -792,7 +841,7 @@ impl SqliteStore {
     /// Runs `f` on the raw handle of a pooled connection, on a blocking thread: reads go row by
     /// row through SQLite's own API instead of one channel message per row (sqlx's cost, 4× the
     /// whole query at a million customers; docs/benchmarks.md).
-    async fn with_raw<T: Send + 'static>(
+    pub(crate) async fn with_raw<T: Send + 'static>(
         &self,
         f: impl FnOnce(&raw::Conn<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -1051,6 +1100,7 @@ impl Retention for SqliteStore {
         let mut total = 0;
         let mut lo = 0i64;
         while lo <= max.unwrap_or(-1) {
+            let _writer = self.writer.lock().await;
             self.make_wal_room().await?;
             total += sqlx::query(
                 "DELETE FROM events WHERE customer_key >= ? AND customer_key < ? \
@@ -1070,7 +1120,8 @@ impl Retention for SqliteStore {
         // go). Interrupted before this, ip_seen counts purged events of days up to t's until a
         // purge runs again (with the same t it deletes no event and completes this).
         let (day, start) = (utc_day(t), utc_day(t) * DAY_US);
-        let mut tx = self.pool.begin().await?;
+        let _writer = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         {
             let mut handle = tx.lock_handle().await?;
             // SAFETY: as in `insert_events`: `conn` is dropped at the end of this block.

@@ -7,7 +7,13 @@ use mamori_core::history::{IpUse, device_hash, ip_activity};
 use mamori_core::net::{ip_key, net_range, parse_ip_or_net};
 use mamori_core::time::parse_rfc3339;
 
-use crate::{EventWriter, HistoryReader, LoginFeatures, Retention};
+use mamori_core::assess::Decision;
+use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
+
+use crate::{
+    ApiKey, ApiKeys, AssessmentRecord, CaseError, DecisionLog, EventWriter, HistoryReader,
+    LoginFeatures, Retention,
+};
 
 /// A small event for tests.
 pub fn ev(id: &str, at: &str, customer: &str, kind: Kind, ip: Option<&str>) -> Event {
@@ -32,12 +38,14 @@ pub fn ev(id: &str, at: &str, customer: &str, kind: Kind, ip: Option<&str>) -> E
 }
 
 /// Every check, in order, on one fresh store.
-pub async fn run_all<S: EventWriter + HistoryReader + Retention>(s: &S) {
+pub async fn run_all<S: EventWriter + HistoryReader + Retention + DecisionLog + ApiKeys>(s: &S) {
     idempotent_insert(s).await;
     round_trip(s).await;
     windows_and_ips(s).await;
     procedures_and_purge(s).await;
     login_features(s).await;
+    decision_log(s).await;
+    api_keys(s).await;
 }
 
 async fn login_features<S: EventWriter + HistoryReader>(s: &S) {
@@ -374,5 +382,257 @@ async fn procedures_and_purge<S: EventWriter + HistoryReader + Retention>(s: &S)
             .expect("accesses")
             .iter()
             .all(|(_, a)| a.at >= cut)
+    );
+}
+
+fn record(id: &str, e: &Event, decision: Decision) -> AssessmentRecord {
+    AssessmentRecord {
+        assessment_id: id.into(),
+        created_at: e.occurred_at,
+        event: e.clone(),
+        decision,
+        score: 77,
+        reasons: serde_json::json!([{"code": "unfamiliar_access", "points": 35}]),
+        outcome: None,
+        outcome_at: None,
+    }
+}
+
+async fn decision_log<S: EventWriter + HistoryReader + DecisionLog>(s: &S) {
+    let at = |t: &str| parse_rfc3339(t).expect("time");
+    let stored = |c: &'static str| async move {
+        s.customer_events(c, 0, i64::MAX)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| (e.event_id, e.kind))
+            .collect::<Vec<_>>()
+    };
+    // allow: stored at once, no alert.
+    let a = ev(
+        "da1",
+        "2021-02-01T10:00:00+09:00",
+        "dl",
+        Kind::Login,
+        Some("192.0.2.10"),
+    );
+    assert_eq!(
+        s.record_assessment(&record("as-1", &a, Decision::Allow))
+            .await
+            .expect("allow"),
+        None
+    );
+    assert_eq!(stored("dl").await, vec![("da1".to_owned(), Kind::Login)]);
+    let back = s.assessment("as-1").await.expect("read").expect("found");
+    assert_eq!(
+        back,
+        record("as-1", &a, Decision::Allow),
+        "the record comes back whole"
+    );
+    assert!(matches!(
+        s.record_assessment(&record("as-1", &a, Decision::Allow))
+            .await,
+        Err(CaseError::DuplicateAssessment(_))
+    ));
+    // block: an alert, and nothing of the attempt in the history.
+    let mut w = ev(
+        "dw1",
+        "2021-02-01T10:05:00+09:00",
+        "dl",
+        Kind::Withdrawal,
+        Some("203.0.113.99"),
+    );
+    w.amount = Some(2_000_000);
+    let alert = s
+        .record_assessment(&record("as-2", &w, Decision::Block))
+        .await
+        .expect("block")
+        .expect("an alert opens");
+    assert_eq!(stored("dl").await.len(), 1);
+    // A failed login challenge: stored as a failed login, and an alert.
+    let l = ev(
+        "da2",
+        "2021-02-01T10:06:00+09:00",
+        "dl",
+        Kind::Login,
+        Some("203.0.113.99"),
+    );
+    assert_eq!(
+        s.record_assessment(&record("as-3", &l, Decision::Challenge))
+            .await
+            .expect("c"),
+        None
+    );
+    assert_eq!(
+        stored("dl").await.len(),
+        1,
+        "a challenge waits for its outcome"
+    );
+    let failed_alert = s
+        .record_outcome(
+            "as-3",
+            Outcome::ChallengeFailed,
+            at("2021-02-01T10:07:00+09:00"),
+        )
+        .await
+        .expect("outcome")
+        .expect("alert");
+    assert_eq!(
+        stored("dl").await,
+        vec![
+            ("da1".to_owned(), Kind::Login),
+            ("da2".to_owned(), Kind::LoginFailed)
+        ]
+    );
+    assert!(matches!(
+        s.record_outcome("as-3", Outcome::ChallengePassed, 0).await,
+        Err(CaseError::Outcome(_))
+    ));
+    assert!(matches!(
+        s.record_outcome("nope", Outcome::Completed, 0).await,
+        Err(CaseError::NoAssessment(_))
+    ));
+    // A passed challenge stores the event.
+    let d = ev(
+        "dd1",
+        "2021-02-02T09:00:00+09:00",
+        "dl",
+        Kind::DestinationChange,
+        Some("192.0.2.10"),
+    );
+    s.record_assessment(&record("as-4", &d, Decision::Challenge))
+        .await
+        .expect("c");
+    assert_eq!(
+        s.record_outcome("as-4", Outcome::ChallengePassed, d.occurred_at)
+            .await
+            .expect("o"),
+        None
+    );
+    assert!(
+        stored("dl")
+            .await
+            .contains(&("dd1".to_owned(), Kind::DestinationChange))
+    );
+    assert_eq!(
+        s.assessment("as-4")
+            .await
+            .expect("read")
+            .expect("found")
+            .outcome,
+        Some(Outcome::ChallengePassed)
+    );
+
+    // Alerts, newest first.
+    let open = s.alerts(Some(AlertStatus::Open), 10).await.expect("alerts");
+    assert_eq!(
+        open.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
+        vec![failed_alert, alert]
+    );
+    assert_eq!(open[0].trigger, Trigger::ChallengeFailed);
+    assert_eq!(open[1].trigger, Trigger::Block);
+    assert_eq!(open[1].assessment.event.amount, Some(2_000_000));
+    // Legitimate: the IP and device become familiar for the customer, from the resolution on.
+    let t_res = at("2021-02-03T09:00:00+09:00");
+    let r = s
+        .resolve_alert(
+            failed_alert,
+            Resolution::Legitimate,
+            "called the customer",
+            "staff-1",
+            t_res,
+        )
+        .await
+        .expect("resolve");
+    assert_eq!(
+        (r.status, r.resolution),
+        (AlertStatus::Resolved, Some(Resolution::Legitimate))
+    );
+    assert_eq!(r.resolved_by.as_deref(), Some("staff-1"));
+    assert!(matches!(
+        s.resolve_alert(failed_alert, Resolution::ConfirmedFraud, "", "x", t_res)
+            .await,
+        Err(CaseError::AlreadyResolved(_))
+    ));
+    assert!(matches!(
+        s.resolve_alert(999_999, Resolution::Legitimate, "", "x", t_res)
+            .await,
+        Err(CaseError::NoAlert(_))
+    ));
+    let k = ip_key("203.0.113.99".parse().expect("ip"));
+    let m = s.marks("dl", Some(k), t_res + 1, &[]).await.expect("marks");
+    assert!(m.familiar_ips.contains(&k) && m.familiar_devices.contains(&device_hash("dev-dl")));
+    assert!(!m.fraud_ip);
+    let before = s.marks("dl", Some(k), t_res, &[]).await.expect("marks");
+    assert!(before.familiar_ips.is_empty(), "marks are point-in-time");
+    assert!(
+        s.marks("other", Some(k), t_res + 1, &[])
+            .await
+            .expect("m")
+            .familiar_ips
+            .is_empty()
+    );
+    // Confirmed fraud: the IP is marked for everyone.
+    s.resolve_alert(
+        alert,
+        Resolution::ConfirmedFraud,
+        "bank confirmed",
+        "staff-2",
+        t_res,
+    )
+    .await
+    .expect("resolve");
+    let m = s
+        .marks("someone", Some(k), t_res + 1, &[k, 7])
+        .await
+        .expect("marks");
+    assert!(m.fraud_ip && m.familiar_ips.is_empty());
+    assert_eq!(m.fraud_ips_on_customer, 1);
+    assert_eq!(
+        s.alerts(Some(AlertStatus::Open), 10)
+            .await
+            .expect("a")
+            .len(),
+        0
+    );
+    assert_eq!(s.alerts(None, 1).await.expect("a").len(), 1);
+    assert_eq!(
+        s.alert(alert)
+            .await
+            .expect("a")
+            .expect("found")
+            .note
+            .as_deref(),
+        Some("bank confirmed")
+    );
+}
+
+async fn api_keys<S: ApiKeys>(s: &S) {
+    let key = ApiKey {
+        key_id: "k1".into(),
+        name: "core banking".into(),
+        scopes: vec![Scope::Ingest, Scope::Assess],
+        created_at: 1,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    s.create_key(&key, &[7; 32]).await.expect("create");
+    assert!(
+        s.create_key(&key, &[8; 32]).await.is_err(),
+        "ids are unique"
+    );
+    assert_eq!(
+        s.find_key("k1").await.expect("find"),
+        Some((key.clone(), [7; 32]))
+    );
+    assert_eq!(s.find_key("k2").await.expect("find"), None);
+    s.touch_key("k1", 5).await.expect("touch");
+    assert!(s.revoke_key("k1", 9).await.expect("revoke"));
+    assert!(!s.revoke_key("k2", 9).await.expect("revoke"));
+    let listed = s.list_keys().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].revoked_at, listed[0].last_used_at),
+        (Some(9), Some(5))
     );
 }
