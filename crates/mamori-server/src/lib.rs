@@ -1,3 +1,8 @@
-//! mamori-server: the configuration file (`mamori.toml`) and, built on it, the HTTP API.
+//! mamori-server: the configuration file (`mamori.toml`) and the HTTP API for the broker's
+//! systems: real-time decisions, ingest, alerts, history and pivots.
 
+pub mod app;
+pub mod auth;
 pub mod config;
+pub mod problem;
+pub mod serve;

@@ -115,11 +115,22 @@ fn placeholders(n: usize) -> String {
 impl SqliteStore {
     /// Opens (creating if needed) the store file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, false).await
+    }
+
+    /// Opens the store; with `synchronous_full`, every commit is fsynced (`synchronous = FULL`),
+    /// so committed transactions survive a power failure too. Otherwise (`NORMAL`, in WAL mode)
+    /// they survive a crash or `kill -9` of the process, and the WAL is fsynced at checkpoints.
+    pub async fn open_with(path: &Path, synchronous_full: bool) -> Result<Self> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(if synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-262144")
             .pragma("temp_store", "memory")

@@ -64,6 +64,37 @@ pub enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The HTTP API: real-time decisions, ingest, alerts, history, pivots (see /openapi.json).
+    Serve(ServeArgs),
+    /// API keys of the broker's systems.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port [default: the configuration's server.listen, 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub intel: IntelArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Creates a key and prints it (once: only its hash is kept).
+    Create {
+        /// Who uses it, e.g. "web-frontend".
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: ingest, assess, read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<mamori_core::case::Scope>,
+    },
+    /// Lists keys (never the keys themselves).
+    List,
+    /// Revokes a key by its id (the part after mmr_).
+    Revoke { key_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +399,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("printing the policy")?
             );
         }
+        Command::Serve(a) => {
+            let mut server = config.server.clone();
+            if let Some(l) = a.listen {
+                server.listen = l;
+            }
+            crate::serve::run(&db, server, &config, &a.intel).await?;
+        }
+        Command::Apikey(c) => crate::serve::apikey(&db, c).await?,
         Command::Monitor(a) => {
             let intel = a.intel.load_over(config.intel_config())?;
             crate::monitor::monitor(&db, &a, intel.as_ref(), &config.policy).await?;

@@ -8,4 +8,5 @@ pub mod files;
 pub mod import;
 pub mod monitor;
 pub mod render;
+pub mod serve;
 pub mod source;

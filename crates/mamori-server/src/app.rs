@@ -1,0 +1,880 @@
+//! The HTTP API: state, routes and handlers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use mamori_core::assess::{Attempt, Policy, Population};
+use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope};
+use mamori_core::event::Event;
+use mamori_core::history::profile;
+use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_net};
+use mamori_core::parse::parse_json_line;
+use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
+use mamori_core::verdict::IpIntel;
+use mamori_store::assess::{activity, past_span, population, tokyo_day_start};
+use mamori_store::{
+    Alert, AssessmentRecord, CaseError, DecisionLog, EventWriter, HistoryReader, SqliteStore,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Mutex as AsyncMutex;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::auth::Keys;
+use crate::config::Server;
+use crate::problem::{Problem, json_body};
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub store: SqliteStore,
+    pub policy: Policy,
+    pub intel: Arc<dyn IpIntel>,
+    pub server: Server,
+    pub keys: Keys,
+    pub metrics: Option<PrometheusHandle>,
+    /// Populations by the start of their Tokyo day (the last few days).
+    populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
+    /// One population computed at a time.
+    computing: AsyncMutex<()>,
+    ready: AtomicBool,
+}
+
+/// UTC microseconds now.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl AppState {
+    pub fn new(
+        store: SqliteStore,
+        policy: Policy,
+        intel: Arc<dyn IpIntel>,
+        server: Server,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        AppState {
+            store,
+            policy,
+            intel,
+            server,
+            keys: Keys::default(),
+            metrics,
+            populations: Default::default(),
+            computing: AsyncMutex::new(()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The population for attempts at `t`: computed once per Tokyo day and kept for three days.
+    pub async fn population(&self, t: i64) -> Result<Arc<Population>, Problem> {
+        let day = tokyo_day_start(t);
+        let cached = || {
+            self.populations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&day)
+                .cloned()
+        };
+        if let Some(p) = cached() {
+            return Ok(p);
+        }
+        let _one = self.computing.lock().await;
+        if let Some(p) = cached() {
+            return Ok(p);
+        }
+        let started = Instant::now();
+        let p = Arc::new(population(&self.store, day, &self.policy, self.intel.as_ref()).await?);
+        tracing::info!(
+            day = %format_tokyo(day),
+            logins = p.logins,
+            seconds = started.elapsed().as_secs_f64(),
+            "population of the day computed"
+        );
+        let mut m = self.populations.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(day, p.clone());
+        let mut days: Vec<i64> = m.keys().copied().collect();
+        days.sort_unstable();
+        for old in days.iter().rev().skip(3) {
+            m.remove(old);
+        }
+        Ok(p)
+    }
+
+    /// Prepares today's population; the server is ready after it.
+    pub async fn warm_up(&self) -> Result<(), Problem> {
+        self.population(now_us()).await?;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+type AppResult<T> = Result<T, Problem>;
+type St = State<Arc<AppState>>;
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = std::time::Duration::from_millis(state.server.request_timeout_ms);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/events", post(post_events))
+        .route("/v1/assess", post(post_assess))
+        .route("/v1/assessments/{id}", get(get_assessment))
+        .route("/v1/assessments/{id}/outcome", post(post_outcome))
+        .route("/v1/alerts", get(get_alerts))
+        .route("/v1/alerts/{id}", get(get_alert))
+        .route("/v1/alerts/{id}/resolve", post(post_resolve))
+        .route("/v1/customers/{id}/history", get(get_history))
+        .route("/v1/ips/{ip}", get(get_ip))
+        .fallback(|| async { Problem::not_found("no such route; see /openapi.json") })
+        .layer(axum::middleware::from_fn(observe))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            state.server.max_body_bytes,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                Problem::internal("a handler panicked").into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+/// Metrics and a log line per request (method, route, status, time; never bodies).
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    let labels = [
+        ("route", route.clone()),
+        ("method", method.clone()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("mamori_http_requests_total", &labels).increment(1);
+    metrics::histogram!("mamori_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(seconds);
+    if status >= 500 {
+        tracing::warn!(%method, %route, status, seconds, "request failed");
+    } else {
+        tracing::debug!(%method, %route, status, seconds, "request");
+    }
+    response
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): St) -> Response {
+    let store_ok = s.store.count_events().await.is_ok();
+    if store_ok && s.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            if store_ok {
+                "warming up: computing the population's login habits"
+            } else {
+                "the store does not answer"
+            },
+        )
+        .into_response()
+    }
+}
+
+async fn metrics(State(s): St) -> Response {
+    match &s.metrics {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => Problem::not_found("metrics are not enabled in this process").into_response(),
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A batch of events in the event contract.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    /// At most `server.max_batch` events.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// A refused item of a batch.
+#[derive(Serialize, ToSchema)]
+pub struct Rejected {
+    /// Position in the batch, from 0.
+    index: usize,
+    event_id: Option<String>,
+    error: String,
+}
+
+/// What a batch did.
+#[derive(Serialize, ToSchema)]
+pub struct EventsResult {
+    accepted: u64,
+    duplicates: u64,
+    rejected: Vec<Rejected>,
+}
+
+/// Stores a batch of events, idempotently by (customer_id, event_id).
+#[utoipa::path(post, path = "/v1/events", request_body = EventBatch,
+    responses((status = 200, body = EventsResult), (status = 422, body = Problem)),
+    security(("api_key" = ["ingest"])))]
+async fn post_events(
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Json<EventsResult>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Ingest, now_us())
+        .await?;
+    let batch: EventBatch = json_body(&body)?;
+    if batch.events.len() > s.server.max_batch {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch-too-large",
+            format!(
+                "{} events in one batch; at most {} (server.max_batch)",
+                batch.events.len(),
+                s.server.max_batch
+            ),
+        ));
+    }
+    let mut good = Vec::with_capacity(batch.events.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in batch.events.iter().enumerate() {
+        match parse_json_line(raw.get()) {
+            Ok(e) => good.push(e),
+            Err(e) => rejected.push(Rejected {
+                index,
+                event_id: serde_json::from_str::<Value>(raw.get())
+                    .ok()
+                    .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned)),
+                error: e.to_string(),
+            }),
+        }
+    }
+    let ins = s.store.insert_events(&good).await?;
+    metrics::counter!("mamori_events_ingested_total").increment(ins.inserted);
+    Ok(Json(EventsResult {
+        accepted: ins.inserted,
+        duplicates: ins.duplicates,
+        rejected,
+    }))
+}
+
+/// One reason of a decision.
+#[derive(Serialize, ToSchema)]
+pub struct ReasonOut {
+    code: String,
+    points: u8,
+    message_ja: String,
+    message_en: String,
+    #[schema(value_type = Object)]
+    evidence: Value,
+}
+
+/// The decision on an attempt.
+#[derive(Serialize, ToSchema)]
+pub struct AssessResult {
+    assessment_id: String,
+    /// allow, challenge, hold or block.
+    decision: String,
+    /// 0–100.
+    score: u8,
+    reasons: Vec<ReasonOut>,
+    /// The alert a hold or block opened.
+    alert_id: Option<i64>,
+}
+
+fn assessment_id() -> String {
+    use rand::Rng;
+    let b: [u8; 16] = rand::rng().random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Assesses an attempt for its customer, point-in-time at its `occurred_at`.
+pub async fn decide(s: &AppState, e: &Event) -> AppResult<mamori_core::assess::Assessment> {
+    let attempt = Attempt::of(e);
+    let t = attempt.at;
+    let policy = &s.policy;
+    let span = past_span(policy);
+    let (past, act, pop) = futures_util::future::try_join3(
+        async {
+            s.store
+                .customer_past(&e.customer_id, t - span, t)
+                .await
+                .map_err(Problem::from)
+        },
+        async {
+            activity(&s.store, &e.customer_id, e.ip, t, policy)
+                .await
+                .map_err(Problem::from)
+        },
+        s.population(t),
+    )
+    .await?;
+    let fraud_from = t - i64::from(policy.fraud_ip_days) * DAY_US;
+    let mut ips: Vec<u128> = past
+        .iter()
+        .filter(|p| p.access.at >= fraud_from)
+        .filter_map(|p| p.access.ip)
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    let marks = s
+        .store
+        .marks(&e.customer_id, e.ip.map(ip_key), t, &ips)
+        .await?;
+    let inputs = mamori_core::assess::Inputs {
+        past: &past,
+        activity: act,
+        population: &pop,
+        marks: &marks,
+        intel: s.intel.as_ref(),
+    };
+    Ok(mamori_core::assess::assess(&attempt, &inputs, policy))
+}
+
+fn reasons_json(a: &mamori_core::assess::Assessment) -> Vec<ReasonOut> {
+    a.reasons
+        .iter()
+        .map(|r| ReasonOut {
+            code: r.code.to_owned(),
+            points: r.points,
+            message_ja: r.message_ja.to_owned(),
+            message_en: r.message_en.to_owned(),
+            evidence: r.evidence.clone(),
+        })
+        .collect()
+}
+
+/// Decides on an event about to happen: allow, challenge, hold or block, with reasons. The
+/// attempt is recorded with its decision; an allowed one joins the customer's history at once,
+/// a challenged or held one when its outcome says it happened, a blocked one never.
+#[utoipa::path(post, path = "/v1/assess",
+    request_body(content = Object, description = "An event in the event contract; occurred_at defaults to now"),
+    responses((status = 200, body = AssessResult), (status = 422, body = Problem)),
+    security(("api_key" = ["assess"])))]
+async fn post_assess(
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Json<AssessResult>> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Assess, now)
+        .await?;
+    let mut v: serde_json::Map<String, Value> = json_body(&body)?;
+    v.entry("occurred_at")
+        .or_insert_with(|| Value::String(format_tokyo(now)));
+    let e = parse_json_line(&Value::Object(v).to_string())
+        .map_err(|e| Problem::unprocessable(e.to_string()))?;
+    let a = decide(&s, &e).await?;
+    let id = assessment_id();
+    let reasons = reasons_json(&a);
+    let rec = AssessmentRecord {
+        assessment_id: id.clone(),
+        created_at: now,
+        event: e.clone(),
+        decision: a.decision,
+        score: a.score,
+        reasons: serde_json::to_value(&reasons).unwrap_or(Value::Null),
+        outcome: None,
+        outcome_at: None,
+    };
+    let alert_id = s
+        .store
+        .record_assessment(&rec)
+        .await
+        .map_err(case_problem)?;
+    metrics::counter!("mamori_decisions_total", "decision" => a.decision.as_str(), "kind" => e.kind.as_str())
+        .increment(1);
+    for r in &a.reasons {
+        metrics::counter!("mamori_decision_reasons_total", "code" => r.code).increment(1);
+    }
+    Ok(Json(AssessResult {
+        assessment_id: id,
+        decision: a.decision.as_str().to_owned(),
+        score: a.score,
+        reasons,
+        alert_id,
+    }))
+}
+
+fn case_problem(e: CaseError) -> Problem {
+    match e {
+        CaseError::NoAssessment(_) | CaseError::NoAlert(_) => Problem::not_found(e.to_string()),
+        CaseError::DuplicateAssessment(_) | CaseError::AlreadyResolved(_) => {
+            Problem::conflict(e.to_string())
+        }
+        CaseError::Outcome(_) => Problem::conflict(e.to_string()),
+        CaseError::Store(e) => Problem::internal(e),
+    }
+}
+
+/// An assessment as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct AssessmentOut {
+    assessment_id: String,
+    created_at: String,
+    customer_id: String,
+    event_id: String,
+    kind: String,
+    channel: String,
+    ip: Option<String>,
+    occurred_at: String,
+    decision: String,
+    score: u8,
+    #[schema(value_type = Vec<Object>)]
+    reasons: Value,
+    outcome: Option<String>,
+    outcome_at: Option<String>,
+}
+
+fn assessment_out(r: &AssessmentRecord) -> AssessmentOut {
+    AssessmentOut {
+        assessment_id: r.assessment_id.clone(),
+        created_at: format_tokyo(r.created_at),
+        customer_id: r.event.customer_id.clone(),
+        event_id: r.event.event_id.clone(),
+        kind: r.event.kind.as_str().to_owned(),
+        channel: r.event.channel.as_str().to_owned(),
+        ip: r.event.ip.map(|i| i.to_string()),
+        occurred_at: format_tokyo(r.event.occurred_at),
+        decision: r.decision.as_str().to_owned(),
+        score: r.score,
+        reasons: r.reasons.clone(),
+        outcome: r.outcome.map(|o| o.as_str().to_owned()),
+        outcome_at: r.outcome_at.map(format_tokyo),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/assessments/{id}",
+    responses((status = 200, body = AssessmentOut), (status = 404, body = Problem)),
+    security(("api_key" = ["read"])))]
+async fn get_assessment(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Json<AssessmentOut>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now_us())
+        .await?;
+    let r = s
+        .store
+        .assessment(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no assessment {id}")))?;
+    Ok(Json(assessment_out(&r)))
+}
+
+/// What happened after an assessment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeIn {
+    /// challenge_passed, challenge_failed, completed or abandoned.
+    outcome: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OutcomeResult {
+    assessment_id: String,
+    outcome: String,
+    /// The alert a failed challenge opened.
+    alert_id: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/v1/assessments/{id}/outcome", request_body = OutcomeIn,
+    responses((status = 200, body = OutcomeResult), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("api_key" = ["assess"])))]
+async fn post_outcome(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Json<OutcomeResult>> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Assess, now)
+        .await?;
+    let o: OutcomeIn = json_body(&body)?;
+    let outcome: Outcome = o
+        .outcome
+        .parse()
+        .map_err(|e: String| Problem::unprocessable(format!("outcome: {e}")))?;
+    let alert_id = s
+        .store
+        .record_outcome(&id, outcome, now)
+        .await
+        .map_err(case_problem)?;
+    Ok(Json(OutcomeResult {
+        assessment_id: id,
+        outcome: outcome.as_str().to_owned(),
+        alert_id,
+    }))
+}
+
+/// An alert.
+#[derive(Serialize, ToSchema)]
+pub struct AlertOut {
+    alert_id: i64,
+    opened_at: String,
+    /// hold, block or challenge_failed.
+    trigger: String,
+    /// open or resolved.
+    status: String,
+    resolution: Option<String>,
+    note: Option<String>,
+    resolved_by: Option<String>,
+    resolved_at: Option<String>,
+    assessment: AssessmentOut,
+}
+
+fn alert_out(a: &Alert) -> AlertOut {
+    AlertOut {
+        alert_id: a.alert_id,
+        opened_at: format_tokyo(a.opened_at),
+        trigger: a.trigger.as_str().to_owned(),
+        status: a.status.as_str().to_owned(),
+        resolution: a.resolution.map(|r| r.as_str().to_owned()),
+        note: a.note.clone(),
+        resolved_by: a.resolved_by.clone(),
+        resolved_at: a.resolved_at.map(format_tokyo),
+        assessment: assessment_out(&a.assessment),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    /// open or resolved (default: both).
+    status: Option<String>,
+    /// At most this many, newest first (default 100).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/alerts", params(AlertsQuery),
+    responses((status = 200, body = Vec<AlertOut>)),
+    security(("api_key" = ["read"])))]
+async fn get_alerts(
+    State(s): St,
+    headers: HeaderMap,
+    q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Vec<AlertOut>>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now_us())
+        .await?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<AlertStatus>)
+        .transpose()
+        .map_err(|e| Problem::bad_request(format!("status: {e}")))?;
+    let alerts = s.store.alerts(status, q.limit.unwrap_or(100)).await?;
+    Ok(Json(alerts.iter().map(alert_out).collect()))
+}
+
+fn alert_id(text: &str) -> AppResult<i64> {
+    text.parse()
+        .map_err(|_| Problem::bad_request(format!("alert id {text:?} is not a number")))
+}
+
+#[utoipa::path(get, path = "/v1/alerts/{id}",
+    responses((status = 200, body = AlertOut), (status = 404, body = Problem)),
+    security(("api_key" = ["read"])))]
+async fn get_alert(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Json<AlertOut>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now_us())
+        .await?;
+    let id = alert_id(&id)?;
+    let a = s
+        .store
+        .alert(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no alert {id}")))?;
+    Ok(Json(alert_out(&a)))
+}
+
+/// How staff resolved an alert.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveIn {
+    /// confirmed_fraud or legitimate.
+    outcome: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Resolves an alert: `legitimate` makes the attempt's IP and device familiar for the customer;
+/// `confirmed_fraud` raises the risk of every customer its IP touches (see `GET /v1/ips/{ip}`).
+#[utoipa::path(post, path = "/v1/alerts/{id}/resolve", request_body = ResolveIn,
+    responses((status = 200, body = AlertOut), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("api_key" = ["admin"])))]
+async fn post_resolve(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Json<AlertOut>> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Admin, now)
+        .await?;
+    let id = alert_id(&id)?;
+    let r: ResolveIn = json_body(&body)?;
+    let resolution: Resolution = r
+        .outcome
+        .parse()
+        .map_err(|e: String| Problem::unprocessable(format!("outcome: {e}")))?;
+    if r.note.len() > 4096 {
+        return Err(Problem::unprocessable("note: at most 4096 bytes"));
+    }
+    let a = s
+        .store
+        .resolve_alert(id, resolution, &r.note, &key.name, now)
+        .await
+        .map_err(case_problem)?;
+    metrics::counter!("mamori_alerts_resolved_total", "resolution" => resolution.as_str())
+        .increment(1);
+    Ok(Json(alert_out(&a)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// The point in time (history strictly before it): RFC 3339 or a Tokyo date; default now.
+    at: Option<String>,
+    /// History window in days (default: the policy's history_days).
+    days: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SeenOut {
+    value: String,
+    first_seen: String,
+    last_seen: String,
+    /// Distinct Asia/Tokyo dates.
+    days: u32,
+    events: u32,
+    asn: Option<u32>,
+    country: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryOut {
+    customer_id: String,
+    before: String,
+    days: u32,
+    events: u32,
+    ips: Vec<SeenOut>,
+    networks: Vec<SeenOut>,
+    /// Device ids are not kept in the profile; devices are listed by their hash.
+    devices: Vec<SeenOut>,
+}
+
+fn bound(s: &Option<String>, name: &str, default: i64) -> AppResult<i64> {
+    match s {
+        Some(s) => parse_bound(s).map_err(|e| Problem::bad_request(format!("{name}: {e}"))),
+        None => Ok(default),
+    }
+}
+
+/// A customer's IPs, networks and devices before a point in time.
+#[utoipa::path(get, path = "/v1/customers/{id}/history", params(HistoryQuery),
+    responses((status = 200, body = HistoryOut)),
+    security(("api_key" = ["read"])))]
+async fn get_history(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<HistoryOut>> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now)
+        .await?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let at = bound(&q.at, "at", now)?;
+    let days = q.days.unwrap_or(s.policy.history_days);
+    if !(1..=3650).contains(&days) {
+        return Err(Problem::bad_request("days: between 1 and 3650"));
+    }
+    let w = mamori_core::history::Windows {
+        history: i64::from(days) * DAY_US,
+        ..s.policy.windows()
+    };
+    let acc: Vec<_> = s
+        .store
+        .customer_accesses(&[id.as_str()], at - w.history, at)
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let p = profile(at, &acc, &w);
+    let intel = s.intel.as_ref();
+    let seen = |value: String, x: &mamori_core::history::Seen, ip: Option<IpAddr>| {
+        let f = ip.map(|ip| intel.facts(ip)).unwrap_or_default();
+        SeenOut {
+            value,
+            first_seen: format_tokyo(x.first),
+            last_seen: format_tokyo(x.last),
+            days: x.days,
+            events: x.events,
+            asn: f.asn,
+            country: f.country,
+        }
+    };
+    Ok(Json(HistoryOut {
+        customer_id: id,
+        before: format_tokyo(at),
+        days,
+        events: p.events,
+        ips: p
+            .ips
+            .iter()
+            .map(|(k, x)| seen(key_ip(*k).to_string(), x, Some(key_ip(*k))))
+            .collect(),
+        networks: p
+            .networks
+            .iter()
+            .map(|(k, x)| seen(prefix_net(key_ip(*k)).to_string(), x, Some(key_ip(*k))))
+            .collect(),
+        devices: p
+            .devices
+            .iter()
+            .map(|(d, x)| seen(format!("{d:016x}"), x, None))
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PivotQuery {
+    /// Start (inclusive); default 365 days before `to`.
+    from: Option<String>,
+    /// End (exclusive); default now.
+    to: Option<String>,
+}
+
+/// Every customer who used an IP (or a CIDR block, URL-encoded: `203.0.113.0%2F24`) in the
+/// window, with their sensitive procedures.
+#[utoipa::path(get, path = "/v1/ips/{ip}", params(PivotQuery),
+    responses((status = 200, body = Object), (status = 400, body = Problem)),
+    security(("api_key" = ["read"])))]
+async fn get_ip(
+    State(s): St,
+    headers: HeaderMap,
+    Path(ip): Path<String>,
+    q: Result<Query<PivotQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Value>> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now)
+        .await?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let net = parse_ip_or_net(&ip).map_err(|e| Problem::bad_request(format!("ip: {e}")))?;
+    let to = bound(&q.to, "to", now)?;
+    let from = bound(&q.from, "from", to - 365 * DAY_US)?;
+    let p = mamori_store::investigate::pivot(&s.store, net, from, to).await?;
+    let fraud = if let ipnet::IpNet::V4(n) = net
+        && n.prefix_len() == 32
+    {
+        Some(ip_key(IpAddr::V4(n.addr())))
+    } else if let ipnet::IpNet::V6(n) = net
+        && n.prefix_len() == 128
+    {
+        Some(ip_key(IpAddr::V6(n.addr())))
+    } else {
+        None
+    };
+    let confirmed_fraud = match fraud {
+        Some(k) => s.store.marks("", Some(k), now, &[]).await?.fraud_ip,
+        None => false,
+    };
+    let mut v = serde_json::to_value(&p).map_err(Problem::internal)?;
+    v["confirmed_fraud"] = json!(confirmed_fraud);
+    Ok(Json(v))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mamori", description = "Account-takeover defence for online securities brokers: real-time decisions, ingest, alerts, history and pivots."),
+    paths(post_events, post_assess, get_assessment, post_outcome, get_alerts, get_alert, post_resolve, get_history, get_ip),
+    components(schemas(Problem, EventBatch, EventsResult, Rejected, AssessResult, ReasonOut, AssessmentOut, OutcomeIn, OutcomeResult, AlertOut, ResolveIn, HistoryOut, SeenOut)),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key from `mamori apikey create` (mmr_…)"))
+                    .build(),
+            ),
+        );
+    }
+}

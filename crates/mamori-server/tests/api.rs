@@ -1,0 +1,366 @@
+//! The HTTP API's tests (one test binary): a real server on loopback over a real SQLite file,
+//! spoken to over HTTP.
+
+use std::sync::Arc;
+
+use mamori_core::assess::Policy;
+use mamori_core::case::Scope;
+use mamori_core::event::{Event, Kind};
+use mamori_core::verdict::NoIntel;
+use mamori_server::app::AppState;
+use mamori_server::config::Server;
+use mamori_store::{ApiKeys, EventWriter, SqliteStore};
+use serde_json::{Value, json};
+
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    keys: std::collections::HashMap<&'static str, String>,
+    events: Vec<Event>,
+    http: reqwest::Client,
+}
+
+impl Running {
+    async fn start(dir: &std::path::Path) -> Running {
+        let cfg = mamori_sim::SimConfig::new(300, 3);
+        let mut events = Vec::new();
+        let mut keep = |e: &Event| {
+            events.push(e.clone());
+            Ok(())
+        };
+        mamori_sim::simulate(&cfg, &mut keep, &mut |_| Ok(())).expect("simulate");
+        let store = SqliteStore::open(&dir.join("api.db")).await.expect("open");
+        store.insert_events(&events).await.expect("insert");
+        let mut keys = std::collections::HashMap::new();
+        for (name, scopes) in [
+            ("client", vec![Scope::Ingest, Scope::Assess, Scope::Read]),
+            ("reader", vec![Scope::Read]),
+            ("staff", vec![Scope::Admin]),
+        ] {
+            let (k, token, hash) = mamori_server::auth::generate(name, scopes, 1);
+            store.create_key(&k, &hash).await.expect("key");
+            keys.insert(name, token);
+        }
+        let bound = mamori_server::serve::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", bound.addr);
+        let state = Arc::new(AppState::new(
+            store,
+            Policy::default(),
+            Arc::new(NoIntel),
+            Server {
+                max_batch: 50,
+                ..Server::default()
+            },
+            mamori_server::serve::metrics_handle(),
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mamori_server::serve::serve(bound, state, async move {
+            let _ = rx.await;
+        }));
+        let r = Running {
+            base,
+            stop: Some(tx),
+            task,
+            keys,
+            events,
+            http: reqwest::Client::new(),
+        };
+        // Ready once the population is computed.
+        for _ in 0..200 {
+            if r.get("/readyz", None).await.0 == 200 {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server never got ready");
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, key: Option<&str>) -> (u16, Value, String) {
+        let req = match key {
+            Some(k) => req.bearer_auth(&self.keys[k]),
+            None => req,
+        };
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            ct,
+        )
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value, String) {
+        self.send(self.http.get(format!("{}{path}", self.base)), key)
+            .await
+    }
+
+    async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> (u16, Value, String) {
+        self.send(
+            self.http.post(format!("{}{path}", self.base)).json(body),
+            key,
+        )
+        .await
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.expect("join").expect("serve");
+    }
+}
+
+fn event(id: &str, customer: &str, kind: Kind, at: &str, ip: &str, device: &str) -> Value {
+    json!({"event_id": id, "customer_id": customer, "kind": kind.as_str(), "channel": "web",
+           "occurred_at": at, "ip": ip, "device_id": device,
+           "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:80.0) Gecko/20100101 Firefox/80.0"})
+}
+
+/// A customer with plenty of history, and its usual IP and device.
+fn regular(events: &[Event]) -> (String, String, String) {
+    let mut counts: std::collections::HashMap<&str, usize> = Default::default();
+    for e in events.iter().filter(|e| e.kind == Kind::Login) {
+        *counts.entry(&e.customer_id).or_default() += 1;
+    }
+    let (c, _) = counts
+        .iter()
+        .max_by_key(|(c, n)| (**n, *c))
+        .expect("a customer");
+    let last = events
+        .iter()
+        .filter(|e| e.customer_id == *c && e.kind == Kind::Login && e.ip.is_some())
+        .max_by_key(|e| e.occurred_at)
+        .expect("a login");
+    (
+        c.to_string(),
+        last.ip.expect("ip").to_string(),
+        last.device_id.clone().unwrap_or_default(),
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn the_api_decides_records_alerts_and_learns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let s = Running::start(dir.path()).await;
+        // Health, docs, auth.
+        assert_eq!(s.get("/healthz", None).await.0, 200);
+        let (st, doc, _) = s.get("/openapi.json", None).await;
+        assert_eq!(st, 200);
+        assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"), "{doc}");
+        for p in ["/v1/assess", "/v1/events", "/v1/alerts/{id}/resolve", "/v1/ips/{ip}"] {
+            assert!(doc["paths"].get(p).is_some(), "{p} documented");
+        }
+        let (st, body, ct) = s.post("/v1/assess", None, &json!({})).await;
+        assert_eq!((st, ct.as_str()), (401, "application/problem+json"), "{body}");
+        assert!(body["detail"].as_str().unwrap_or("").contains("Bearer"));
+        let (st, body, _) = s.post("/v1/assess", Some("reader"), &json!({})).await;
+        assert_eq!(st, 403, "{body}");
+        assert!(body["detail"].as_str().unwrap_or("").contains("assess"));
+
+        // Ingest: per-item results, idempotent, bounded, never 5xx on bad input.
+        let (c, home, dev) = regular(&s.events);
+        let batch = json!({"events": [
+            event("n1", &c, Kind::Login, "2020-10-02T09:00:00+09:00", &home, &dev),
+            event("n2", &c, Kind::Trade, "2020-10-02T09:01:00+09:00", &home, &dev),
+            {"event_id": "n3", "kind": "login", "occurred_at": "2020-10-02T09:00:00+09:00"},
+            event("n4", &c, Kind::Logout, "2020-10-02T09:30:00+09:00", &home, &dev),
+        ]});
+        let (st, body, _) = s.post("/v1/events", Some("client"), &batch).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!((body["accepted"].as_u64(), body["duplicates"].as_u64()), (Some(3), Some(0)));
+        assert_eq!(body["rejected"][0]["index"], 2);
+        assert_eq!(body["rejected"][0]["event_id"], "n3");
+        assert!(body["rejected"][0]["error"].as_str().unwrap_or("").contains("customer_id"), "{body}");
+        let (_, body, _) = s.post("/v1/events", Some("client"), &batch).await;
+        assert_eq!((body["accepted"].as_u64(), body["duplicates"].as_u64()), (Some(0), Some(3)));
+        let big: Vec<Value> = (0..51)
+            .map(|i| event(&format!("b{i}"), &c, Kind::Trade, "2020-10-02T10:00:00+09:00", &home, &dev))
+            .collect();
+        assert_eq!(s.post("/v1/events", Some("client"), &json!({"events": big})).await.0, 413);
+        let r = s
+            .send(
+                s.http.post(format!("{}/v1/events", s.base)).body("{\"events\": [").header("content-type", "application/json"),
+                Some("client"),
+            )
+            .await;
+        assert_eq!(r.0, 400, "{}", r.1);
+        let (st, body, _) = s.post("/v1/events", Some("client"), &json!({"evnts": []})).await;
+        assert_eq!(st, 422);
+        assert!(body["detail"].as_str().unwrap_or("").contains("evnts"), "{body}");
+
+        // The customer at home: allowed, and the login joins the history.
+        let at = "2020-10-03T09:00:00+09:00";
+        let (st, ok, _) = s
+            .post("/v1/assess", Some("client"), &event("a1", &c, Kind::Login, at, &home, &dev))
+            .await;
+        assert_eq!(st, 200, "{ok}");
+        assert_eq!(ok["decision"], "allow", "{ok}");
+        let (_, h, _) = s.get(&format!("/v1/customers/{c}/history?at=2020-10-04"), Some("reader")).await;
+        assert!(h["ips"].as_array().expect("ips").iter().any(|i| i["value"] == home.as_str()), "{h}");
+        assert!(h["events"].as_u64().unwrap_or(0) > 10);
+
+        // A stranger logs in, changes the destination and withdraws: challenged, then stopped.
+        let evil = "203.0.113.66";
+        let (_, login, _) = s
+            .post("/v1/assess", Some("client"), &event("x1", &c, Kind::Login, "2020-10-03T22:00:00+09:00", evil, "evil-pc"))
+            .await;
+        assert_eq!(login["decision"], "challenge", "{login}");
+        let r = &login["reasons"][0];
+        assert_eq!(r["code"], "unusual_login");
+        assert!(r["message_ja"].as_str().unwrap_or("").contains("ログイン") && r["message_en"].as_str().is_some());
+        let id = login["assessment_id"].as_str().expect("id").to_owned();
+        let (st, o, _) = s
+            .post(&format!("/v1/assessments/{id}/outcome"), Some("client"), &json!({"outcome": "challenge_passed"}))
+            .await;
+        assert_eq!(st, 200, "{o}");
+        let (st, _, _) = s
+            .post(&format!("/v1/assessments/{id}/outcome"), Some("client"), &json!({"outcome": "challenge_failed"}))
+            .await;
+        assert_eq!(st, 409, "an outcome is set once");
+        let (st, _, _) = s
+            .post("/v1/assessments/nope/outcome", Some("client"), &json!({"outcome": "completed"}))
+            .await;
+        assert_eq!(st, 404);
+        let (st, body, _) = s
+            .post(&format!("/v1/assessments/{id}/outcome"), Some("client"), &json!({"outcome": "won"}))
+            .await;
+        assert_eq!(st, 422);
+        assert!(body["detail"].as_str().unwrap_or("").contains("challenge_passed"), "{body}");
+        let mut change = event("x2", &c, Kind::DestinationChange, "2020-10-03T22:05:00+09:00", evil, "evil-pc");
+        change["destination"] = json!({"bank_code": "0009", "branch_code": "123", "account_type": "ordinary",
+                                      "account_number": "7654321", "holder_kana": "ヤマダ タロウ"});
+        let (_, dc, _) = s.post("/v1/assess", Some("client"), &change).await;
+        assert_ne!(dc["decision"], "allow", "{dc}");
+        let dc_id = dc["assessment_id"].as_str().expect("id").to_owned();
+        if dc["decision"] == "challenge" {
+            s.post(&format!("/v1/assessments/{dc_id}/outcome"), Some("client"), &json!({"outcome": "challenge_passed"}))
+                .await;
+        }
+        let mut w = event("x3", &c, Kind::Withdrawal, "2020-10-03T22:10:00+09:00", evil, "evil-pc");
+        w["amount"] = json!(3_000_000);
+        let (_, wd, _) = s.post("/v1/assess", Some("client"), &w).await;
+        assert!(wd["decision"] == "hold" || wd["decision"] == "block", "{wd}");
+        let codes: Vec<&str> = wd["reasons"].as_array().expect("reasons").iter().filter_map(|r| r["code"].as_str()).collect();
+        assert!(codes.contains(&"same_unfamiliar_ip_for_destination_change_and_withdrawal"), "{wd}");
+        let alert = wd["alert_id"].as_i64().expect("an alert opened");
+
+        // The alert, resolved as fraud, marks the IP: the next customer from it is blocked.
+        let (_, open, _) = s.get("/v1/alerts?status=open", Some("reader")).await;
+        let listed = open.as_array().expect("alerts");
+        let found = listed.iter().find(|a| a["alert_id"] == alert).expect("listed");
+        assert_eq!(found["assessment"]["customer_id"], c.as_str());
+        assert!(found["assessment"]["reasons"].as_array().is_some_and(|r| !r.is_empty()));
+        let (st, _, _) = s.get("/v1/alerts?status=closed", Some("reader")).await;
+        assert_eq!(st, 400);
+        let resolve = json!({"outcome": "confirmed_fraud", "note": "customer denied it on the phone"});
+        assert_eq!(s.post(&format!("/v1/alerts/{alert}/resolve"), Some("client"), &resolve).await.0, 403);
+        let (st, res, _) = s.post(&format!("/v1/alerts/{alert}/resolve"), Some("staff"), &resolve).await;
+        assert_eq!(st, 200, "{res}");
+        assert_eq!((res["status"].as_str(), res["resolved_by"].as_str()), (Some("resolved"), Some("staff")));
+        assert_eq!(s.post(&format!("/v1/alerts/{alert}/resolve"), Some("staff"), &resolve).await.0, 409);
+        let (st, pivot, _) = s.get(&format!("/v1/ips/{evil}?from=2020-10-01&to=2020-10-05"), Some("reader")).await;
+        assert_eq!(st, 200, "{pivot}");
+        assert_eq!(pivot["confirmed_fraud"], true);
+        assert!(pivot["customers"].as_array().expect("customers").iter().any(|x| x["customer_id"] == c.as_str()), "{pivot}");
+        let other = s.events.iter().find(|e| e.customer_id != c).expect("another").customer_id.clone();
+        // (Resolutions count from when they were made: this attempt is now.)
+        let mut now = event("y1", &other, Kind::Login, "", evil, "evil-pc");
+        now.as_object_mut().expect("object").remove("occurred_at");
+        let (_, next, _) = s.post("/v1/assess", Some("client"), &now).await;
+        assert_eq!(next["decision"], "block", "{next}");
+        assert!(next["reasons"].as_array().expect("r").iter().any(|r| r["code"] == "confirmed_fraud_ip"));
+        let (st, _, _) = s.get("/v1/ips/not-an-ip", Some("reader")).await;
+        assert_eq!(st, 400);
+
+        // Malformed attempts: 4xx naming the field.
+        let (st, body, _) = s
+            .post("/v1/assess", Some("client"), &json!({"event_id": "z", "customer_id": c, "kind": "teleport", "channel": "web"}))
+            .await;
+        assert_eq!(st, 422, "{body}");
+        assert!(body["detail"].as_str().unwrap_or("").contains("kind"), "{body}");
+        let (st, _, _) = s.post("/v1/assess", Some("client"), &json!([1, 2])).await;
+        assert_eq!(st, 422);
+
+        // Metrics count decisions by action and reason, and requests by route.
+        let (st, m, _) = s.get("/metrics", None).await;
+        assert_eq!(st, 200);
+        let m = m.as_str().unwrap_or("").to_owned();
+        assert!(m.contains("mamori_decisions_total{decision=\"block\",kind=\"login\"}"), "{m}");
+        assert!(m.contains("mamori_decision_reasons_total{code=\"confirmed_fraud_ip\"}"));
+        assert!(m.contains("mamori_http_request_duration_seconds_bucket{route=\"/v1/assess\""));
+        s.stop().await;
+    });
+}
+
+#[test]
+fn ingest_and_assess_run_concurrently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let s = Arc::new(Running::start(dir.path()).await);
+        let (c, home, dev) = regular(&s.events);
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let s = s.clone();
+            let (c, home, dev) = (c.clone(), home.clone(), dev.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let batch: Vec<Value> = (0..40)
+                        .map(|j| {
+                            event(
+                                &format!("c{t}-{i}-{j}"),
+                                &format!("X{t}{j}"),
+                                Kind::Login,
+                                "2020-10-05T09:00:00+09:00",
+                                &home,
+                                &dev,
+                            )
+                        })
+                        .collect();
+                    let (st, body, _) = s
+                        .post("/v1/events", Some("client"), &json!({"events": batch}))
+                        .await;
+                    assert_eq!((st, body["accepted"].as_u64()), (200, Some(40)), "{body}");
+                    let (st, body, _) = s
+                        .post(
+                            "/v1/assess",
+                            Some("client"),
+                            &event(
+                                &format!("a{t}-{i}"),
+                                &c,
+                                Kind::Login,
+                                "2020-10-05T10:00:00+09:00",
+                                &home,
+                                &dev,
+                            ),
+                        )
+                        .await;
+                    assert_eq!(st, 200, "{body}");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let s = Arc::into_inner(s).expect("only owner");
+        s.stop().await;
+    });
+}

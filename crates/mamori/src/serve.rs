@@ -1,0 +1,134 @@
+//! `mamori serve` and `mamori apikey`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use mamori_server::app::{AppState, now_us};
+use mamori_server::config::{Config, Server};
+use mamori_store::ApiKeys;
+
+use crate::cli::{ApikeyCommand, IntelArgs, open_store};
+
+/// Logs to standard error: JSON lines or text, `RUST_LOG` filtering (default info).
+fn init_logs(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// `mamori serve`.
+pub async fn run(
+    db: &Path,
+    server: Server,
+    config: &Config,
+    intel: &IntelArgs,
+) -> anyhow::Result<()> {
+    init_logs(&server.log_format);
+    let intel: Arc<dyn mamori_core::verdict::IpIntel> =
+        Arc::from(intel.load_over(config.intel_config())?);
+    let store = mamori_store::SqliteStore::open_with(db, server.synchronous == "full")
+        .await
+        .with_context(|| format!("opening the store {}", db.display()))?;
+    if store
+        .list_keys()
+        .await?
+        .iter()
+        .all(|k| k.revoked_at.is_some())
+    {
+        tracing::warn!(
+            "no API key: create one with `mamori apikey create --name NAME --scopes ingest,assess,read`"
+        );
+    }
+    let bound = mamori_server::serve::bind(&server.listen)
+        .await
+        .with_context(|| format!("listening on {}", server.listen))?;
+    tracing::info!(addr = %bound.addr, db = %db.display(), "mamori serving");
+    eprintln!(
+        "mamori: serving on http://{} (store {})",
+        bound.addr,
+        db.display()
+    );
+    let state = Arc::new(AppState::new(
+        store,
+        config.policy.clone(),
+        intel,
+        server,
+        mamori_server::serve::metrics_handle(),
+    ));
+    mamori_server::serve::serve(bound, state, mamori_server::serve::signal()).await?;
+    Ok(())
+}
+
+/// `mamori apikey`.
+pub async fn apikey(db: &Path, c: ApikeyCommand) -> anyhow::Result<()> {
+    let store = open_store(db).await?;
+    let r = async {
+        match c {
+            ApikeyCommand::Create { name, scopes } => {
+                if name.trim().is_empty() || name.len() > 200 {
+                    bail!("--name: 1 to 200 characters");
+                }
+                let (key, token, hash) = mamori_server::auth::generate(&name, scopes, now_us());
+                store.create_key(&key, &hash).await?;
+                println!("{token}");
+                eprintln!(
+                    "created API key {} for {:?} with scopes {}; it is shown only now",
+                    key.key_id,
+                    key.name,
+                    key.scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+            ApikeyCommand::List => {
+                println!(
+                    "{:<14} {:<24} {:<28} {:<27} {:<27} status",
+                    "key_id", "name", "scopes", "created", "last used"
+                );
+                for k in store.list_keys().await? {
+                    println!(
+                        "{:<14} {:<24} {:<28} {:<27} {:<27} {}",
+                        k.key_id,
+                        k.name,
+                        k.scopes
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        mamori_core::time::format_tokyo(k.created_at),
+                        k.last_used_at
+                            .map(mamori_core::time::format_tokyo)
+                            .unwrap_or_else(|| "-".into()),
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    );
+                }
+            }
+            ApikeyCommand::Revoke { key_id } => {
+                let id = key_id.strip_prefix("mmr_").unwrap_or(&key_id);
+                let id = id.split('_').next().unwrap_or(id);
+                if !store.revoke_key(id, now_us()).await? {
+                    bail!("no API key {id}");
+                }
+                eprintln!("revoked API key {id} (every server stops accepting it within 5 s)");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    r
+}
