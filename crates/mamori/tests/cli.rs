@@ -1033,3 +1033,220 @@ fn monitor_evaluate_and_config_commands() {
         stderr(&e)
     );
 }
+
+/// A `mamori serve` process on a free port of loopback.
+struct ServeProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        // SIGKILL: the test's kill -9, or cleanup after a failure.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    fn start(dir: &Path) -> ServeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mamori"))
+            .current_dir(dir)
+            .env_remove("MAMORI_DB")
+            .env_remove("MAMORI_CONFIG")
+            .env("RUST_LOG", "warn")
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mamori serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = blocking_http::client();
+        for _ in 0..400 {
+            if client
+                .get(format!("{base}/readyz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return ServeProcess { child, base };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mamori serve did not get ready");
+    }
+}
+
+/// Blocking HTTP for tests, on reqwest's async client and a small runtime.
+mod blocking_http {
+    use reqwest::{Client, RequestBuilder, Result};
+    pub struct Blocking {
+        rt: tokio::runtime::Runtime,
+        c: Client,
+    }
+    pub struct Req<'a> {
+        b: &'a Blocking,
+        r: RequestBuilder,
+    }
+    pub struct Resp {
+        status: u16,
+        pub body: String,
+    }
+    impl Resp {
+        pub fn status(&self) -> u16 {
+            self.status
+        }
+    }
+    pub fn client() -> Blocking {
+        Blocking {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt"),
+            c: Client::new(),
+        }
+    }
+    impl Blocking {
+        pub fn get(&self, url: String) -> Req<'_> {
+            Req {
+                b: self,
+                r: self.c.get(url),
+            }
+        }
+        pub fn post(&self, url: String) -> Req<'_> {
+            Req {
+                b: self,
+                r: self.c.post(url),
+            }
+        }
+    }
+    impl Req<'_> {
+        pub fn bearer(self, k: &str) -> Self {
+            Req {
+                b: self.b,
+                r: self.r.bearer_auth(k),
+            }
+        }
+        pub fn json(self, v: &serde_json::Value) -> Self {
+            Req {
+                b: self.b,
+                r: self.r.json(v),
+            }
+        }
+        pub fn send(self) -> Result<Resp> {
+            self.b.rt.block_on(async {
+                let r = self.r.send().await?;
+                let status = r.status().as_u16();
+                Ok(Resp {
+                    status,
+                    body: r.text().await?,
+                })
+            })
+        }
+    }
+}
+
+#[test]
+fn acknowledged_events_survive_kill_9() {
+    use mamori_store::HistoryReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let key = ok(
+        d,
+        &["apikey", "create", "--name", "loader", "--scopes", "ingest"],
+    );
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("mmr_"), "{key}");
+    let server = ServeProcess::start(d);
+    // Four clients send batches until the server dies; each remembers what was acknowledged.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for t in 0..4 {
+        let (acked, stop, base, key) = (
+            acked.clone(),
+            stop.clone(),
+            server.base.clone(),
+            key.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let client = blocking_http::client();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let ids: Vec<String> = (0..200).map(|j| format!("k{t}-{i}-{j}")).collect();
+                let events: Vec<serde_json::Value> = ids
+                    .iter()
+                    .map(|id| serde_json::json!({"event_id": id, "customer_id": format!("K{t}"),
+                        "kind": "login", "channel": "web", "occurred_at": "2020-10-01T10:00:00+09:00",
+                        "ip": "192.0.2.1"}))
+                    .collect();
+                match client
+                    .post(format!("{base}/v1/events"))
+                    .bearer(&key)
+                    .json(&serde_json::json!({"events": events}))
+                    .send()
+                {
+                    Ok(r) if r.status() == 200 => {
+                        assert!(r.body.contains("\"accepted\":200"), "{}", r.body);
+                        acked.lock().expect("lock").extend(ids);
+                    }
+                    Ok(r) => panic!("unexpected answer {}: {}", r.status(), r.body),
+                    Err(_) => break, // the server died mid-request: not acknowledged
+                }
+            }
+        }));
+    }
+    // Kill -9 while batches are in flight.
+    while acked.lock().expect("lock").len() < 20_000 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(server); // kill -9
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 20_000);
+    // The server starts again on the same store, and every acknowledged event is there.
+    drop(ServeProcess::start(d));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let store = mamori_store::SqliteStore::open(&d.join("mamori.db"))
+            .await
+            .expect("open");
+        let mut stored = std::collections::HashSet::new();
+        for t in 0..4 {
+            for e in store
+                .customer_events(&format!("K{t}"), 0, i64::MAX)
+                .await
+                .expect("events")
+            {
+                stored.insert(e.event_id);
+            }
+        }
+        let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged events lost, e.g. {:?}",
+            missing.len(),
+            missing.first()
+        );
+        eprintln!(
+            "{} acknowledged, {} stored after kill -9",
+            acked.len(),
+            stored.len()
+        );
+        store.close().await;
+    });
+}
