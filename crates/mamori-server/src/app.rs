@@ -348,6 +348,7 @@ pub async fn decide(s: &AppState, e: &Event) -> AppResult<mamori_core::assess::A
     let t = attempt.at;
     let policy = &s.policy;
     let span = past_span(policy);
+    let t0 = Instant::now();
     let (past, act, pop) = futures_util::future::try_join3(
         async {
             s.store
@@ -371,10 +372,17 @@ pub async fn decide(s: &AppState, e: &Event) -> AppResult<mamori_core::assess::A
         .collect();
     ips.sort_unstable();
     ips.dedup();
+    let t1 = t0.elapsed();
     let marks = s
         .store
         .marks(&e.customer_id, e.ip.map(ip_key), t, &ips)
         .await?;
+    tracing::debug!(
+        reads_us = t1.as_micros() as u64,
+        marks_us = (t0.elapsed() - t1).as_micros() as u64,
+        past = past.len(),
+        "decision inputs"
+    );
     let inputs = mamori_core::assess::Inputs {
         past: &past,
         activity: act,
@@ -419,7 +427,9 @@ async fn post_assess(
         .or_insert_with(|| Value::String(format_tokyo(now)));
     let e = parse_json_line(&Value::Object(v).to_string())
         .map_err(|e| Problem::unprocessable(e.to_string()))?;
+    let started = Instant::now();
     let a = decide(&s, &e).await?;
+    let decided = started.elapsed();
     let id = assessment_id();
     let reasons = reasons_json(&a);
     let rec = AssessmentRecord {
@@ -437,6 +447,11 @@ async fn post_assess(
         .record_assessment(&rec)
         .await
         .map_err(case_problem)?;
+    tracing::debug!(
+        decide_us = decided.as_micros() as u64,
+        record_us = (started.elapsed() - decided).as_micros() as u64,
+        "assessed"
+    );
     metrics::counter!("mamori_decisions_total", "decision" => a.decision.as_str(), "kind" => e.kind.as_str())
         .increment(1);
     for r in &a.reasons {

@@ -64,7 +64,13 @@ struct Checkpoints {
     wal_frames: i64,
     /// [`WAL_FRAMES_LIMIT`] (smaller in tests).
     limit: i64,
+    /// When the last checkpoint started.
+    last_started: Option<std::time::Instant>,
 }
+
+/// Checkpoints start at most this often: many small commits (the server's) would otherwise keep
+/// one running all the time, each with its fsyncs.
+const CHECKPOINT_GAP: Duration = Duration::from_millis(200);
 
 impl Default for Checkpoints {
     fn default() -> Self {
@@ -72,6 +78,7 @@ impl Default for Checkpoints {
             running: None,
             wal_frames: 0,
             limit: WAL_FRAMES_LIMIT,
+            last_started: None,
         }
     }
 }
@@ -513,7 +520,15 @@ impl SqliteStore {
             return;
         }
         let (pool, state) = (self.checkpointer.clone(), self.checkpoints.clone());
+        let wait = c.last_started.map_or(Duration::ZERO, |l| {
+            CHECKPOINT_GAP.saturating_sub(l.elapsed())
+        });
         c.running = Some(tokio::spawn(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            state.lock().unwrap_or_else(|p| p.into_inner()).last_started =
+                Some(std::time::Instant::now());
             let frames = checkpoint(&pool).await?;
             state.lock().unwrap_or_else(|p| p.into_inner()).wal_frames = frames;
             Ok(frames)

@@ -69,6 +69,8 @@ pub enum Command {
     /// API keys of the broker's systems.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Load on a running server's POST /v1/assess, with its latency distribution.
+    Loadtest(crate::loadtest::LoadtestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +409,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::serve::run(&db, server, &config, &a.intel).await?;
         }
         Command::Apikey(c) => crate::serve::apikey(&db, c).await?,
+        Command::Loadtest(a) => crate::loadtest::run(&a).await?,
         Command::Monitor(a) => {
             let intel = a.intel.load_over(config.intel_config())?;
             crate::monitor::monitor(&db, &a, intel.as_ref(), &config.policy).await?;

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod demo;
 pub mod files;
 pub mod import;
+pub mod loadtest;
 pub mod monitor;
 pub mod render;
 pub mod serve;
