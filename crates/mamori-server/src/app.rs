@@ -48,6 +48,41 @@ pub struct AppState {
     /// One population computed at a time.
     computing: AsyncMutex<()>,
     ready: AtomicBool,
+    /// Assessments waiting for the recorder task (group commit).
+    recorder: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// An assessment to record, and where its result goes.
+type Pending = (
+    AssessmentRecord,
+    tokio::sync::oneshot::Sender<Result<Option<i64>, CaseError>>,
+);
+
+/// Assessments recorded in one transaction at most.
+const GROUP: usize = 256;
+
+/// Records assessments as they come, all those waiting in one transaction: under load each
+/// commit carries many, and none waits for a timer.
+async fn recorder(store: SqliteStore, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(GROUP);
+    while rx.recv_many(&mut batch, GROUP).await > 0 {
+        let (recs, replies): (Vec<AssessmentRecord>, Vec<_>) = batch.drain(..).unzip();
+        match store.record_assessments(&recs).await {
+            Ok(results) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = recs.len(), "recording assessments failed");
+                for reply in replies {
+                    let _ = reply.send(Err(CaseError::Store(mamori_store::StoreError::Task(
+                        e.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 /// UTC microseconds now.
@@ -66,7 +101,11 @@ impl AppState {
         server: Server,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
+        // The recorder runs on the caller's runtime; it ends when the state is dropped.
+        let (tx, rx) = tokio::sync::mpsc::channel(4 * GROUP);
+        tokio::spawn(recorder(store.clone(), rx));
         AppState {
+            recorder: tx,
             store,
             policy,
             intel,
@@ -123,6 +162,18 @@ impl AppState {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Records an assessment through the group-commit recorder.
+    pub async fn record(&self, rec: AssessmentRecord) -> Result<Option<i64>, CaseError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || {
+            CaseError::Store(mamori_store::StoreError::Task(
+                "the recorder stopped".into(),
+            ))
+        };
+        self.recorder.send((rec, tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }
 
@@ -442,11 +493,7 @@ async fn post_assess(
         outcome: None,
         outcome_at: None,
     };
-    let alert_id = s
-        .store
-        .record_assessment(&rec)
-        .await
-        .map_err(case_problem)?;
+    let alert_id = s.record(rec).await.map_err(case_problem)?;
     tracing::debug!(
         decide_us = decided.as_micros() as u64,
         record_us = (started.elapsed() - decided).as_micros() as u64,

@@ -107,53 +107,72 @@ fn ip_blob(e: &Event) -> Option<[u8; 16]> {
 
 impl DecisionLog for SqliteStore {
     async fn record_assessment(&self, rec: &AssessmentRecord) -> Result<Option<i64>, CaseError> {
-        let effect = on_decision(rec.decision);
-        let event_json = rec.event.to_json();
-        let reasons = rec.reasons.to_string();
-        let id = rec.assessment_id.clone();
-        let inserted = self
-            .write(|conn, w| {
+        self.record_assessments(std::slice::from_ref(rec))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(CaseError::NoAssessment(rec.assessment_id.clone())))
+    }
+
+    async fn record_assessments(
+        &self,
+        recs: &[AssessmentRecord],
+    ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
+        let texts: Vec<(String, String)> = recs
+            .iter()
+            .map(|r| (r.event.to_json(), r.reasons.to_string()))
+            .collect();
+        self.write(|conn, w| {
+            let mut out = Vec::with_capacity(recs.len());
+            let mut allowed: Vec<Event> = Vec::new();
+            let mut insert = conn.prepare(
+                "INSERT INTO assessments (assessment_id, created_at, customer_id, \
+                 event_id, occurred_at, kind, channel, ip, device_hash, decision, score, \
+                 reasons, event) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+                 ON CONFLICT (assessment_id) DO NOTHING",
+            )?;
+            for (rec, (event_json, reasons)) in recs.iter().zip(&texts) {
                 let e = &rec.event;
                 let ip = ip_blob(e);
-                let n = conn
-                    .prepare(
-                        "INSERT INTO assessments (assessment_id, created_at, customer_id, \
-                         event_id, occurred_at, kind, channel, ip, device_hash, decision, score, \
-                         reasons, event) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
-                         ON CONFLICT (assessment_id) DO NOTHING",
-                    )?
-                    .exec(&[
-                        Value::Text(&rec.assessment_id),
-                        Value::Int(rec.created_at),
-                        Value::Text(&e.customer_id),
-                        Value::Text(&e.event_id),
-                        Value::Int(e.occurred_at),
-                        Value::Int(i64::from(e.kind.code())),
-                        Value::Int(i64::from(e.channel.code())),
-                        ip.as_ref().map_or(Value::Null, |b| Value::Blob(b)),
-                        e.device_id
-                            .as_deref()
-                            .map(|d| mamori_core::history::device_hash(d) as i64)
-                            .into(),
-                        Value::Text(rec.decision.as_str()),
-                        Value::Int(i64::from(rec.score)),
-                        Value::Text(&reasons),
-                        Value::Text(&event_json),
-                    ])?;
+                let n = insert.exec(&[
+                    Value::Text(&rec.assessment_id),
+                    Value::Int(rec.created_at),
+                    Value::Text(&e.customer_id),
+                    Value::Text(&e.event_id),
+                    Value::Int(e.occurred_at),
+                    Value::Int(i64::from(e.kind.code())),
+                    Value::Int(i64::from(e.channel.code())),
+                    ip.as_ref().map_or(Value::Null, |b| Value::Blob(b)),
+                    e.device_id
+                        .as_deref()
+                        .map(|d| mamori_core::history::device_hash(d) as i64)
+                        .into(),
+                    Value::Text(rec.decision.as_str()),
+                    Value::Int(i64::from(rec.score)),
+                    Value::Text(reasons),
+                    Value::Text(event_json),
+                ])?;
                 if n == 0 {
-                    return Ok(None);
+                    out.push(Err(CaseError::DuplicateAssessment(
+                        rec.assessment_id.clone(),
+                    )));
+                    continue;
                 }
+                let effect = on_decision(rec.decision);
                 if effect.store_event {
-                    w.events(conn, std::slice::from_ref(e))?;
+                    allowed.push(e.clone());
                 }
-                effect
+                out.push(Ok(effect
                     .alert
                     .map(|t| open_alert(conn, &rec.assessment_id, rec.created_at, t))
-                    .transpose()
-                    .map(Some)
-            })
-            .await?;
-        inserted.ok_or(CaseError::DuplicateAssessment(id))
+                    .transpose()?));
+            }
+            drop(insert);
+            if !allowed.is_empty() {
+                w.events(conn, &allowed)?;
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn assessment(&self, id: &str) -> Result<Option<AssessmentRecord>> {
@@ -291,12 +310,11 @@ impl DecisionLog for SqliteStore {
         t: i64,
         customer_ips: &[u128],
     ) -> Result<Marks> {
-        let customer = customer.to_owned();
         let customer_ips: HashSet<u128> = customer_ips.iter().copied().collect();
-        self.with_raw(move |conn| {
+        self.read_now(|conn| {
             let mut m = Marks::default();
             conn.prepare("SELECT ip, device_hash FROM familiar WHERE customer_id = ? AND at < ?")?
-                .for_each(&[Value::Text(&customer), Value::Int(t)], |r| {
+                .for_each(&[Value::Text(customer), Value::Int(t)], |r| {
                     if let Some(k) = ip_of(r.blob(0))? {
                         m.familiar_ips.insert(k);
                     }
@@ -318,7 +336,6 @@ impl DecisionLog for SqliteStore {
             m.fraud_ips_on_customer = customer_ips.intersection(&fraud).count() as u32;
             Ok(m)
         })
-        .await
     }
 }
 

@@ -206,6 +206,14 @@ pub trait DecisionLog {
         rec: &AssessmentRecord,
     ) -> impl Future<Output = Result<Option<i64>, CaseError>> + Send;
 
+    /// Records several assessments in one transaction (group commit), each as
+    /// [`DecisionLog::record_assessment`] would; one result per record, in order.
+    #[allow(clippy::type_complexity)]
+    fn record_assessments(
+        &self,
+        recs: &[AssessmentRecord],
+    ) -> impl Future<Output = Result<Vec<Result<Option<i64>, CaseError>>>> + Send;
+
     fn assessment(&self, id: &str)
     -> impl Future<Output = Result<Option<AssessmentRecord>>> + Send;
 

@@ -11,6 +11,8 @@
 //! of one [`Stmt::exec`]/[`Stmt::query_i64`] call, which resets the statement and clears its
 //! bindings before returning, so SQLite never holds a pointer past the borrow.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{CStr, c_int};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -19,10 +21,104 @@ use libsqlite3_sys as ffi;
 
 use crate::StoreError;
 
-/// A borrowed, locked SQLite connection.
+/// A borrowed, locked SQLite connection; with a statement cache when it is one of ours
+/// ([`OwnedConn`]).
 pub(crate) struct Conn<'h> {
     db: NonNull<ffi::sqlite3>,
+    cache: Option<&'h StmtCache>,
     _lock: PhantomData<&'h mut ()>,
+}
+
+/// Prepared statements kept for a connection's life, by SQL text. A statement in use is taken
+/// out, so the same text prepared twice at once gets two statements.
+pub(crate) type StmtCache = RefCell<HashMap<String, NonNull<ffi::sqlite3_stmt>>>;
+
+/// Statements kept per connection at most.
+const CACHED_STATEMENTS: usize = 64;
+
+/// A connection of our own (not sqlx's), for short reads on the calling thread: no hand-off to a
+/// worker thread, and statements prepared once. Used by one thread at a time (the store keeps
+/// them in a pool).
+pub(crate) struct OwnedConn {
+    db: NonNull<ffi::sqlite3>,
+    cache: StmtCache,
+}
+
+impl std::fmt::Debug for OwnedConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedConn").finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the connection is opened with SQLITE_OPEN_FULLMUTEX-free flags but only ever used by
+// one thread at a time (it is taken from a mutex-guarded pool and returned after use); SQLite
+// connections may move between threads.
+unsafe impl Send for OwnedConn {}
+
+impl OwnedConn {
+    /// Opens an existing store file for reads.
+    pub(crate) fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+            StoreError::Sqlite {
+                code: ffi::SQLITE_CANTOPEN,
+                message: "the store path contains a NUL byte".into(),
+            }
+        })?;
+        let mut db: *mut ffi::sqlite3 = std::ptr::null_mut();
+        // SAFETY: c_path is NUL-terminated; db receives a handle (possibly with an error).
+        let rc = unsafe {
+            ffi::sqlite3_open_v2(
+                c_path.as_ptr(),
+                &mut db,
+                ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX,
+                std::ptr::null(),
+            )
+        };
+        let Some(db) = NonNull::new(db) else {
+            return Err(StoreError::Sqlite {
+                code: rc,
+                message: "out of memory opening a connection".into(),
+            });
+        };
+        let conn = OwnedConn {
+            db,
+            cache: RefCell::default(),
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(conn.conn().error(rc));
+        }
+        for pragma in [
+            "PRAGMA query_only = 1",
+            "PRAGMA busy_timeout = 30000",
+            "PRAGMA cache_size = -65536",
+            "PRAGMA mmap_size = 68719476736",
+            "PRAGMA temp_store = memory",
+        ] {
+            conn.conn().prepare(pragma)?.for_each(&[], |_| Ok(()))?;
+        }
+        Ok(conn)
+    }
+
+    pub(crate) fn conn(&self) -> Conn<'_> {
+        Conn {
+            db: self.db,
+            cache: Some(&self.cache),
+            _lock: PhantomData,
+        }
+    }
+}
+
+impl Drop for OwnedConn {
+    fn drop(&mut self) {
+        // SAFETY: every cached statement belongs to this connection and is finalized once,
+        // before the connection closes; no statement is in use (they borrow the connection).
+        unsafe {
+            for (_, s) in self.cache.get_mut().drain() {
+                ffi::sqlite3_finalize(s.as_ptr());
+            }
+            ffi::sqlite3_close(self.db.as_ptr());
+        }
+    }
 }
 
 /// A parameter value.
@@ -55,6 +151,7 @@ impl<'h> Conn<'h> {
     pub(crate) unsafe fn new(db: NonNull<ffi::sqlite3>) -> Self {
         Conn {
             db,
+            cache: None,
             _lock: PhantomData,
         }
     }
@@ -68,8 +165,17 @@ impl<'h> Conn<'h> {
         StoreError::Sqlite { code, message }
     }
 
-    /// Prepares a statement.
+    /// Prepares a statement (or takes it from the connection's cache).
     pub(crate) fn prepare<'c>(&'c self, sql: &str) -> Result<Stmt<'c, 'h>, StoreError> {
+        if let Some(cache) = self.cache {
+            if let Some(stmt) = cache.borrow_mut().remove(sql) {
+                return Ok(Stmt {
+                    conn: self,
+                    stmt,
+                    cached: Some(sql.to_owned()),
+                });
+            }
+        }
         let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
         let len = c_int::try_from(sql.len()).map_err(|_| StoreError::Sqlite {
             code: ffi::SQLITE_TOOBIG,
@@ -92,7 +198,11 @@ impl<'h> Conn<'h> {
             code: ffi::SQLITE_MISUSE,
             message: format!("empty statement: {sql}"),
         })?;
-        Ok(Stmt { conn: self, stmt })
+        Ok(Stmt {
+            conn: self,
+            stmt,
+            cached: self.cache.map(|_| sql.to_owned()),
+        })
     }
 
     /// Rows changed by the last statement.
@@ -108,15 +218,25 @@ impl<'h> Conn<'h> {
     }
 }
 
-/// A prepared statement; finalized on drop.
+/// A prepared statement; finalized on drop, or reset and returned to its connection's cache.
 pub(crate) struct Stmt<'c, 'h> {
     conn: &'c Conn<'h>,
     stmt: NonNull<ffi::sqlite3_stmt>,
+    /// The SQL text, when the statement goes back to a cache.
+    cached: Option<String>,
 }
 
 impl Drop for Stmt<'_, '_> {
     fn drop(&mut self) {
-        // SAFETY: the statement is valid and finalized once.
+        if let (Some(sql), Some(cache)) = (self.cached.take(), self.conn.cache) {
+            let mut cache = cache.borrow_mut();
+            if cache.len() < CACHED_STATEMENTS && !cache.contains_key(&sql) {
+                self.finish();
+                cache.insert(sql, self.stmt);
+                return;
+            }
+        }
+        // SAFETY: the statement is valid and finalized once (it is not in a cache).
         unsafe {
             ffi::sqlite3_finalize(self.stmt.as_ptr());
         }

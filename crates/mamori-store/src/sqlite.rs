@@ -42,6 +42,10 @@ pub struct SqliteStore {
     keys: Arc<Mutex<KeyCache>>,
     checkpoints: Arc<Mutex<Checkpoints>>,
     delta: Arc<Mutex<Delta>>,
+    /// The store file, for connections of our own.
+    path: std::path::PathBuf,
+    /// Idle connections of our own for short reads on the calling thread ([`raw::OwnedConn`]).
+    readers: Arc<Mutex<Vec<raw::OwnedConn>>>,
     /// One writer at a time (SQLite has one; waiting here is fairer than its busy loop).
     writer: Arc<tokio::sync::Mutex<()>>,
     /// User-agent families by `ua_key` (few distinct values, read on every assessment).
@@ -68,8 +72,8 @@ struct Checkpoints {
     last_started: Option<std::time::Instant>,
 }
 
-/// Checkpoints start at most this often: many small commits (the server's) would otherwise keep
-/// one running all the time, each with its fsyncs.
+/// While the WAL stays small, checkpoints start at most this often: many small commits (the
+/// server's) would otherwise keep one running all the time, each with its fsyncs.
 const CHECKPOINT_GAP: Duration = Duration::from_millis(200);
 
 impl Default for Checkpoints {
@@ -166,6 +170,8 @@ impl SqliteStore {
             delta: Arc::default(),
             ua_families: Arc::default(),
             writer: Arc::default(),
+            path: path.to_owned(),
+            readers: Arc::default(),
         })
     }
 
@@ -180,6 +186,10 @@ impl SqliteStore {
 
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.checkpointer.close().await;
         self.pool.close().await;
     }
@@ -520,9 +530,12 @@ impl SqliteStore {
             return;
         }
         let (pool, state) = (self.checkpointer.clone(), self.checkpoints.clone());
-        let wait = c.last_started.map_or(Duration::ZERO, |l| {
-            CHECKPOINT_GAP.saturating_sub(l.elapsed())
-        });
+        // Only a WAL that stays small (many small commits) waits for the gap; one that grows
+        // large is checkpointed right away, as before.
+        let wait = match c.last_started {
+            Some(l) if c.wal_frames < c.limit / 8 => CHECKPOINT_GAP.saturating_sub(l.elapsed()),
+            _ => Duration::ZERO,
+        };
         c.running = Some(tokio::spawn(async move {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -867,6 +880,23 @@ impl SqliteStore {
     /// Runs `f` on the raw handle of a pooled connection, on a blocking thread: reads go row by
     /// row through SQLite's own API instead of one channel message per row (sqlx's cost, 4× the
     /// whole query at a million customers; docs/benchmarks.md).
+    /// Runs a short read (a customer, an IP) on a connection of our own, on the calling thread:
+    /// for the server's hot path, where handing the work to another thread costs more than the
+    /// read itself. Statements stay prepared on the connection.
+    pub(crate) fn read_now<T>(&self, f: impl FnOnce(&raw::Conn<'_>) -> Result<T>) -> Result<T> {
+        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => raw::OwnedConn::open(&self.path)?,
+        };
+        let out = f(&conn.conn());
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        out
+    }
+
     pub(crate) async fn with_raw<T: Send + 'static>(
         &self,
         f: impl FnOnce(&raw::Conn<'_>) -> Result<T> + Send + 'static,
@@ -947,6 +977,10 @@ impl HistoryReader for SqliteStore {
     }
 
     async fn ip_uses(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<(u128, IpUse<String>)>> {
+        if windows.len() <= 8 {
+            // The server's question: a few windows, answered on this thread.
+            return self.read_now(|conn| ip_windows(conn, windows));
+        }
         let windows = windows.to_vec();
         self.with_raw(move |conn| ip_windows(conn, &windows)).await
     }
@@ -974,9 +1008,8 @@ impl HistoryReader for SqliteStore {
     }
 
     async fn customer_past(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Past>> {
-        let customer = customer.to_owned();
-        let families = self.ua_families.clone();
-        self.with_raw(move |conn| {
+        let families = &self.ua_families;
+        self.read_now(|conn| {
             let mut rows: Vec<(Past, Option<i64>)> = Vec::new();
             conn.prepare(
                 "SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, e.amount, \
@@ -987,7 +1020,7 @@ impl HistoryReader for SqliteStore {
             )?
             .for_each(
                 &[
-                    raw::Value::Text(&customer),
+                    raw::Value::Text(customer),
                     raw::Value::Int(from),
                     raw::Value::Int(to),
                 ],
@@ -1010,7 +1043,7 @@ impl HistoryReader for SqliteStore {
                     Ok(())
                 },
             )?;
-            ua_families(conn, &families, rows.iter().filter_map(|r| r.1))?;
+            ua_families(conn, families, rows.iter().filter_map(|r| r.1))?;
             let families = families.lock().map_err(|_| poisoned())?;
             Ok(rows
                 .into_iter()
@@ -1020,7 +1053,6 @@ impl HistoryReader for SqliteStore {
                 })
                 .collect())
         })
-        .await
     }
 
     async fn login_features(&self, from: i64, to: i64) -> Result<Vec<LoginFeatures>> {
@@ -1112,6 +1144,9 @@ impl HistoryReader for SqliteStore {
         Ok(n as u64)
     }
 }
+
+/// Idle connections of our own kept for short reads.
+const IDLE_READERS: usize = 8;
 
 /// Customers per purge transaction.
 const PURGE_CUSTOMERS: i64 = 20_000;

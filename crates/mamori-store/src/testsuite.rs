@@ -605,6 +605,34 @@ async fn decision_log<S: EventWriter + HistoryReader + DecisionLog>(s: &S) {
             .as_deref(),
         Some("bank confirmed")
     );
+    // Several in one transaction: each as if alone.
+    let g1 = ev(
+        "dg1",
+        "2021-03-01T10:00:00+09:00",
+        "dg",
+        Kind::Login,
+        Some("192.0.2.20"),
+    );
+    let g2 = ev(
+        "dg2",
+        "2021-03-01T10:01:00+09:00",
+        "dg",
+        Kind::Withdrawal,
+        Some("192.0.2.20"),
+    );
+    let results = s
+        .record_assessments(&[
+            record("as-g1", &g1, Decision::Allow),
+            record("as-g2", &g2, Decision::Hold),
+            record("as-1", &g1, Decision::Allow),
+        ])
+        .await
+        .expect("group");
+    assert_eq!(results.len(), 3);
+    assert!(matches!(results[0], Ok(None)));
+    assert!(matches!(results[1], Ok(Some(_))));
+    assert!(matches!(results[2], Err(CaseError::DuplicateAssessment(_))));
+    assert_eq!(stored("dg").await, vec![("dg1".to_owned(), Kind::Login)]);
 }
 
 async fn api_keys<S: ApiKeys>(s: &S) {
