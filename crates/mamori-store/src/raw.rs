@@ -167,14 +167,14 @@ impl<'h> Conn<'h> {
 
     /// Prepares a statement (or takes it from the connection's cache).
     pub(crate) fn prepare<'c>(&'c self, sql: &str) -> Result<Stmt<'c, 'h>, StoreError> {
-        if let Some(cache) = self.cache {
-            if let Some(stmt) = cache.borrow_mut().remove(sql) {
-                return Ok(Stmt {
-                    conn: self,
-                    stmt,
-                    cached: Some(sql.to_owned()),
-                });
-            }
+        if let Some(cache) = self.cache
+            && let Some(stmt) = cache.borrow_mut().remove(sql)
+        {
+            return Ok(Stmt {
+                conn: self,
+                stmt,
+                cached: Some(sql.to_owned()),
+            });
         }
         let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
         let len = c_int::try_from(sql.len()).map_err(|_| StoreError::Sqlite {
