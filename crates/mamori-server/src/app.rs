@@ -21,7 +21,7 @@ use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_net};
 use mamori_core::parse::parse_json_line;
 use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
-use mamori_store::assess::{activity, past_span, population, tokyo_day_start};
+use mamori_store::assess::{population, tokyo_day_start};
 use mamori_store::{
     Alert, AssessmentRecord, CaseError, DecisionLog, EventWriter, HistoryReader, SqliteStore,
 };
@@ -395,53 +395,16 @@ fn assessment_id() -> String {
 
 /// Assesses an attempt for its customer, point-in-time at its `occurred_at`.
 pub async fn decide(s: &AppState, e: &Event) -> AppResult<mamori_core::assess::Assessment> {
-    let attempt = Attempt::of(e);
-    let t = attempt.at;
-    let policy = &s.policy;
-    let span = past_span(policy);
-    let t0 = Instant::now();
-    let (past, act, pop) = futures_util::future::try_join3(
-        async {
-            s.store
-                .customer_past(&e.customer_id, t - span, t)
-                .await
-                .map_err(Problem::from)
-        },
-        async {
-            activity(&s.store, &e.customer_id, e.ip, t, policy)
-                .await
-                .map_err(Problem::from)
-        },
-        s.population(t),
+    let pop = s.population(e.occurred_at).await?;
+    Ok(mamori_store::assess::assess_attempt(
+        &s.store,
+        &e.customer_id,
+        &Attempt::of(e),
+        &pop,
+        s.intel.as_ref(),
+        &s.policy,
     )
-    .await?;
-    let fraud_from = t - i64::from(policy.fraud_ip_days) * DAY_US;
-    let mut ips: Vec<u128> = past
-        .iter()
-        .filter(|p| p.access.at >= fraud_from)
-        .filter_map(|p| p.access.ip)
-        .collect();
-    ips.sort_unstable();
-    ips.dedup();
-    let t1 = t0.elapsed();
-    let marks = s
-        .store
-        .marks(&e.customer_id, e.ip.map(ip_key), t, &ips)
-        .await?;
-    tracing::debug!(
-        reads_us = t1.as_micros() as u64,
-        marks_us = (t0.elapsed() - t1).as_micros() as u64,
-        past = past.len(),
-        "decision inputs"
-    );
-    let inputs = mamori_core::assess::Inputs {
-        past: &past,
-        activity: act,
-        population: &pop,
-        marks: &marks,
-        intel: s.intel.as_ref(),
-    };
-    Ok(mamori_core::assess::assess(&attempt, &inputs, policy))
+    .await?)
 }
 
 fn reasons_json(a: &mamori_core::assess::Assessment) -> Vec<ReasonOut> {

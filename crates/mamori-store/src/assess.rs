@@ -12,7 +12,7 @@ use mamori_core::net::{ip_key, key_ip};
 use mamori_core::time::{DAY_US, TOKYO_OFFSET_US, tokyo_day};
 use mamori_core::verdict::IpIntel;
 
-use crate::{HistoryReader, LoginFeatures, Result};
+use crate::{DecisionLog, HistoryReader, LoginFeatures, Result};
 
 /// Start (UTC µs) of the Asia/Tokyo day that contains `t`.
 pub fn tokyo_day_start(t: i64) -> i64 {
@@ -68,13 +68,34 @@ pub async fn activity<S: HistoryReader>(
     ))
 }
 
-/// Assesses one attempt of `customer` against the store as it is.
-pub async fn assess_attempt<S: HistoryReader>(
+/// What resolutions before `t` say about an attempt of `customer` from `ip`, given the customer's
+/// events before it (their IPs within `fraud_ip_days` count for "touched by a fraud IP").
+pub async fn marks_for<S: DecisionLog>(
+    store: &S,
+    customer: &str,
+    ip: Option<std::net::IpAddr>,
+    t: i64,
+    past: &[Past],
+    policy: &Policy,
+) -> Result<Marks> {
+    let from = t - i64::from(policy.fraud_ip_days) * DAY_US;
+    let mut ips: Vec<u128> = past
+        .iter()
+        .filter(|p| p.access.at >= from && p.access.at < t)
+        .filter_map(|p| p.access.ip)
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    store.marks(customer, ip.map(ip_key), t, &ips).await
+}
+
+/// Assesses one attempt of `customer` against the store as it is, point-in-time at its `at`:
+/// the API's path (the population comes from the caller, who keeps it per day).
+pub async fn assess_attempt<S: HistoryReader + DecisionLog>(
     store: &S,
     customer: &str,
     attempt: &Attempt,
     population: &Population,
-    marks: &Marks,
     intel: &dyn IpIntel,
     policy: &Policy,
 ) -> Result<assess::Assessment> {
@@ -84,11 +105,12 @@ pub async fn assess_attempt<S: HistoryReader>(
         activity(store, customer, attempt.ip, t, policy),
     )
     .await?;
+    let marks = marks_for(store, customer, attempt.ip, t, &past, policy).await?;
     let inputs = Inputs {
         past: &past,
         activity: act,
         population,
-        marks,
+        marks: &marks,
         intel,
     };
     Ok(assess::assess(attempt, &inputs, policy))
@@ -163,7 +185,7 @@ const PARALLEL: usize = 2;
 /// the period may follow) and the IP's activity, and returns what the caller keeps of it; once
 /// every chunk is read, the procedures are assessed day by day and `finish` gets each kept value
 /// with its assessment, in time order.
-pub async fn assess_period<S: HistoryReader, T>(
+pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
     store: &S,
     kind: Kind,
     (from, to): (i64, i64),
@@ -190,6 +212,7 @@ pub async fn assess_period<S: HistoryReader, T>(
     let customers: Vec<(String, (i64, i64))> = by_customer.into_iter().collect();
     // Each customer's events as the engine reads them, and the procedures waiting for their day.
     let mut pasts: Vec<Vec<Past>> = Vec::new();
+    let mut customers_of: Vec<String> = Vec::new();
     let mut pending: Vec<(Attempt, usize, IpActivity, T)> = Vec::new();
     for chunk in customers.chunks(CHUNK) {
         let events: Vec<Vec<Event>> = stream::iter(chunk)
@@ -245,18 +268,21 @@ pub async fn assess_period<S: HistoryReader, T>(
                 .iter()
                 .map(|evs| evs.iter().map(Past::of).collect::<Vec<_>>()),
         );
+        customers_of.extend(chunk.iter().map(|(c, _)| c.clone()));
     }
     // Day by day, for the sliding population.
     pending.sort_by_key(|p| p.0.at);
     let mut pops = Populations::new(store, first_day, to, policy, intel).await?;
-    let marks = Marks::default();
     for (attempt, i, act, kept) in pending {
         let past = &pasts[i];
         // Exactly what the API reads: [t − span, t).
         let start = past.partition_point(|p| p.access.at < attempt.at - span);
         let before = past.partition_point(|p| p.access.at < attempt.at);
+        let past = &past[start..before];
+        let customer = &customers_of[i];
+        let marks = marks_for(store, customer, attempt.ip, attempt.at, past, policy).await?;
         let inputs = Inputs {
-            past: &past[start..before],
+            past,
             activity: act,
             population: pops.at(tokyo_day_start(attempt.at)),
             marks: &marks,
@@ -269,7 +295,7 @@ pub async fn assess_period<S: HistoryReader, T>(
 
 /// The daily batch: every withdrawal with `from ≤ at < to`, on every channel, assessed
 /// point-in-time, in time order (then event id, then customer).
-pub async fn monitor_period<S: HistoryReader>(
+pub async fn monitor_period<S: HistoryReader + DecisionLog>(
     store: &S,
     from: i64,
     to: i64,

@@ -611,17 +611,64 @@ async fn simulated_store(dir: &std::path::Path, customers: u32) -> (SqliteStore,
 
 #[test]
 fn the_batch_gives_the_decision_the_api_would_have_given() {
-    use mamori_core::assess::{Attempt, Decision, Marks, Policy};
+    use mamori_core::assess::{Attempt, Decision, Policy};
+    use mamori_core::case::Resolution;
+    use mamori_core::time::DAY_US;
     use mamori_core::time::parse_bound;
     use mamori_store::assess::{
         Populations, assess_attempt, assess_period, population, tokyo_day_start,
     };
+    use mamori_store::{AssessmentRecord, DecisionLog};
     let dir = tempfile::tempdir().expect("tempdir");
     runtime().block_on(async {
         let (s, events) = simulated_store(dir.path(), 400).await;
         let policy = Policy::default();
         let from = parse_bound("2020-08-01").unwrap();
         let to = parse_bound("2020-10-01").unwrap();
+        // Resolutions count from when they were made: one before the period (a customer's
+        // withdrawal IP made familiar, another's marked as fraud) and one in its middle.
+        let withdrawals: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                e.kind == Kind::Withdrawal
+                    && e.ip.is_some()
+                    && from <= e.occurred_at
+                    && e.occurred_at < to
+            })
+            .collect();
+        for (n, (w, resolution, at)) in [
+            (withdrawals[0], Resolution::Legitimate, from - DAY_US),
+            (withdrawals[1], Resolution::ConfirmedFraud, from - DAY_US),
+            (
+                withdrawals[withdrawals.len() / 2],
+                Resolution::ConfirmedFraud,
+                from + 30 * DAY_US,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut attempt = w.clone();
+            attempt.event_id = format!("attempt-{n}");
+            attempt.occurred_at = at - DAY_US;
+            let alert = s
+                .record_assessment(&AssessmentRecord {
+                    assessment_id: format!("as-{n}"),
+                    created_at: at - DAY_US,
+                    event: attempt,
+                    decision: Decision::Hold,
+                    score: 70,
+                    reasons: serde_json::json!([]),
+                    outcome: None,
+                    outcome_at: None,
+                })
+                .await
+                .expect("record")
+                .expect("alert");
+            s.resolve_alert(alert, resolution, "test", "staff", at)
+                .await
+                .expect("resolve");
+        }
         let by_id: std::collections::HashMap<(&str, &str), &Event> = events
             .iter()
             .map(|e| ((e.customer_id.as_str(), e.event_id.as_str()), e))
@@ -659,21 +706,24 @@ fn the_batch_gives_the_decision_the_api_would_have_given() {
                 let pop = population(&s, day, &policy, &NoIntel)
                     .await
                     .expect("population");
-                let api = assess_attempt(
-                    &s,
-                    c,
-                    &Attempt::of(e),
-                    &pop,
-                    &Marks::default(),
-                    &NoIntel,
-                    &policy,
-                )
-                .await
-                .expect("assess");
+                let api = assess_attempt(&s, c, &Attempt::of(e), &pop, &NoIntel, &policy)
+                    .await
+                    .expect("assess");
                 assert_eq!(&api, a, "{kind} {c} {id}");
                 flagged += usize::from(a.decision != Decision::Allow);
             }
             eprintln!("{kind}: {expected} assessed, {flagged} of the checked not allowed");
+            if kind == Kind::Withdrawal {
+                let codes: Vec<&str> = batch
+                    .iter()
+                    .flat_map(|(_, a)| a.reasons.iter().map(|r| r.code))
+                    .collect();
+                assert!(
+                    codes.contains(&"confirmed_fraud_ip")
+                        || codes.contains(&"account_touched_by_fraud_ip"),
+                    "resolutions reach the batch"
+                );
+            }
         }
         // The sliding population equals one counted afresh, day after day.
         let mut pops = Populations::new(&s, from, to, &policy, &NoIntel)
