@@ -73,6 +73,12 @@ pub struct DemoArgs {
     /// Working folder for events, labels, the store and the report.
     #[arg(long, default_value = "mamori-demo")]
     pub dir: PathBuf,
+    /// Then serve the HTTP API on the demo store (with a new API key) until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where --serve listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
     #[command(flatten)]
     pub intel: IntelArgs,
 }
@@ -439,9 +445,94 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<()> {
         "4. evaluation against the simulator's labels ({EVAL_FROM} to {EVAL_TO}, after a year of history):"
     );
     println!("{}", score(&eval, &labels_map));
+
+    // The real-time engine: the daily batch of the seed's day, and the decisions on every
+    // withdrawal and login of the evaluated period.
+    let policy = mamori_core::assess::Policy::default();
+    let t = Instant::now();
+    let (day, next) = (
+        parse_bound("2020-09-16").map_err(anyhow::Error::msg)?,
+        parse_bound("2020-09-17").map_err(anyhow::Error::msg)?,
+    );
+    let store = crate::cli::open_store(&db).await?;
+    let rows =
+        mamori_store::assess::monitor_period(&store, day, next, intel.as_ref(), &policy).await;
+    store.close().await;
+    let rows = rows?;
+    let monitor_html = a.dir.join("monitor-2020-09-16.html");
+    emit(
+        &Some(monitor_html.clone()),
+        &mamori_core::monitor::render(day, next, &rows, Format::Html),
+    )?;
+    let text = mamori_core::monitor::render(day, next, &rows, Format::Table);
+    println!(
+        "\n5. the daily withdrawal batch of 2020-09-16 in {:.2} s (HTML: {}):\n{}",
+        t.elapsed().as_secs_f64(),
+        monitor_html.display(),
+        text.split("\n\n").next().unwrap_or("")
+    );
+    let t = Instant::now();
+    let ev = crate::monitor::evaluate_monitor(
+        &db,
+        (
+            parse_bound(EVAL_FROM).map_err(anyhow::Error::msg)?,
+            parse_bound(EVAL_TO).map_err(anyhow::Error::msg)?,
+        ),
+        &labels_map,
+        intel.as_ref(),
+        &policy,
+    )
+    .await?;
+    println!(
+        "6. real-time decisions on every withdrawal and login ({EVAL_FROM} to {EVAL_TO}), in {:.1} s:\n{ev}",
+        t.elapsed().as_secs_f64()
+    );
+    if a.serve {
+        return serve_demo(&db, a).await;
+    }
     println!(
         "\nNext: mamori --db {} pivot --ip <IP from the summary> --from 2020-06-01 --to 2020-10-01",
         db.display()
     );
+    println!(
+        "      mamori demo --serve   (the same, then the HTTP API on {})",
+        a.listen
+    );
     Ok(())
+}
+
+/// Creates an API key on the demo store, prints how to call the API and serves until Ctrl-C.
+async fn serve_demo(db: &Path, a: &DemoArgs) -> anyhow::Result<()> {
+    use mamori_core::case::Scope;
+    use mamori_store::ApiKeys;
+    let store = crate::cli::open_store(db).await?;
+    let (key, token, hash) = mamori_server::auth::generate(
+        "demo",
+        vec![Scope::Ingest, Scope::Assess, Scope::Read, Scope::Admin],
+        mamori_server::app::now_us(),
+    );
+    let r = store.create_key(&key, &hash).await;
+    store.close().await;
+    r?;
+    let base = format!("http://{}", a.listen);
+    let h = format!("-H 'authorization: Bearer {token}' -H 'content-type: application/json'");
+    let change = r#"{"event_id":"try-1","customer_id":"C0000002","kind":"destination_change","channel":"web","occurred_at":"2020-09-16T22:05:00+09:00","ip":"203.0.113.66","device_id":"evil-pc"}"#;
+    let withdrawal = r#"{"event_id":"try-2","customer_id":"C0000002","kind":"withdrawal","channel":"web","occurred_at":"2020-09-16T22:10:00+09:00","ip":"203.0.113.66","device_id":"evil-pc","amount":3000000}"#;
+    println!(
+        "\n7. serving the HTTP API on {base} (Ctrl-C stops it). API key (all scopes): {token}\n\
+         A stranger changes C0000002's withdrawal destination (challenged), passes the challenge,\n\
+         then withdraws from the same address (held, with an alert):\n\
+         \x20 ID=$(curl -s {base}/v1/assess {h} -d '{change}' | sed 's/.*\"assessment_id\":\"\\([^\"]*\\)\".*/\\1/')\n\
+         \x20 curl -s {base}/v1/assessments/$ID/outcome {h} -d '{{\"outcome\":\"challenge_passed\"}}'\n\
+         \x20 curl -s {base}/v1/assess {h} -d '{withdrawal}'\n\
+         \x20 curl -s '{base}/v1/alerts?status=open' {h}\n\
+         \x20 curl -s {base}/openapi.json"
+    );
+    let config = mamori_server::config::Config::default();
+    let server = mamori_server::config::Server {
+        listen: a.listen.clone(),
+        log_format: "text".into(),
+        ..config.server.clone()
+    };
+    crate::serve::run(db, server, &config, &a.intel).await
 }
