@@ -351,8 +351,6 @@ pub struct Policy {
     pub population_days: u32,
     /// Smoothing of the customer's own frequencies: how many logins the population's habits weigh.
     pub login_score_smoothing: f64,
-    /// Speed above which two logins are impossible travel (needs a City database).
-    pub impossible_travel_kmh: u32,
     /// A confirmed-fraud IP raises the risk of customers it accessed within this many days.
     pub fraud_ip_days: u32,
     /// Points per reason code (0 disables a rule). Codes not listed keep their defaults.
@@ -404,7 +402,6 @@ impl Default for Policy {
             login_score_threshold: 9.0,
             login_score_smoothing: 1.0,
             population_days: 30,
-            impossible_travel_kmh: 900,
             fraud_ip_days: 90,
             points: HashMap::new(),
             decisions: Thresholds::default(),
@@ -433,12 +430,6 @@ impl Policy {
             ("chain_hours", self.chain_hours, 1, 24 * 365),
             ("fraud_ip_days", self.fraud_ip_days, 1, 3650),
             ("population_days", self.population_days, 1, 365),
-            (
-                "impossible_travel_kmh",
-                self.impossible_travel_kmh,
-                1,
-                100_000,
-            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(format!("policy.{name} = {v} is out of range {lo} to {hi}"));
@@ -601,12 +592,6 @@ pub const RULES: &[Rule] = &[
         points: 35,
         en: "The IP is abroad while the customer's history is domestic.",
         ja: "顧客の履歴は国内のみですが、IPアドレスは海外のものです。",
-    },
-    Rule {
-        code: "impossible_travel",
-        points: 50,
-        en: "The previous access was too far away to travel here in the time between.",
-        ja: "前回のアクセス地点から、経過時間内に移動できない距離があります。",
     },
     Rule {
         code: "unusual_login",

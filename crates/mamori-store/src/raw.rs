@@ -1,10 +1,12 @@
-//! Prepared statements on the raw SQLite handle of an sqlx connection, for the one hot path that
-//! needs them: writing event batches.
+//! Prepared statements on the raw SQLite handle of an sqlx connection (batch writes, large reads)
+//! or of a connection of our own ([`OwnedConn`]: the server's short reads, statements kept
+//! prepared, no hand-off to another thread).
 //!
 //! Why: binding through sqlx's `query().bind()` costs about as much per row as SQLite's own insert
-//! work, and import measured 214–244k events/s that way against 404k/s with the same statements
-//! on the raw handle (docs/benchmarks.md). The connection, its transaction and every read stay
-//! with sqlx; rusqlite cannot be linked next to sqlx-sqlite (both link `sqlite3`).
+//! work (import measured 214–244k events/s that way against 404k/s on the raw handle), sqlx's
+//! per-row decoding made the 1 M investigation 4× slower, and its per-connection worker thread
+//! costs more than a short read (docs/benchmarks.md). Transactions and migrations stay with
+//! sqlx; rusqlite cannot be linked next to sqlx-sqlite (both link `sqlite3`).
 //!
 //! Safety: a [`Stmt`] borrows the [`Conn`], which borrows sqlx's locked handle, so no statement
 //! outlives the connection lock. Parameters are bound with `SQLITE_STATIC` only for the duration
