@@ -51,6 +51,21 @@ pub async fn serve(
     if let Err(e) = state.warm_up().await {
         tracing::error!(detail = %e.detail, "warm-up failed; /readyz stays 503");
     }
+    // Each Tokyo day's population is computed as the day starts, not by its first request.
+    let midnight = tokio::spawn({
+        let state = state.clone();
+        async move {
+            loop {
+                let now = crate::app::now_us();
+                let next = mamori_store::assess::tokyo_day_start(now) + mamori_core::time::DAY_US;
+                let wait = u64::try_from(next - now).unwrap_or(0);
+                tokio::time::sleep(Duration::from_micros(wait)).await;
+                if let Err(e) = state.population(crate::app::now_us()).await {
+                    tracing::error!(detail = %e.detail, "computing the new day's population failed");
+                }
+            }
+        }
+    });
     let app = router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(bound.listener, app).with_graceful_shutdown(async move {
@@ -71,6 +86,7 @@ pub async fn serve(
             Ok(())
         }
     };
+    midnight.abort();
     state.store.close().await;
     tracing::info!("stopped");
     result

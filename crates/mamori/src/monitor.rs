@@ -87,6 +87,9 @@ pub struct MonitorEvaluation {
     pub honest_withdrawals_stopped: u32,
     pub honest_logins: u32,
     pub honest_logins_challenged: u32,
+    /// The attackers' logins (no target: for the record).
+    pub fraud_logins: u32,
+    pub fraud_logins_challenged: u32,
     /// Honest withdrawals per decision.
     pub honest_decisions: BTreeMap<Decision, u32>,
 }
@@ -155,6 +158,13 @@ impl std::fmt::Display for MonitorEvaluation {
             self.honest_logins_challenged,
             pct(self.honest_logins_challenged, self.honest_logins)
         )?;
+        writeln!(
+            f,
+            "attackers' logins: {}, challenged or blocked {} ({:.1}%)",
+            self.fraud_logins,
+            self.fraud_logins_challenged,
+            pct(self.fraud_logins_challenged, self.fraud_logins)
+        )?;
         write!(
             f,
             "targets (fraudulent withdrawals ≥ 99% held/blocked; honest withdrawals ≤ 2% held/blocked; honest logins ≤ 5% challenged): {}",
@@ -210,9 +220,13 @@ pub async fn evaluate_monitor(
             policy,
             |e, _, _| labels.contains_key(&e.event_id),
             |fraud, a| {
-                if !fraud {
+                let challenged = u32::from(a.decision >= Decision::Challenge);
+                if fraud {
+                    ev.fraud_logins += 1;
+                    ev.fraud_logins_challenged += challenged;
+                } else {
                     ev.honest_logins += 1;
-                    ev.honest_logins_challenged += u32::from(a.decision >= Decision::Challenge);
+                    ev.honest_logins_challenged += challenged;
                 }
             },
         )
