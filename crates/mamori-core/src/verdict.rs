@@ -9,7 +9,6 @@
 //! moves mostly stay `ok`; the IP's use by other customers and by failed logins across many
 //! accounts, and hosting/VPN networks when IP data is configured, weigh against.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -242,19 +241,35 @@ pub fn session_start(t: i64, accesses: &[Access], w: &Windows) -> i64 {
     start
 }
 
+/// Occurrences of one value in the baseline: when first, and on which Asia/Tokyo days.
+#[derive(Default)]
 struct Seen {
-    first: i64,
-    days: HashSet<i64>,
+    first: Option<i64>,
+    days: Vec<i64>,
 }
 
-fn familiarity(seen: Option<&Seen>, cutoff: i64, policy: &Policy) -> Familiarity {
-    match seen {
-        None => Familiarity::New,
-        Some(s) if s.first < cutoff || s.days.len() as u32 >= policy.established_days => {
-            Familiarity::Established
-        }
-        Some(_) => Familiarity::Recent,
+impl Seen {
+    fn add(&mut self, at: i64) {
+        self.first = Some(self.first.map_or(at, |f| f.min(at)));
+        self.days.push(crate::time::tokyo_day(at));
     }
+
+    fn familiarity(mut self, cutoff: i64, policy: &Policy) -> Familiarity {
+        let Some(first) = self.first else {
+            return Familiarity::New;
+        };
+        self.days.sort_unstable();
+        self.days.dedup();
+        if established(first, self.days.len(), cutoff, policy) {
+            Familiarity::Established
+        } else {
+            Familiarity::Recent
+        }
+    }
+}
+
+fn established(first: i64, days: usize, cutoff: i64, policy: &Policy) -> bool {
+    first < cutoff || days as u32 >= policy.established_days
 }
 
 /// Judges a procedure from the customer's accesses (any order; events of other customers must not
@@ -267,25 +282,20 @@ pub fn judge(
     w: &Windows,
     policy: &Policy,
 ) -> Judgement {
-    use std::collections::HashMap;
     let t = subject.at;
     let start = session_start(t, accesses, w);
     let cutoff = start - w.established;
-    let mut ips: HashMap<u128, Seen> = HashMap::new();
-    let mut nets: HashMap<u128, Seen> = HashMap::new();
-    let mut devices: HashMap<u64, Seen> = HashMap::new();
+    let key = subject.ip.map(ip_key);
+    let net = key.map(prefix_key);
+    // Only the subject's IP, network and device are looked up; the baseline's IPs are kept for
+    // the AS and country questions, which most judgements never ask.
+    let (mut ip_seen, mut net_seen, mut dev_seen) =
+        (Seen::default(), Seen::default(), Seen::default());
+    let mut baseline_ips: Vec<(u128, i64)> = Vec::new();
     let mut baseline = 0usize;
     let mut settled = false;
     let mut dormant = false;
     let mut credential_change = false;
-    fn add<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Seen>, k: K, a: &Access) {
-        let s = m.entry(k).or_insert(Seen {
-            first: a.at,
-            days: HashSet::new(),
-        });
-        s.first = s.first.min(a.at);
-        s.days.insert(crate::time::tokyo_day(a.at));
-    }
     let mut session_failures = false;
     for a in accesses {
         if a.at >= t {
@@ -306,11 +316,16 @@ pub fn judge(
         baseline += 1;
         settled |= a.at < cutoff;
         if let Some(ip) = a.ip {
-            add(&mut ips, ip, a);
-            add(&mut nets, prefix_key(ip), a);
+            baseline_ips.push((ip, a.at));
+            if Some(ip) == key {
+                ip_seen.add(a.at);
+            }
+            if Some(prefix_key(ip)) == net {
+                net_seen.add(a.at);
+            }
         }
-        if let Some(d) = a.device {
-            add(&mut devices, d, a);
+        if a.device.is_some() && a.device == subject.device {
+            dev_seen.add(a.at);
         }
     }
 
@@ -319,31 +334,37 @@ pub fn judge(
     // patient attacker's favourite.)
     let young = baseline > 0 && !settled && !dormant;
     let cutoff = if young { i64::MAX } else { cutoff };
-    let key = subject.ip.map(ip_key);
-    let ip_f = key.map(|k| familiarity(ips.get(&k), cutoff, policy));
-    let net_f = key.map(|k| familiarity(nets.get(&prefix_key(k)), cutoff, policy));
-    let dev_f = subject
-        .device
-        .map(|d| familiarity(devices.get(&d), cutoff, policy));
+    let ip_f = key.map(|_| ip_seen.familiarity(cutoff, policy));
+    let net_f = key.map(|_| net_seen.familiarity(cutoff, policy));
+    let dev_f = subject.device.map(|_| dev_seen.familiarity(cutoff, policy));
     let facts = subject.ip.map(|ip| intel.facts(ip)).unwrap_or_default();
     let asn_known = match (facts.asn, intel.is_configured()) {
-        (Some(asn), true) => Some(
-            ips.iter()
-                .filter(|(_, s)| s.first < cutoff || s.days.len() as u32 >= policy.established_days)
-                .any(|(k, _)| intel.asn(key_ip(*k)) == Some(asn)),
-        ),
+        (Some(asn), true) => {
+            // The established IPs of the baseline, one by one.
+            baseline_ips.sort_unstable();
+            Some(baseline_ips.chunk_by(|a, b| a.0 == b.0).any(|uses| {
+                let mut days: Vec<i64> = uses.iter().map(|u| crate::time::tokyo_day(u.1)).collect();
+                days.dedup();
+                established(uses[0].1, days.len(), cutoff, policy)
+                    && intel.asn(key_ip(uses[0].0)) == Some(asn)
+            }))
+        }
         _ => None,
     };
     let foreign = facts
         .country
         .as_deref()
         .is_some_and(|c| c.as_bytes() != policy.home_country)
-        && !ips.keys().any(|k| {
-            intel
-                .facts(key_ip(*k))
-                .country
-                .is_some_and(|c| c.as_bytes() != policy.home_country)
-        });
+        && {
+            baseline_ips.sort_unstable();
+            baseline_ips.dedup_by_key(|u| u.0);
+            !baseline_ips.iter().any(|(k, _)| {
+                intel
+                    .facts(key_ip(*k))
+                    .country
+                    .is_some_and(|c| c.as_bytes() != policy.home_country)
+            })
+        };
 
     let mut reasons = Vec::new();
     let mut push = |cond: bool, r: &'static str| {
