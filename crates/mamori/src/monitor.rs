@@ -90,6 +90,10 @@ pub struct MonitorEvaluation {
     /// The attackers' logins (no target: for the record).
     pub fraud_logins: u32,
     pub fraud_logins_challenged: u32,
+    /// Destination changes by decision, honest and fraudulent (no target: for the record, as
+    /// step-up builds on them).
+    pub honest_changes: BTreeMap<Decision, u32>,
+    pub fraud_changes: BTreeMap<Decision, u32>,
     /// Honest withdrawals per decision.
     pub honest_decisions: BTreeMap<Decision, u32>,
 }
@@ -158,6 +162,18 @@ impl std::fmt::Display for MonitorEvaluation {
             self.honest_logins_challenged,
             pct(self.honest_logins_challenged, self.honest_logins)
         )?;
+        let by = |m: &BTreeMap<Decision, u32>| {
+            m.iter()
+                .map(|(d, n)| format!("{d} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            f,
+            "destination changes by decision: honest {}; fraudulent {}",
+            by(&self.honest_changes),
+            by(&self.fraud_changes)
+        )?;
         writeln!(
             f,
             "attackers' logins: {}, challenged or blocked {} ({:.1}%)",
@@ -209,6 +225,23 @@ pub async fn evaluate_monitor(
                         *ev.honest_decisions.entry(a.decision).or_default() += 1;
                     }
                 }
+            },
+        )
+        .await?;
+        assess_period(
+            &store,
+            Kind::DestinationChange,
+            (from, to),
+            intel,
+            policy,
+            |e, _, _| labels.contains_key(&e.event_id),
+            |fraud, a| {
+                let m = if fraud {
+                    &mut ev.fraud_changes
+                } else {
+                    &mut ev.honest_changes
+                };
+                *m.entry(a.decision).or_default() += 1;
             },
         )
         .await?;
