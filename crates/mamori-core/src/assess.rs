@@ -9,53 +9,26 @@
 //! decision thresholds of the procedure's kind turn the score into a decision.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::event::{Channel, Kind, Side};
+use crate::event::{Channel, Kind, Side, code_enum};
 use crate::history::{Access, IpActivity, Windows, device_hash};
 use crate::net::{ip_key, prefix_key};
 use crate::time::{DAY_US, HOUR_US, MINUTE_US, format_tokyo};
 use crate::verdict::{self, Familiarity, IpIntel, Subject};
 
-/// What the engine answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Allow,
-    Challenge,
-    Hold,
-    Block,
-}
-
-impl Decision {
-    pub const ALL: [Decision; 4] = [
-        Decision::Allow,
-        Decision::Challenge,
-        Decision::Hold,
-        Decision::Block,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allow => "allow",
-            Decision::Challenge => "challenge",
-            Decision::Hold => "hold",
-            Decision::Block => "block",
-        }
+code_enum!(
+    /// What the engine answers, in increasing order of friction.
+    Decision {
+        Allow = 1 => "allow",
+        Challenge = 2 => "challenge",
+        Hold = 3 => "hold",
+        Block = 4 => "block",
     }
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
 
 /// One past event of the customer, with what the rules beyond familiarity need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +166,9 @@ impl Feature {
 fn country_code(c: &str) -> u128 {
     c.bytes().fold(0u128, |a, b| (a << 8) | u128::from(b))
 }
+
+/// A feature with its value's hash or number.
+pub type FeatureValue = (Feature, u128);
 
 /// The feature values of a login.
 pub fn features(ip: Option<IpAddr>, ua: Option<u64>, intel: &dyn IpIntel) -> Vec<(Feature, u128)> {
@@ -906,6 +882,8 @@ pub fn assess(attempt: &Attempt, inp: &Inputs<'_>, policy: &Policy) -> Assessmen
 
     // The statistical login score.
     if attempt.kind == Kind::Login && online {
+        // Features per distinct (IP, agent): IP data is looked up once per address.
+        let mut memo: HashMap<(Option<u128>, Option<u64>), Vec<FeatureValue>> = HashMap::new();
         let own: Vec<Vec<(Feature, u128)>> = past
             .iter()
             .filter(|p| {
@@ -913,7 +891,13 @@ pub fn assess(attempt: &Attempt, inp: &Inputs<'_>, policy: &Policy) -> Assessmen
                     && p.access.at >= t - w.history
                     && p.access.ip.is_some()
             })
-            .map(|p| features(p.access.ip.map(crate::net::key_ip), p.ua, inp.intel))
+            .map(|p| {
+                memo.entry((p.access.ip, p.ua))
+                    .or_insert_with(|| {
+                        features(p.access.ip.map(crate::net::key_ip), p.ua, inp.intel)
+                    })
+                    .clone()
+            })
             .collect();
         let mine = features(attempt.ip, attempt.ua, inp.intel);
         let (score, parts) = login_score(&mine, &own, inp.population, policy.login_score_smoothing);

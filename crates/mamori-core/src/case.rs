@@ -13,90 +13,51 @@
 //! A failed challenge on a login is stored as a `login_failed` (the failed logins across many
 //! accounts that credential stuffing leaves).
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
 use crate::assess::Decision;
-use crate::event::Kind;
+use crate::event::{Kind, code_enum};
 
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::parse(s).ok_or_else(|| format!(
-                    "unknown value {s:?}; expected one of {}",
-                    [$($text),+].join(", ")
-                ))
-            }
-        }
-    };
-}
-
-text_enum!(
+code_enum!(
     /// What happened after an assessment.
     Outcome {
-        ChallengePassed => "challenge_passed",
-        ChallengeFailed => "challenge_failed",
-        Completed => "completed",
-        Abandoned => "abandoned",
+        ChallengePassed = 1 => "challenge_passed",
+        ChallengeFailed = 2 => "challenge_failed",
+        Completed = 3 => "completed",
+        Abandoned = 4 => "abandoned",
     }
 );
 
-text_enum!(
+code_enum!(
     /// Why an alert opened.
     Trigger {
-        Hold => "hold",
-        Block => "block",
-        ChallengeFailed => "challenge_failed",
+        Hold = 1 => "hold",
+        Block = 2 => "block",
+        ChallengeFailed = 3 => "challenge_failed",
     }
 );
 
-text_enum!(
+code_enum!(
     /// How staff resolved an alert.
     Resolution {
-        ConfirmedFraud => "confirmed_fraud",
-        Legitimate => "legitimate",
+        ConfirmedFraud = 1 => "confirmed_fraud",
+        Legitimate = 2 => "legitimate",
     }
 );
 
-text_enum!(
+code_enum!(
     /// What an API key may do.
     Scope {
-        Ingest => "ingest",
-        Assess => "assess",
-        Read => "read",
-        Admin => "admin",
+        Ingest = 1 => "ingest",
+        Assess = 2 => "assess",
+        Read = 3 => "read",
+        Admin = 4 => "admin",
     }
 );
 
-text_enum!(
+code_enum!(
     /// Where an alert stands.
     AlertStatus {
-        Open => "open",
-        Resolved => "resolved",
+        Open = 1 => "open",
+        Resolved = 2 => "resolved",
     }
 );
 

@@ -1,6 +1,5 @@
 //! The access-event contract: what the broker's systems send mamori, one event per procedure.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,7 @@ pub const MAX_FREE_TEXT: usize = 1024;
 macro_rules! code_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $code:literal => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant = $code),+ }
 
@@ -49,8 +48,8 @@ macro_rules! code_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
@@ -63,6 +62,9 @@ macro_rules! code_enum {
         }
     };
 }
+
+/// Also used for the enums of [`crate::assess`] and [`crate::case`].
+pub(crate) use code_enum;
 
 code_enum!(
     /// What the customer (or someone in their name) did.

@@ -184,15 +184,7 @@ fn summary_text(s: &Summary) -> String {
         let _ = writeln!(o, "  {d:<9} {n:>7}  ¥{amount}");
     }
     if !s.reasons.is_empty() {
-        let _ = writeln!(
-            o,
-            "  reasons: {}",
-            s.reasons
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(o, "  reasons: {}", crate::report::counts(&s.reasons));
     }
     o
 }

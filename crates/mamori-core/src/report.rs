@@ -121,15 +121,7 @@ fn summary_lines(s: &Summary) -> String {
         "  procedures: {}   unique IPs: {}   unique customers: {}",
         s.procedures, s.unique_ips, s.unique_customers
     );
-    let _ = writeln!(
-        o,
-        "  verdicts: {}",
-        s.verdicts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let _ = writeln!(o, "  verdicts: {}", counts(&s.verdicts));
     let _ = writeln!(
         o,
         "  IPs used by several customers: {}",
@@ -143,15 +135,7 @@ fn summary_lines(s: &Summary) -> String {
         let _ = writeln!(o, "    {}", ip_line(ip));
     }
     if !s.reasons.is_empty() {
-        let _ = writeln!(
-            o,
-            "  reasons: {}",
-            s.reasons
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(o, "  reasons: {}", counts(&s.reasons));
     }
     o
 }
@@ -185,6 +169,17 @@ fn table(inv: &Investigation) -> String {
         .collect();
     let header: Vec<&str> = shown.iter().map(|&i| COLUMNS[i]).collect();
     summary_lines(&inv.summary) + "\n" + &text_table(&header, &rows)
+}
+
+/// `key count, key count, …` for summaries.
+pub fn counts<K: std::fmt::Display, V: std::fmt::Display>(
+    items: impl IntoIterator<Item = (K, V)>,
+) -> String {
+    items
+        .into_iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Columns padded to their widest cell, one line per row after the header.

@@ -57,6 +57,19 @@ pub struct IntelConfig {
 }
 
 impl IntelConfig {
+    /// Adds `other` on top: its MaxMind files replace these, its lists are added to these.
+    pub fn merge(&mut self, other: IntelConfig) {
+        self.asn_mmdb = other.asn_mmdb.or(self.asn_mmdb.take());
+        self.city_mmdb = other.city_mmdb.or(self.city_mmdb.take());
+        self.country_mmdb = other.country_mmdb.or(self.country_mmdb.take());
+        self.anonymous_mmdb = other.anonymous_mmdb.or(self.anonymous_mmdb.take());
+        self.asn_csv.extend(other.asn_csv);
+        self.country_csv.extend(other.country_csv);
+        self.vpn_lists.extend(other.vpn_lists);
+        self.hosting_lists.extend(other.hosting_lists);
+        self.verify_mmdb |= other.verify_mmdb;
+    }
+
     /// The standard files of a reference-data folder that exist in `dir`:
     /// `ipintel/asn-ipv4.csv`, `ipintel/asn-ipv6.csv`,
     /// `ipintel/geo-whois-asn-country-ipv4.csv`, `ipintel/geo-whois-asn-country-ipv6.csv`,

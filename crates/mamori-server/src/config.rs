@@ -185,16 +185,7 @@ impl Config {
             Some(dir) => IntelConfig::from_dir(dir),
             None => IntelConfig::default(),
         };
-        let i = &self.intel;
-        c.asn_mmdb = i.asn_mmdb.clone().or(c.asn_mmdb);
-        c.city_mmdb = i.city_mmdb.clone().or(c.city_mmdb);
-        c.country_mmdb = i.country_mmdb.clone().or(c.country_mmdb);
-        c.anonymous_mmdb = i.anonymous_mmdb.clone().or(c.anonymous_mmdb);
-        c.asn_csv.extend(i.asn_csv.iter().cloned());
-        c.country_csv.extend(i.country_csv.iter().cloned());
-        c.vpn_lists.extend(i.vpn_lists.iter().cloned());
-        c.hosting_lists.extend(i.hosting_lists.iter().cloned());
-        c.verify_mmdb |= i.verify_mmdb;
+        c.merge(self.intel.clone());
         c
     }
 }

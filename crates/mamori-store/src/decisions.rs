@@ -339,10 +339,6 @@ impl DecisionLog for SqliteStore {
     }
 }
 
-fn scopes_text(s: &[Scope]) -> String {
-    s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
-}
-
 fn key_row(r: &raw::Row<'_>) -> Result<(ApiKey, [u8; 32])> {
     let scopes = r
         .string(2)?
@@ -379,7 +375,7 @@ impl ApiKeys for SqliteStore {
             .exec(&[
                 Value::Text(&key.key_id),
                 Value::Text(&key.name),
-                Value::Text(&scopes_text(&key.scopes)),
+                Value::Text(&key.scopes_text()),
                 Value::Blob(hash),
                 Value::Int(key.created_at),
             ])?;

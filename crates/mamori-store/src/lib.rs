@@ -268,6 +268,17 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
 }
 
+impl ApiKey {
+    /// The scopes as stored and shown: `ingest,assess`.
+    pub fn scopes_text(&self) -> String {
+        self.scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Capability: API keys, stored as hashes.
 pub trait ApiKeys {
     /// Stores a key's record with the SHA-256 of the whole key.

@@ -179,20 +179,20 @@ impl IntelArgs {
     pub fn load_over(&self, base: mamori_intel::IntelConfig) -> anyhow::Result<Box<dyn IpIntel>> {
         let mut cfg = base;
         if let Some(dir) = &self.ipdata {
-            let d = mamori_intel::IntelConfig::from_dir(dir);
-            cfg.asn_csv.extend(d.asn_csv);
-            cfg.country_csv.extend(d.country_csv);
-            cfg.vpn_lists.extend(d.vpn_lists);
-            cfg.hosting_lists.extend(d.hosting_lists);
+            // A folder brings lists and CSVs only (from_dir picks up no MaxMind file).
+            cfg.merge(mamori_intel::IntelConfig::from_dir(dir));
         }
-        cfg.asn_mmdb = self.asn_mmdb.clone().or(cfg.asn_mmdb);
-        cfg.city_mmdb = self.city_mmdb.clone().or(cfg.city_mmdb);
-        cfg.country_mmdb = self.country_mmdb.clone().or(cfg.country_mmdb);
-        cfg.anonymous_mmdb = self.anonymous_mmdb.clone().or(cfg.anonymous_mmdb);
-        cfg.asn_csv.extend(self.asn_csv.iter().cloned());
-        cfg.country_csv.extend(self.country_csv.iter().cloned());
-        cfg.vpn_lists.extend(self.vpn_list.iter().cloned());
-        cfg.hosting_lists.extend(self.hosting_list.iter().cloned());
+        cfg.merge(mamori_intel::IntelConfig {
+            asn_mmdb: self.asn_mmdb.clone(),
+            city_mmdb: self.city_mmdb.clone(),
+            country_mmdb: self.country_mmdb.clone(),
+            anonymous_mmdb: self.anonymous_mmdb.clone(),
+            asn_csv: self.asn_csv.clone(),
+            country_csv: self.country_csv.clone(),
+            vpn_lists: self.vpn_list.clone(),
+            hosting_lists: self.hosting_list.clone(),
+            verify_mmdb: false,
+        });
         let intel = mamori_intel::Intel::load(&cfg).context("loading IP data")?;
         if intel.is_configured() {
             Ok(Box::new(intel))

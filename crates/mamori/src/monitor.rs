@@ -149,11 +149,7 @@ impl std::fmt::Display for MonitorEvaluation {
             self.honest_withdrawals,
             self.honest_withdrawals_stopped,
             pct(self.honest_withdrawals_stopped, self.honest_withdrawals),
-            self.honest_decisions
-                .iter()
-                .map(|(d, n)| format!("{d} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            mamori_core::report::counts(&self.honest_decisions)
         )?;
         writeln!(
             f,
@@ -162,17 +158,11 @@ impl std::fmt::Display for MonitorEvaluation {
             self.honest_logins_challenged,
             pct(self.honest_logins_challenged, self.honest_logins)
         )?;
-        let by = |m: &BTreeMap<Decision, u32>| {
-            m.iter()
-                .map(|(d, n)| format!("{d} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         writeln!(
             f,
             "destination changes by decision: honest {}; fraudulent {}",
-            by(&self.honest_changes),
-            by(&self.fraud_changes)
+            mamori_core::report::counts(&self.honest_changes),
+            mamori_core::report::counts(&self.fraud_changes)
         )?;
         writeln!(
             f,

@@ -83,11 +83,7 @@ pub async fn apikey(db: &Path, c: ApikeyCommand) -> anyhow::Result<()> {
                     "created API key {} for {:?} with scopes {}; it is shown only now",
                     key.key_id,
                     key.name,
-                    key.scopes
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    key.scopes_text()
                 );
             }
             ApikeyCommand::List => {
@@ -100,11 +96,7 @@ pub async fn apikey(db: &Path, c: ApikeyCommand) -> anyhow::Result<()> {
                         "{:<14} {:<24} {:<28} {:<27} {:<27} {}",
                         k.key_id,
                         k.name,
-                        k.scopes
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
+                        k.scopes_text(),
                         mamori_core::time::format_tokyo(k.created_at),
                         k.last_used_at
                             .map(mamori_core::time::format_tokyo)

@@ -489,6 +489,19 @@ fn duckdb_available() -> bool {
     ok
 }
 
+/// Runs bench/duckdb/run.py in `dir`; returns its CSV.
+fn duckdb(dir: &Path, args: &[&str]) -> String {
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/duckdb/run.py");
+    let o = Command::new("python3")
+        .current_dir(dir)
+        .arg(&runner)
+        .args(args)
+        .output()
+        .expect("run duckdb");
+    assert!(o.status.success(), "duckdb runner failed: {}", stderr(&o));
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
 #[test]
 fn literal_columns_equal_the_duckdb_sql() {
     if !duckdb_available() {
@@ -497,7 +510,6 @@ fn literal_columns_equal_the_duckdb_sql() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     simulate(d, "1500");
-    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/duckdb/run.py");
     for (from, to, channel) in [
         ("2020-07-01", "2020-09-17", "web,app"),
         ("2019-06-01", "2020-10-01", "web"),
@@ -519,10 +531,9 @@ fn literal_columns_equal_the_duckdb_sql() {
                 "csv",
             ],
         );
-        let o = Command::new("python3")
-            .current_dir(d)
-            .arg(&runner)
-            .args([
+        let theirs = duckdb(
+            d,
+            &[
                 "--events",
                 "events.jsonl",
                 "--from",
@@ -531,11 +542,8 @@ fn literal_columns_equal_the_duckdb_sql() {
                 to,
                 "--channel",
                 channel,
-            ])
-            .output()
-            .expect("run duckdb");
-        assert!(o.status.success(), "duckdb runner failed: {}", stderr(&o));
-        let theirs = String::from_utf8(o.stdout).expect("utf-8");
+            ],
+        );
         let literal = |s: &str| -> Vec<String> {
             let mut rows: Vec<String> = s
                 .lines()
@@ -860,7 +868,6 @@ fn monitor_columns_equal_the_duckdb_sql() {
     let d = dir.path();
     simulate(d, "3000");
     ok(d, &["import", "--quiet", "events.jsonl"]);
-    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/duckdb/run.py");
     for (from, to, link) in [
         ("2020-06-01", "2020-10-01", "90"),
         ("2020-09-16", "2020-09-17", "7"),
@@ -885,10 +892,9 @@ fn monitor_columns_equal_the_duckdb_sql() {
                 "csv",
             ],
         );
-        let o = Command::new("python3")
-            .current_dir(d)
-            .arg(&runner)
-            .args([
+        let theirs = duckdb(
+            d,
+            &[
                 "--report",
                 "monitor",
                 "--events",
@@ -897,12 +903,10 @@ fn monitor_columns_equal_the_duckdb_sql() {
                 from,
                 "--to",
                 to,
-            ])
-            .args(["--link-days", link])
-            .output()
-            .expect("run duckdb");
-        assert!(o.status.success(), "duckdb runner failed: {}", stderr(&o));
-        let theirs = String::from_utf8(o.stdout).expect("utf-8");
+                "--link-days",
+                link,
+            ],
+        );
         let ours: Vec<Vec<String>> = ours
             .lines()
             .map(|l| l.split(',').take(10).map(str::to_owned).collect())

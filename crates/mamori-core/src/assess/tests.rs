@@ -63,15 +63,26 @@ fn population() -> Population {
 }
 
 fn run(a: &Attempt, past: &[Past], act: IpActivity, marks: &Marks) -> Assessment {
+    run_with(a, past, act, marks, &NoIntel, &Policy::default())
+}
+
+fn run_with(
+    a: &Attempt,
+    past: &[Past],
+    act: IpActivity,
+    marks: &Marks,
+    intel: &dyn IpIntel,
+    policy: &Policy,
+) -> Assessment {
     let pop = population();
     let inp = Inputs {
         past,
         activity: act,
         population: &pop,
         marks,
-        intel: &NoIntel,
+        intel,
     };
-    assess(a, &inp, &Policy::default())
+    assess(a, &inp, policy)
 }
 
 fn codes(a: &Assessment) -> Vec<&'static str> {
@@ -304,32 +315,22 @@ fn hosting_vpn_and_foreign_weigh_less_on_an_established_device() {
         }
     }
     let h = honest_year();
-    let pop = population();
-    let marks = Marks::default();
-    let inp = Inputs {
-        past: &h,
-        activity: IpActivity::default(),
-        population: &pop,
-        marks: &marks,
-        intel: &Vpn,
-    };
     let p = Policy::default();
-    let stranger = assess(
-        &attempt(Kind::DestinationChange, T, "203.0.113.5", "x", CHROME),
-        &inp,
-        &p,
-    );
+    let run_vpn = |a: &Attempt| run_with(a, &h, IpActivity::default(), &Marks::default(), &Vpn, &p);
+    let stranger = run_vpn(&attempt(
+        Kind::DestinationChange,
+        T,
+        "203.0.113.5",
+        "x",
+        CHROME,
+    ));
     let c = codes(&stranger);
     assert!(
         c.contains(&"vpn_ip") && c.contains(&"foreign_country"),
         "{stranger:?}"
     );
     assert!(stranger.decision >= Decision::Hold, "{stranger:?}");
-    let customer = assess(
-        &attempt(Kind::Login, T, "203.0.113.5", "pc", CHROME),
-        &inp,
-        &p,
-    );
+    let customer = run_vpn(&attempt(Kind::Login, T, "203.0.113.5", "pc", CHROME));
     assert_eq!(customer.decision, Decision::Allow, "{customer:?}");
 }
 
@@ -369,19 +370,12 @@ fn policy_validation_names_the_field() {
     // Points of 0 switch a rule off.
     let mut p = Policy::default();
     p.points.insert("unusual_login".into(), 0);
-    let h = honest_year();
-    let pop = population();
-    let marks = Marks::default();
-    let inp = Inputs {
-        past: &h,
-        activity: IpActivity::default(),
-        population: &pop,
-        marks: &marks,
-        intel: &NoIntel,
-    };
-    let a = assess(
+    let a = run_with(
         &attempt(Kind::Login, T, "203.0.113.66", "evil", FIREFOX_MAC),
-        &inp,
+        &honest_year(),
+        IpActivity::default(),
+        &Marks::default(),
+        &NoIntel,
         &p,
     );
     assert_eq!(a.decision, Decision::Allow, "{a:?}");
