@@ -644,17 +644,24 @@ pub fn combine(points: impl IntoIterator<Item = u8>) -> u8 {
 /// login's features under the population's habits (an attacker is anyone) against the customer's
 /// own, whose frequencies are smoothed towards the population's so an unseen value is not
 /// impossible. Positive: more like a stranger than like the customer.
+///
+/// `own` holds the features of the customer's logins, each distinct set once with the number of
+/// logins that had it.
 pub fn login_score(
     attempt_features: &[(Feature, u128)],
-    own: &[Vec<(Feature, u128)>],
+    own: &[(Vec<(Feature, u128)>, u32)],
     population: &Population,
     smoothing: f64,
 ) -> (f64, Vec<(Feature, f64)>) {
-    let n = own.len() as f64;
+    let n: f64 = own.iter().map(|(_, k)| f64::from(*k)).sum();
     let mut total = 0.0;
     let mut parts = Vec::with_capacity(attempt_features.len());
     for f in attempt_features {
-        let c = own.iter().filter(|fs| fs.contains(f)).count() as f64;
+        let c: f64 = own
+            .iter()
+            .filter(|(fs, _)| fs.contains(f))
+            .map(|(_, k)| f64::from(*k))
+            .sum();
         let pp = population.p(*f);
         let pu = (c + smoothing * pp) / (n + smoothing);
         let llr = (pp / pu).ln();
@@ -882,22 +889,18 @@ pub fn assess(attempt: &Attempt, inp: &Inputs<'_>, policy: &Policy) -> Assessmen
 
     // The statistical login score.
     if attempt.kind == Kind::Login && online {
-        // Features per distinct (IP, agent): IP data is looked up once per address.
-        let mut memo: HashMap<(Option<u128>, Option<u64>), Vec<FeatureValue>> = HashMap::new();
-        let own: Vec<Vec<(Feature, u128)>> = past
-            .iter()
-            .filter(|p| {
-                p.access.kind.counts_in_history()
-                    && p.access.at >= t - w.history
-                    && p.access.ip.is_some()
-            })
-            .map(|p| {
-                memo.entry((p.access.ip, p.ua))
-                    .or_insert_with(|| {
-                        features(p.access.ip.map(crate::net::key_ip), p.ua, inp.intel)
-                    })
-                    .clone()
-            })
+        // Logins per distinct (IP, agent): IP data is looked up once per address.
+        let mut seen: HashMap<(Option<u128>, Option<u64>), u32> = HashMap::new();
+        for p in past.iter().filter(|p| {
+            p.access.kind.counts_in_history()
+                && p.access.at >= t - w.history
+                && p.access.ip.is_some()
+        }) {
+            *seen.entry((p.access.ip, p.ua)).or_default() += 1;
+        }
+        let own: Vec<(Vec<FeatureValue>, u32)> = seen
+            .into_iter()
+            .map(|((ip, ua), k)| (features(ip.map(crate::net::key_ip), ua, inp.intel), k))
             .collect();
         let mine = features(attempt.ip, attempt.ua, inp.intel);
         let (score, parts) = login_score(&mine, &own, inp.population, policy.login_score_smoothing);

@@ -153,9 +153,29 @@ impl AppState {
         Ok(p)
     }
 
-    /// Prepares today's population; the server is ready after it.
+    /// Prepares today's population and the hot cache; the server is ready after them.
     pub async fn warm_up(&self) -> Result<(), Problem> {
         self.population(now_us()).await?;
+        if self.server.preload_days > 0 {
+            let started = Instant::now();
+            self.store
+                .preload_hot(
+                    i64::from(self.server.preload_days),
+                    mamori_store::assess::past_span(&self.policy),
+                    i64::from(self.policy.others_days) * DAY_US,
+                )
+                .await?;
+            if let Some(h) = self.store.hot_stats() {
+                tracing::info!(
+                    customers = h.customers,
+                    events = h.rows,
+                    ips = h.ips,
+                    ip_uses = h.ip_rows,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "hot cache preloaded"
+                );
+            }
+        }
         self.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -265,6 +285,15 @@ async fn readyz(State(s): St) -> Response {
 }
 
 async fn metrics(State(s): St) -> Response {
+    if let Some(h) = s.store.hot_stats() {
+        metrics::gauge!("mamori_hot_customers").set(h.customers as f64);
+        metrics::gauge!("mamori_hot_events").set(h.rows as f64);
+        metrics::gauge!("mamori_hot_ips").set(h.ips as f64);
+        metrics::gauge!("mamori_hot_ip_uses").set(h.ip_rows as f64);
+        metrics::counter!("mamori_hot_hits_total").absolute(h.hits);
+        metrics::counter!("mamori_hot_misses_total").absolute(h.misses);
+        metrics::counter!("mamori_hot_cleared_total").absolute(h.cleared);
+    }
     match &s.metrics {
         Some(h) => (
             [(

@@ -42,6 +42,11 @@ impl Running {
             store.create_key(&k, &hash).await.expect("key");
             keys.insert(name, token);
         }
+        // As `mamori serve` runs it: with the hot cache.
+        let store = store
+            .with_hot(Server::default().cache_events)
+            .await
+            .expect("hot");
         let bound = mamori_server::serve::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -249,7 +249,7 @@ impl DecisionLog for SqliteStore {
         by: &str,
         at: i64,
     ) -> Result<Alert, CaseError> {
-        self.write(|conn, _| {
+        self.write(|conn, w| {
             let alert = one_alert(conn, id)?.ok_or(CaseError::NoAlert(id))?;
             if alert.status == AlertStatus::Resolved {
                 return Err(CaseError::AlreadyResolved(id));
@@ -268,6 +268,7 @@ impl DecisionLog for SqliteStore {
             let e = &alert.assessment.event;
             let ip = ip_blob(e);
             let ip_value = || ip.as_ref().map_or(Value::Null, |b| Value::Blob(b));
+            w.marks_changed();
             match resolution {
                 Resolution::Legitimate => {
                     conn.prepare(
@@ -310,6 +311,42 @@ impl DecisionLog for SqliteStore {
         t: i64,
         customer_ips: &[u128],
     ) -> Result<Marks> {
+        if let Some(h) = self.hot() {
+            self.look_for_other_writers(h)?;
+            if let Some(m) = h.marks(customer, ip, t, customer_ips) {
+                return Ok(m);
+            }
+            // Read them all, with no write of this process in between (see `hot`).
+            let _writer = self.writer().lock().await;
+            if h.marks(customer, ip, t, customer_ips).is_none() {
+                let (familiar, fraud) = self.read_now(|conn| {
+                    let mut familiar = Vec::new();
+                    conn.prepare("SELECT customer_id, ip, device_hash, at FROM familiar")?
+                        .for_each(&[], |r| {
+                            familiar.push((
+                                r.string(0)?,
+                                ip_of(r.blob(1))?,
+                                r.opt_i64(2).map(|d| d as u64),
+                                r.i64(3),
+                            ));
+                            Ok(())
+                        })?;
+                    let mut fraud = Vec::new();
+                    conn.prepare("SELECT ip, at FROM fraud_ips")?
+                        .for_each(&[], |r| {
+                            if let Some(k) = ip_of(r.blob(0))? {
+                                fraud.push((k, r.i64(1)));
+                            }
+                            Ok(())
+                        })?;
+                    Ok((familiar, fraud))
+                })?;
+                h.fill_marks(familiar, fraud);
+            }
+            if let Some(m) = h.marks(customer, ip, t, customer_ips) {
+                return Ok(m);
+            }
+        }
         let customer_ips: HashSet<u128> = customer_ips.iter().copied().collect();
         self.read_now(|conn| {
             let mut m = Marks::default();

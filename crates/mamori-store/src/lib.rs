@@ -15,6 +15,7 @@ use mamori_core::investigate::Procedure;
 
 pub mod assess;
 mod decisions;
+pub mod hot;
 pub mod investigate;
 mod raw;
 pub mod sqlite;

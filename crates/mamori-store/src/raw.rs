@@ -60,6 +60,42 @@ unsafe impl Send for OwnedConn {}
 impl OwnedConn {
     /// Opens an existing store file for reads.
     pub(crate) fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+        Self::open_with(
+            path,
+            &[
+                "PRAGMA query_only = 1",
+                "PRAGMA busy_timeout = 30000",
+                "PRAGMA cache_size = -65536",
+                "PRAGMA mmap_size = 68719476736",
+                "PRAGMA temp_store = memory",
+            ],
+        )
+    }
+
+    /// Opens an existing store file (in WAL mode already) for the store's writes, with the
+    /// settings of the sqlx pool's connections.
+    pub(crate) fn open_writer(
+        path: &std::path::Path,
+        synchronous_full: bool,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(
+            path,
+            &[
+                "PRAGMA busy_timeout = 30000",
+                "PRAGMA cache_size = -262144",
+                "PRAGMA mmap_size = 68719476736",
+                "PRAGMA temp_store = memory",
+                "PRAGMA wal_autocheckpoint = 0",
+                if synchronous_full {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                },
+            ],
+        )
+    }
+
+    fn open_with(path: &std::path::Path, pragmas: &[&str]) -> Result<Self, StoreError> {
         let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
             StoreError::Sqlite {
                 code: ffi::SQLITE_CANTOPEN,
@@ -89,13 +125,7 @@ impl OwnedConn {
         if rc != ffi::SQLITE_OK {
             return Err(conn.conn().error(rc));
         }
-        for pragma in [
-            "PRAGMA query_only = 1",
-            "PRAGMA busy_timeout = 30000",
-            "PRAGMA cache_size = -65536",
-            "PRAGMA mmap_size = 68719476736",
-            "PRAGMA temp_store = memory",
-        ] {
+        for pragma in pragmas {
             conn.conn().prepare(pragma)?.for_each(&[], |_| Ok(()))?;
         }
         Ok(conn)
@@ -156,6 +186,12 @@ impl<'h> Conn<'h> {
             cache: None,
             _lock: PhantomData,
         }
+    }
+
+    /// Whether no transaction is open.
+    pub(crate) fn autocommit(&self) -> bool {
+        // SAFETY: the handle is valid (see `new`).
+        unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) != 0 }
     }
 
     fn error(&self, code: c_int) -> StoreError {

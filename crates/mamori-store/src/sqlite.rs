@@ -18,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::hot::{Hot, IpNeed};
 use crate::raw;
 use crate::{
     EventWriter, HistoryReader, Inserted, IpEvent, LoginFeatures, Result, Retention, StoreError,
@@ -27,6 +28,9 @@ use sqlx::AssertSqlSafe;
 /// Kinds kept in the partial index `events_sensitive` (migration 0002), and its condition.
 const SENSITIVE_KINDS: [u8; 8] = [4, 5, 7, 8, 9, 10, 11, 12];
 const SENSITIVE_SQL: &str = "(4, 5, 7, 8, 9, 10, 11, 12)";
+
+/// A UTC day far in the future: the end of "every day from … on".
+const FAR_DAY: i64 = 100_000_000;
 
 /// Keys per `IN (…)` list.
 const KEYS_PER_QUERY: usize = 500;
@@ -46,10 +50,16 @@ pub struct SqliteStore {
     path: std::path::PathBuf,
     /// Idle connections of our own for short reads on the calling thread ([`raw::OwnedConn`]).
     readers: Arc<Mutex<Vec<raw::OwnedConn>>>,
-    /// One writer at a time (SQLite has one; waiting here is fairer than its busy loop).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// One writer at a time (SQLite has one; waiting here is fairer than its busy loop), on a
+    /// connection of our own (opened at the first write): statements stay prepared, and the
+    /// work runs on the calling thread.
+    writer: Arc<tokio::sync::Mutex<Option<raw::OwnedConn>>>,
+    /// `synchronous = FULL` for the writer.
+    synchronous_full: bool,
     /// User-agent families by `ua_key` (few distinct values, read on every assessment).
     ua_families: Arc<Mutex<HashMap<i64, u64>>>,
+    /// The server's cache of customers' events and resolutions ([`SqliteStore::with_hot`]).
+    hot: Option<Arc<Hot>>,
 }
 
 /// WAL frames (pages) after which a writer waits for the WAL to be checkpointed completely, so
@@ -170,8 +180,10 @@ impl SqliteStore {
             delta: Arc::default(),
             ua_families: Arc::default(),
             writer: Arc::default(),
+            synchronous_full,
             path: path.to_owned(),
             readers: Arc::default(),
+            hot: None,
         })
     }
 
@@ -186,6 +198,7 @@ impl SqliteStore {
 
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
+        self.writer.lock().await.take();
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -282,7 +295,7 @@ fn insert_sql(rows: usize, returning: bool) -> String {
     }
     sql.push_str(" ON CONFLICT DO NOTHING");
     if returning {
-        sql.push_str(" RETURNING customer_key, occurred_at, kind, ip");
+        sql.push_str(" RETURNING customer_key, occurred_at, kind, ip, event_id");
     }
     sql
 }
@@ -371,12 +384,13 @@ fn count_returned(seen: &mut SeenCounts, r: &raw::Row<'_>) -> Result<()> {
 struct FreshKeys([HashMap<Box<str>, i64>; 3]);
 
 /// Writes one batch on the raw handle, inside the caller's transaction. Returns the number of new
-/// events.
-fn write_batch(
+/// events, the new keys, the `ip_seen` rows written and the new events of the customers `wanted`.
+fn write_batch<'e>(
     conn: &raw::Conn<'_>,
     cache: &KeyCache,
-    events: &[Event],
-) -> Result<(u64, FreshKeys, i64)> {
+    events: &'e [Event],
+    wanted: &dyn Fn(&Event) -> bool,
+) -> Result<(u64, FreshKeys, i64, Vec<&'e Event>)> {
     let mut customers = Interner::new(conn, "customers", "customer_key", "customer_id")?;
     let mut devices = Interner::new(conn, "devices", "device_key", "device_id")?;
     let mut agents = Interner::new(conn, "user_agents", "ua_key", "user_agent")?;
@@ -399,6 +413,8 @@ fn write_batch(
     let mut seen = conn.prepare(&upsert_seen_sql("ip_seen_delta"))?;
     let mut counts = SeenCounts::new();
     let mut inserted = 0u64;
+    let mut new_events: Vec<&Event> = Vec::new();
+    let mut returned: HashSet<(i64, String)> = HashSet::new();
     let mut params: Vec<raw::Value<'_>> = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS);
     let ips: Vec<Option<[u8; 16]>> = rows
         .iter()
@@ -457,20 +473,34 @@ fn write_batch(
                     }
                 };
             if returning {
+                let want: Vec<bool> = chunk.iter().map(|(_, e)| wanted(e)).collect();
+                let any = want.contains(&true);
+                returned.clear();
                 inserted += run(&mut |stmt, p| {
                     let mut n = 0;
                     stmt.for_each(p, |r| {
                         n += 1;
+                        if any {
+                            returned.insert((r.i64(0), r.string(4)?));
+                        }
                         count_returned(&mut counts, r)
                     })?;
                     Ok(n)
                 })?;
+                if any {
+                    for ((ck, e), w) in chunk.iter().zip(want) {
+                        if w && returned.contains(&(*ck, e.event_id.clone())) {
+                            new_events.push(e);
+                        }
+                    }
+                }
             } else {
                 let n = run(&mut |stmt, p| stmt.exec(p))?;
                 if n != chunk.len() as u64 {
                     return Err(corrupt("a new customer's event was already stored"));
                 }
                 inserted += n;
+                new_events.extend(chunk.iter().filter(|(_, e)| wanted(e)).map(|(_, e)| *e));
                 for ((ck, e), ip) in chunk.iter().zip(ips) {
                     if let Some(ip) = ip {
                         count_seen(&mut counts, *ip, e.occurred_at, *ck, e.kind.code().into());
@@ -496,6 +526,7 @@ fn write_batch(
         inserted,
         FreshKeys([customers.fresh, devices.fresh, agents.fresh]),
         seen_rows,
+        new_events,
     ))
 }
 
@@ -605,20 +636,44 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// What a write transaction may do besides raw SQL: store events.
+/// What a write transaction may do besides raw SQL: store events, change resolutions.
 pub(crate) struct Writes<'s> {
     store: &'s SqliteStore,
     fresh: Vec<FreshKeys>,
+    /// New events of customers the hot cache holds, added to it after the commit.
+    hot: Vec<(String, Past)>,
+    marks_changed: bool,
 }
 
 impl Writes<'_> {
     /// Stores events (idempotently), as [`EventWriter::insert_events`]; returns how many were new.
     pub(crate) fn events(&mut self, conn: &raw::Conn<'_>, events: &[Event]) -> Result<u64> {
-        let (inserted, fresh, seen_rows) = write_batch(conn, &self.store.cache(), events)?;
+        let hot = self.store.hot.as_deref();
+        // With the hot cache, every new event (a customer being read may be held next).
+        let wanted = |_: &Event| hot.is_some();
+        let (inserted, fresh, seen_rows, new) =
+            write_batch(conn, &self.store.cache(), events, &wanted)?;
         self.store.merge_delta_if_full(conn, seen_rows)?;
         self.fresh.push(fresh);
+        self.hot.extend(
+            new.into_iter()
+                .map(|e| (e.customer_id.clone(), Past::of(e))),
+        );
         Ok(inserted)
     }
+
+    /// The transaction changes what resolutions mark (familiar IPs and devices, fraud IPs).
+    pub(crate) fn marks_changed(&mut self) {
+        self.marks_changed = true;
+    }
+}
+
+/// Counts a write transaction in `store_meta.seq` (every process does, so each can tell whether
+/// another wrote since it last looked); returns the new value.
+fn bump_seq(conn: &raw::Conn<'_>) -> Result<i64> {
+    conn.prepare("UPDATE store_meta SET seq = seq + 1 RETURNING seq")?
+        .query_i64(&[])?
+        .ok_or_else(|| corrupt("store_meta has no row"))
 }
 
 impl SqliteStore {
@@ -630,24 +685,55 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&raw::Conn<'_>, &mut Writes<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         self.make_wal_room().await?;
-        let db = |e: sqlx::Error| E::from(StoreError::Db(e));
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let (out, fresh) = {
-            let mut handle = tx.lock_handle().await.map_err(db)?;
-            // SAFETY: the handle is locked for this connection while `handle` lives, and `conn`
-            // and its statements are dropped at the end of this block, before it.
-            let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
-            let mut w = Writes {
-                store: self,
-                fresh: Vec::new(),
-            };
-            let out = blocking(|| f(&conn, &mut w))?;
-            (out, w.fresh)
+        let conn = match writer.take() {
+            Some(c) => c,
+            None => raw::OwnedConn::open_writer(&self.path, self.synchronous_full)?,
         };
-        tx.commit().await.map_err(db)?;
+        let mut w = Writes {
+            store: self,
+            fresh: Vec::new(),
+            hot: Vec::new(),
+            marks_changed: false,
+        };
+        let done = blocking(|| -> Result<(T, i64), E> {
+            let c = conn.conn();
+            c.prepare("BEGIN IMMEDIATE")?.exec(&[])?;
+            let out = bump_seq(&c)
+                .map_err(E::from)
+                .and_then(|seq| Ok((f(&c, &mut w)?, seq)))
+                .and_then(|out| {
+                    c.prepare("COMMIT")?.exec(&[])?;
+                    Ok(out)
+                });
+            if out.is_err() && !c.autocommit() {
+                // Whatever failed, no transaction stays open on the writer.
+                let _ = c.prepare("ROLLBACK").and_then(|mut r| r.exec(&[]));
+            }
+            out
+        });
+        *writer = Some(conn);
+        let (out, seq) = done?;
+        let Writes {
+            fresh,
+            hot,
+            marks_changed,
+            ..
+        } = w;
         self.checkpoint_soon();
+        if let Some(h) = &self.hot {
+            if seq != h.seq() + 1 {
+                // Another process wrote since this one last looked.
+                h.clear();
+                h.set_seq(seq);
+            } else {
+                h.stored(seq, hot);
+                if marks_changed {
+                    h.marks_changed();
+                }
+            }
+        }
         let mut cache = self.cache();
         for FreshKeys([c, d, a]) in fresh {
             cache.customers.extend(c);
@@ -876,6 +962,79 @@ fn ip_windows(
     Ok(out)
 }
 
+/// A customer's events with `from ≤ at < to`.
+fn past_rows(
+    conn: &raw::Conn<'_>,
+    families: &Mutex<HashMap<i64, u64>>,
+    customer: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Past>> {
+    let mut rows: Vec<(Past, Option<i64>)> = Vec::new();
+    conn.prepare(
+        "SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, e.amount, \
+                 e.side FROM customers c CROSS JOIN events e \
+                 WHERE c.customer_id = ? AND e.customer_key = c.customer_key \
+                   AND e.occurred_at >= ? AND e.occurred_at < ? \
+                 ORDER BY e.occurred_at, e.event_id",
+    )?
+    .for_each(
+        &[
+            raw::Value::Text(customer),
+            raw::Value::Int(from),
+            raw::Value::Int(to),
+        ],
+        |r| {
+            rows.push((
+                Past {
+                    access: Access {
+                        at: r.i64(0),
+                        kind: kind_of(r.i64(1))?,
+                        channel: channel_of(r.i64(2))?,
+                        ip: ip_of(r.blob(3))?,
+                        device: r.opt_i64(4).map(|d| d as u64),
+                    },
+                    ua: None,
+                    amount: r.opt_i64(6),
+                    side: side_of(r.opt_i64(7))?,
+                },
+                r.opt_i64(5),
+            ));
+            Ok(())
+        },
+    )?;
+    ua_families(conn, families, rows.iter().filter_map(|r| r.1))?;
+    let families = families.lock().map_err(|_| poisoned())?;
+    Ok(rows
+        .into_iter()
+        .map(|(mut p, k)| {
+            p.ua = k.and_then(|k| families.get(&k).copied());
+            p
+        })
+        .collect())
+}
+
+/// Runs `f` in one read transaction, with `store_meta.seq` as of its snapshot.
+fn snapshot<T>(
+    conn: &raw::Conn<'_>,
+    f: impl FnOnce(&raw::Conn<'_>) -> Result<T>,
+) -> Result<(i64, T)> {
+    conn.prepare("BEGIN")?.exec(&[])?;
+    let out = seq_on(conn).and_then(|seq| Ok((seq, f(conn)?)));
+    let end = conn
+        .prepare(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .and_then(|mut s| s.exec(&[]));
+    let out = out?;
+    end?;
+    Ok(out)
+}
+
+fn seq_on(conn: &raw::Conn<'_>) -> Result<i64> {
+    conn.prepare("SELECT seq FROM store_meta")?
+        .query_i64(&[])?
+        .ok_or_else(|| corrupt("store_meta has no row"))
+}
+
 impl SqliteStore {
     /// Runs `f` on the raw handle of a pooled connection, on a blocking thread: reads go row by
     /// row through SQLite's own API instead of one channel message per row (sqlx's cost, 4× the
@@ -895,6 +1054,124 @@ impl SqliteStore {
             readers.push(conn);
         }
         out
+    }
+
+    /// A customer's events with `from ≤ at < to`, read from the file.
+    fn read_past(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Past>> {
+        self.read_now(|conn| past_rows(conn, &self.ua_families, customer, from, to))
+    }
+
+    /// The server's hot cache of customers' events and resolutions (see [`crate::hot`]), holding
+    /// at most `max_rows` events. For a store that serves; a batch reads the file.
+    pub async fn with_hot(mut self, max_rows: usize) -> Result<Self> {
+        let seq = {
+            let _writer = self.writer.lock().await;
+            self.read_seq()?
+        };
+        self.hot = Some(Arc::new(Hot::new(max_rows, seq)));
+        Ok(self)
+    }
+
+    pub(crate) fn hot(&self) -> Option<&Hot> {
+        self.hot.as_deref()
+    }
+
+    pub(crate) fn writer(&self) -> &tokio::sync::Mutex<Option<raw::OwnedConn>> {
+        &self.writer
+    }
+
+    /// Fills the hot cache with the customers and IPs active in the `days` days up to the
+    /// newest stored, most recent first, while there is room: each customer's events from
+    /// `past_span` before that period, each IP's days from `ip_span` before it. A server does
+    /// this before it says it is ready, so that its first requests find what they need.
+    pub async fn preload_hot(&self, days: i64, past_span: i64, ip_span: i64) -> Result<()> {
+        let Some(h) = &self.hot else { return Ok(()) };
+        let _writer = self.writer.lock().await;
+        let recent = |what: &str| {
+            format!(
+                "SELECT {what}, max(day) AS d FROM \
+                 (SELECT {what}, day FROM ip_seen WHERE day >= ?1 \
+                  UNION ALL SELECT {what}, day FROM ip_seen_delta WHERE day >= ?1) \
+                 GROUP BY {what} ORDER BY d DESC"
+            )
+        };
+        let (first_day, customers, ips) = self.read_now(|conn| {
+            let newest = conn
+                .prepare(
+                    "SELECT max(d) FROM (SELECT max(day) AS d FROM ip_seen \
+                     UNION ALL SELECT max(day) FROM ip_seen_delta)",
+                )?
+                .query_i64(&[])?;
+            let Some(newest) = newest else {
+                return Ok((0, Vec::new(), Vec::new()));
+            };
+            let first_day = newest + 1 - days;
+            let mut customers = Vec::new();
+            conn.prepare(&format!(
+                "SELECT c.customer_id FROM ({}) r JOIN customers c \
+                 ON c.customer_key = r.customer_key ORDER BY r.d DESC",
+                recent("customer_key")
+            ))?
+            .for_each(&[raw::Value::Int(first_day)], |r| {
+                customers.push(r.string(0)?);
+                Ok(())
+            })?;
+            let mut ips = Vec::new();
+            conn.prepare(&recent("ip"))?
+                .for_each(&[raw::Value::Int(first_day)], |r| {
+                    ips.extend(ip_of(r.blob(0))?);
+                    Ok(())
+                })?;
+            Ok((first_day, customers, ips))
+        })?;
+        let held_from = first_day * DAY_US - past_span - crate::hot::FILL_SLACK_US;
+        for c in &customers {
+            if !h.preload_room().0 {
+                break;
+            }
+            let (seq, rows) = self.read_now(|conn| {
+                snapshot(conn, |conn| {
+                    past_rows(conn, &self.ua_families, c, held_from, i64::MAX)
+                })
+            })?;
+            h.fill(c, held_from, seq, rows);
+        }
+        let ip_day = utc_day(first_day * DAY_US - ip_span - crate::hot::FILL_SLACK_US);
+        for ip in ips {
+            if !h.preload_room().1 {
+                break;
+            }
+            let w = [(ip, ip_day * DAY_US, FAR_DAY * DAY_US)];
+            let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
+            h.fill_ip(ip, ip_day, seq, uses);
+        }
+        Ok(())
+    }
+
+    /// The hot cache's counters, when there is one.
+    pub fn hot_stats(&self) -> Option<crate::hot::HotStats> {
+        self.hot.as_ref().map(|h| h.stats())
+    }
+
+    fn read_seq(&self) -> Result<i64> {
+        self.read_now(seq_on)
+    }
+
+    /// Empties the hot cache if another process wrote since this one last looked: at most every
+    /// [`crate::hot::POLL`], and not while this process writes (its commit looks itself).
+    pub(crate) fn look_for_other_writers(&self, h: &Hot) -> Result<()> {
+        if !h.check_due() {
+            return Ok(());
+        }
+        let Ok(_writer) = self.writer.try_lock() else {
+            return Ok(());
+        };
+        let seq = self.read_seq()?;
+        if seq != h.seq() {
+            h.clear();
+        }
+        h.set_seq(seq);
+        Ok(())
     }
 
     pub(crate) async fn with_raw<T: Send + 'static>(
@@ -977,6 +1254,34 @@ impl HistoryReader for SqliteStore {
     }
 
     async fn ip_uses(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<(u128, IpUse<String>)>> {
+        if let (Some(h), [(ip, from, to)]) = (&self.hot, windows) {
+            // The server's question, from memory.
+            self.look_for_other_writers(h)?;
+            if let Ok(uses) = h.ip_uses(*ip, *from, *to) {
+                return Ok(uses);
+            }
+            // Read what is missing: the days, then the events of up to two edge days (an IP too
+            // large to hold, or a fill overtaken by a write, is read from the file).
+            for _ in 0..3 {
+                match h.ip_uses(*ip, *from, *to) {
+                    Ok(uses) => return Ok(uses),
+                    Err(IpNeed::Days(first)) => {
+                        let day = first - crate::hot::FILL_SLACK_US / DAY_US;
+                        // Whole days only: both edges on midnight.
+                        let w = [(*ip, day * DAY_US, FAR_DAY * DAY_US)];
+                        let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
+                        h.fill_ip(*ip, day, seq, uses);
+                    }
+                    Err(IpNeed::Events(day)) => {
+                        // An edge inside the day: its events one by one.
+                        let w = [(*ip, day * DAY_US + 1, day * DAY_US + 2)];
+                        let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
+                        h.fill_ip_day(*ip, day, seq, uses);
+                    }
+                }
+            }
+            return self.read_now(|conn| ip_windows(conn, windows));
+        }
         if windows.len() <= 8 {
             // The server's question: a few windows, answered on this thread.
             return self.read_now(|conn| ip_windows(conn, windows));
@@ -1008,51 +1313,25 @@ impl HistoryReader for SqliteStore {
     }
 
     async fn customer_past(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Past>> {
-        let families = &self.ua_families;
-        self.read_now(|conn| {
-            let mut rows: Vec<(Past, Option<i64>)> = Vec::new();
-            conn.prepare(
-                "SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, e.amount, \
-                 e.side FROM customers c CROSS JOIN events e \
-                 WHERE c.customer_id = ? AND e.customer_key = c.customer_key \
-                   AND e.occurred_at >= ? AND e.occurred_at < ? \
-                 ORDER BY e.occurred_at, e.event_id",
-            )?
-            .for_each(
-                &[
-                    raw::Value::Text(customer),
-                    raw::Value::Int(from),
-                    raw::Value::Int(to),
-                ],
-                |r| {
-                    rows.push((
-                        Past {
-                            access: Access {
-                                at: r.i64(0),
-                                kind: kind_of(r.i64(1))?,
-                                channel: channel_of(r.i64(2))?,
-                                ip: ip_of(r.blob(3))?,
-                                device: r.opt_i64(4).map(|d| d as u64),
-                            },
-                            ua: None,
-                            amount: r.opt_i64(6),
-                            side: side_of(r.opt_i64(7))?,
-                        },
-                        r.opt_i64(5),
-                    ));
-                    Ok(())
-                },
-            )?;
-            ua_families(conn, families, rows.iter().filter_map(|r| r.1))?;
-            let families = families.lock().map_err(|_| poisoned())?;
-            Ok(rows
-                .into_iter()
-                .map(|(mut p, k)| {
-                    p.ua = k.and_then(|k| families.get(&k).copied());
-                    p
-                })
-                .collect())
-        })
+        let Some(h) = &self.hot else {
+            return self.read_past(customer, from, to);
+        };
+        self.look_for_other_writers(h)?;
+        if let Some(p) = h.past(customer, from, to) {
+            return Ok(p);
+        }
+        // A miss: every event from a little before the window on, with the seq of the snapshot.
+        let held_from = from.saturating_sub(crate::hot::FILL_SLACK_US);
+        let (seq, rows) = self.read_now(|conn| {
+            snapshot(conn, |conn| {
+                past_rows(conn, &self.ua_families, customer, held_from, i64::MAX)
+            })
+        })?;
+        let lo = rows.partition_point(|p| p.access.at < from);
+        let hi = rows.partition_point(|p| p.access.at < to);
+        let out = rows[lo..hi].to_vec();
+        h.fill(customer, held_from, seq, rows);
+        Ok(out)
     }
 
     async fn login_features(&self, from: i64, to: i64) -> Result<Vec<LoginFeatures>> {
@@ -1217,7 +1496,20 @@ impl Retention for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        {
+            let seq = {
+                let mut handle = tx.lock_handle().await?;
+                // SAFETY: as above.
+                let conn = unsafe { raw::Conn::new(handle.as_raw_handle()) };
+                bump_seq(&conn)?
+            };
+            tx.commit().await?;
+            if let Some(h) = &self.hot {
+                // Events went: read customers again.
+                h.clear();
+                h.set_seq(seq);
+            }
+        }
         self.delta.lock().unwrap_or_else(|p| p.into_inner()).rows = Some(0);
         Ok(total)
     }

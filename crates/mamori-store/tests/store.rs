@@ -35,6 +35,166 @@ fn sqlite_passes_the_storage_suite() {
             .expect("reopen");
         use mamori_store::HistoryReader;
         assert!(s.count_events().await.expect("count") > 0);
+        // The same suite through the server's hot cache (small, so that it evicts).
+        let hot = SqliteStore::open(&dir.path().join("hot.db"))
+            .await
+            .expect("open")
+            .with_hot(50)
+            .await
+            .expect("hot");
+        testsuite::run_all(&hot).await;
+        let stats = hot.hot_stats().expect("stats");
+        assert!(stats.hits > 0 && stats.misses > 0, "{stats:?}");
+    });
+}
+
+/// The server's hot cache answers as the file does: through its own writes, another handle's
+/// writes (another process, as far as the cache can tell), resolutions and concurrent fills.
+#[test]
+fn the_hot_cache_answers_as_the_store_does() {
+    use mamori_core::assess::{Attempt, Decision, Policy};
+    use mamori_core::case::Resolution;
+    use mamori_core::time::{DAY_US, parse_bound};
+    use mamori_store::assess::{activity, assess_attempt, past_span, population};
+    use mamori_store::{AssessmentRecord, DecisionLog, HistoryReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let (plain, events) = simulated_store(dir.path(), 300).await;
+        let policy = Policy::default();
+        let hot = SqliteStore::open(&dir.path().join("sim.db"))
+            .await
+            .expect("open")
+            .with_hot(40_000)
+            .await
+            .expect("hot");
+        hot.preload_hot(
+            14,
+            past_span(&policy),
+            i64::from(policy.others_days) * DAY_US,
+        )
+        .await
+        .expect("preload");
+        assert!(hot.hot_stats().expect("stats").customers > 0);
+        let from = parse_bound("2020-08-20").unwrap();
+        let to = parse_bound("2020-09-20").unwrap();
+        let mut attempts: Vec<Event> = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    Kind::Login | Kind::Withdrawal | Kind::DestinationChange
+                ) && from <= e.occurred_at
+                    && e.occurred_at < to
+            })
+            .cloned()
+            .collect();
+        attempts.sort_by_key(|e| e.occurred_at);
+        attempts.truncate(600);
+        assert!(attempts.len() > 200, "{}", attempts.len());
+        let pop = population(
+            &plain,
+            mamori_store::assess::tokyo_day_start(from),
+            &policy,
+            &NoIntel,
+        )
+        .await
+        .expect("population");
+        let check = |s: &SqliteStore, e: &Event| {
+            let (s, e, pop, policy) = (s.clone(), e.clone(), &pop, &policy);
+            let plain = plain.clone();
+            async move {
+                let t = e.occurred_at;
+                let span = past_span(policy);
+                assert_eq!(
+                    s.customer_past(&e.customer_id, t - span, t)
+                        .await
+                        .expect("past"),
+                    plain
+                        .customer_past(&e.customer_id, t - span, t)
+                        .await
+                        .expect("past"),
+                    "past of {}",
+                    e.customer_id
+                );
+                assert_eq!(
+                    activity(&s, &e.customer_id, e.ip, t, policy)
+                        .await
+                        .expect("act"),
+                    activity(&plain, &e.customer_id, e.ip, t, policy)
+                        .await
+                        .expect("act"),
+                    "activity of {:?} at {t}",
+                    e.ip
+                );
+                let a = Attempt::of(&e);
+                let got = assess_attempt(&s, &e.customer_id, &a, pop, &NoIntel, policy)
+                    .await
+                    .expect("assess");
+                let want = assess_attempt(&plain, &e.customer_id, &a, pop, &NoIntel, policy)
+                    .await
+                    .expect("assess");
+                assert_eq!(got, want, "{} {}", e.customer_id, e.event_id);
+                got
+            }
+        };
+        // Four tasks at once assess and record (allowed attempts become events, in the cache
+        // too); now and then the other handle writes, and an alert is resolved.
+        let chunks: Vec<Vec<Event>> = attempts.chunks(150).map(|c| c.to_vec()).collect();
+        let mut tasks = Vec::new();
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let (hot, plain, check) = (hot.clone(), plain.clone(), &check);
+            tasks.push(async move {
+                for (i, e) in chunk.iter().enumerate() {
+                    let a = check(&hot, e).await;
+                    let mut attempt = e.clone();
+                    attempt.event_id = format!("hot-{n}-{i}");
+                    let rec = AssessmentRecord {
+                        assessment_id: format!("as-{n}-{i}"),
+                        created_at: e.occurred_at,
+                        event: attempt.clone(),
+                        decision: if i % 40 == 7 {
+                            Decision::Hold
+                        } else {
+                            a.decision
+                        },
+                        score: a.score,
+                        reasons: serde_json::json!([]),
+                        outcome: None,
+                        outcome_at: None,
+                    };
+                    let alert = hot.record_assessment(&rec).await.expect("record");
+                    if let Some(alert) = alert {
+                        let r = if i % 80 == 7 {
+                            Resolution::ConfirmedFraud
+                        } else {
+                            Resolution::Legitimate
+                        };
+                        hot.resolve_alert(alert, r, "test", "staff", e.occurred_at)
+                            .await
+                            .expect("resolve");
+                    }
+                    if i % 30 == 29 {
+                        // Another process's write: a login of this customer a second later.
+                        let mut other = e.clone();
+                        other.event_id = format!("other-{n}-{i}");
+                        other.kind = Kind::Login;
+                        other.occurred_at += 1_000_000;
+                        plain.insert_events(&[other]).await.expect("insert");
+                        tokio::time::sleep(mamori_store::hot::POLL * 2).await;
+                    }
+                }
+            });
+        }
+        futures_util::future::join_all(tasks).await;
+        // Afterwards, every customer and IP of the attempts, at a later time.
+        for e in &attempts {
+            let mut later = e.clone();
+            later.occurred_at = to + DAY_US;
+            check(&hot, &later).await;
+        }
+        let stats = hot.hot_stats().expect("stats");
+        eprintln!("{stats:?}");
+        assert!(stats.cleared > 0 && stats.hits > stats.misses, "{stats:?}");
     });
 }
 

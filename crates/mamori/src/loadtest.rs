@@ -110,9 +110,30 @@ pub async fn run(a: &LoadtestArgs) -> anyhow::Result<()> {
         usize::MAX
     };
     let next = Arc::new(AtomicUsize::new(0));
+    // Open loop: a thread of its own releases each request at its time (a thread sleeps to tens
+    // of microseconds; tokio's timer has a granularity of a millisecond, which the latencies
+    // would include).
+    let (release, released) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let released = Arc::new(tokio::sync::Mutex::new(released));
     let errors = Arc::new(AtomicU64::new(0));
     let decisions: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let start = Instant::now() + Duration::from_millis(100);
+    let rate = a.rate;
+    let scheduled_at = move |i: usize| start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+    let pacer = (a.rate > 0).then(|| {
+        std::thread::spawn(move || {
+            for i in 0..total {
+                let at = scheduled_at(i);
+                if at.saturating_duration_since(start) > duration {
+                    break;
+                }
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                if release.send(i).is_err() {
+                    break;
+                }
+            }
+        })
+    });
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency.max(1) {
         let (client, url, key, bodies, next, errors, decisions) = (
@@ -125,22 +146,23 @@ pub async fn run(a: &LoadtestArgs) -> anyhow::Result<()> {
             decisions.clone(),
         );
         let rate = a.rate;
+        let released = released.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let scheduled = if rate > 0 {
-                    start + Duration::from_secs_f64(i as f64 / f64::from(rate))
+                let (i, scheduled) = if rate > 0 {
+                    let Some(i) = released.lock().await.recv().await else {
+                        break;
+                    };
+                    (i, scheduled_at(i))
                 } else {
-                    Instant::now()
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    if now.saturating_duration_since(start) > duration {
+                        break;
+                    }
+                    (i, now)
                 };
-                if scheduled.saturating_duration_since(start) > duration {
-                    break;
-                }
-                tokio::time::sleep_until(scheduled.into()).await;
                 let body = bodies[i % bodies.len()].clone();
                 let r = client
                     .post(url.as_str())
@@ -177,6 +199,11 @@ pub async fn run(a: &LoadtestArgs) -> anyhow::Result<()> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for t in tasks {
         h.add(t.await?)?;
+    }
+    // It has ended: the tasks end when it stops releasing.
+    if let Some(p) = pacer {
+        p.join()
+            .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let n = h.len();

@@ -37,6 +37,11 @@ pub async fn run(
     let store = mamori_store::SqliteStore::open_with(db, server.synchronous == "full")
         .await
         .with_context(|| format!("opening the store {}", db.display()))?;
+    let store = if server.cache_events > 0 {
+        store.with_hot(server.cache_events).await?
+    } else {
+        store
+    };
     if store
         .list_keys()
         .await?

@@ -415,7 +415,12 @@ fn user_agent_families() {
 fn the_login_score_grows_with_the_customers_habits() {
     let pop = population();
     let f = features(Some("203.0.113.66".parse().unwrap()), None, &NoIntel);
-    let own = |n: usize| vec![features(Some("198.51.100.10".parse().unwrap()), None, &NoIntel); n];
+    let own = |n: u32| {
+        vec![(
+            features(Some("198.51.100.10".parse().unwrap()), None, &NoIntel),
+            n,
+        )]
+    };
     let (s1, _) = login_score(&f, &own(1), &pop, 1.0);
     let (s50, parts) = login_score(&f, &own(50), &pop, 1.0);
     assert!(s50 > s1 && s1 > 0.0, "{s1} {s50}");

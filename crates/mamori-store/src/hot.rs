@@ -1,0 +1,572 @@
+//! The server's hot cache: customers' recent events, IPs' recent uses and the resolutions' marks
+//! held in memory, so that an assessment reads nothing from the file once its customer and IP
+//! have been seen.
+//!
+//! Coherence rests on `store_meta.seq`, which every write transaction of every process
+//! increments (migration 0007):
+//! - **Writes of this process** go through [`crate::SqliteStore`]'s single writer; after each
+//!   commit (seq `s`), still holding the writer, its new events are added to what is held —
+//!   except to entries read from a snapshot that already had them (their seq ≥ `s`).
+//! - **Fills** (a customer or IP read on a miss) run beside the writer: they read the seq and the
+//!   rows in one snapshot, and their result is kept only if no write of this process was added
+//!   since that seq (otherwise it answers its own question and is dropped).
+//! - **Writes of other processes** (an import into the store while it serves) show as a seq this
+//!   process did not make: found by its next write, or by a reader that polls (every [`POLL`]),
+//!   they empty the cache. Another process's events thus reach decisions within about [`POLL`].
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
+use mamori_core::assess::{Marks, Past};
+use mamori_core::history::IpUse;
+use mamori_core::time::DAY_US;
+
+use crate::sqlite::utc_day;
+
+/// Writes of this process kept for fills that read before them.
+const RECENT_WRITES: usize = 4096;
+
+/// How often a reader checks for other processes' writes.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Days of events read before the first window asked for, on a miss: a later question about an
+/// earlier moment (batches of attempts out of order) is still answered from memory.
+pub(crate) const FILL_SLACK_US: i64 = 2 * mamori_core::time::DAY_US;
+
+/// A customer's events from `from` on, in time order (ties in the store's order), as of seq
+/// `seq` and this process's writes after it.
+#[derive(Debug)]
+struct Held {
+    from: i64,
+    seq: i64,
+    rows: Vec<Past>,
+    used: u64,
+}
+
+/// A familiar mark: (IP key, device hash, since).
+type Familiar = (Option<u128>, Option<u64>, i64);
+
+/// Familiar marks by customer, and confirmed-fraud IPs with their time.
+type Resolutions = (HashMap<Box<str>, Vec<Familiar>>, Vec<(u128, i64)>);
+
+/// An IP's uses by UTC day, from `from_day` on: per customer and day (as `ip_seen` counts them),
+/// and for some days also event by event (the days a question's window starts or ends inside).
+#[derive(Debug, Default)]
+struct HeldIp {
+    from_day: i64,
+    /// The seq of the snapshot the days were read from.
+    seq: i64,
+    days: BTreeMap<i64, IpDay>,
+    rows: usize,
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct IpDay {
+    /// (logins, failed logins) by customer.
+    customers: HashMap<Box<str>, (u32, u32)>,
+    /// The events and the seq of the snapshot they were read from.
+    events: Option<(i64, Vec<IpUse<String>>)>,
+}
+
+/// What the cache lacks to answer a question about an IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IpNeed {
+    /// The IP's days from this one on.
+    Days(i64),
+    /// The events of this day.
+    Events(i64),
+}
+
+impl Held {
+    /// Adds an event of write `seq` unless it is before the rows or they were read after it;
+    /// returns the rows added.
+    fn apply(&mut self, seq: i64, p: &Past) -> usize {
+        if p.access.at < self.from || self.seq >= seq {
+            return 0;
+        }
+        // After every held event at the same time: the store orders ties by event id, but no
+        // rule depends on the order of events at the same microsecond.
+        let at = self.rows.partition_point(|q| q.access.at <= p.access.at);
+        self.rows.insert(at, *p);
+        1
+    }
+}
+
+impl HeldIp {
+    /// Adds a use of write `seq` to the day's counts and events, each unless read after it;
+    /// returns the rows added.
+    fn apply(&mut self, seq: i64, customer: &str, p: &Past) -> usize {
+        let day = utc_day(p.access.at);
+        if day < self.from_day {
+            return 0;
+        }
+        let use_ = IpUse::event(p.access.at, customer.to_owned(), p.access.kind);
+        let d = self.days.entry(day).or_insert_with(|| IpDay {
+            // A day the IP had no use before this write: its events are this write's.
+            events: Some((seq - 1, Vec::new())),
+            ..IpDay::default()
+        });
+        let mut n = 0;
+        if self.seq < seq {
+            let c = d.customers.entry(customer.into()).or_insert_with(|| {
+                n += 1;
+                (0, 0)
+            });
+            c.0 += use_.logins;
+            c.1 += use_.failed_logins;
+        }
+        if let Some((read, ev)) = &mut d.events
+            && *read < seq
+        {
+            ev.push(use_);
+            n += 1;
+        }
+        self.rows += n;
+        n
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    customers: HashMap<Box<str>, Held>,
+    ips: HashMap<u128, HeldIp>,
+    ip_rows: usize,
+    rows: usize,
+    tick: u64,
+    /// Legitimate resolutions by customer, and confirmed-fraud IPs with their time; `None` until
+    /// read (again).
+    marks: Option<Resolutions>,
+    /// `store_meta.seq` after this process's last write added here (or its last check).
+    seq: i64,
+    /// This process's last writes, in seq order (consecutive since the last clear), for fills
+    /// read in an earlier snapshot.
+    recent: std::collections::VecDeque<(i64, Vec<(String, Past)>)>,
+    checked: Option<Instant>,
+    hits: u64,
+    misses: u64,
+    cleared: u64,
+}
+
+/// Counters for `/metrics` and the logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HotStats {
+    pub customers: usize,
+    pub rows: usize,
+    pub ips: usize,
+    pub ip_rows: usize,
+    pub hits: u64,
+    pub misses: u64,
+    /// Times the cache was emptied because another process wrote.
+    pub cleared: u64,
+}
+
+/// The cache (see the module's documentation).
+#[derive(Debug)]
+pub struct Hot {
+    state: Mutex<State>,
+    /// Events held at most; the least recently used customers go first.
+    max_rows: usize,
+}
+
+impl Hot {
+    pub(crate) fn new(max_rows: usize, seq: i64) -> Self {
+        Hot {
+            state: Mutex::new(State {
+                seq,
+                checked: Some(Instant::now()),
+                ..State::default()
+            }),
+            max_rows,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Room left for the preload (it stops at three quarters, so that use does not evict at once).
+    pub(crate) fn preload_room(&self) -> (bool, bool) {
+        let s = self.state();
+        let full = self.max_rows - self.max_rows / 4;
+        (s.rows < full, s.ip_rows < full)
+    }
+
+    pub fn stats(&self) -> HotStats {
+        let s = self.state();
+        HotStats {
+            customers: s.customers.len(),
+            rows: s.rows,
+            ips: s.ips.len(),
+            ip_rows: s.ip_rows,
+            hits: s.hits,
+            misses: s.misses,
+            cleared: s.cleared,
+        }
+    }
+
+    /// The customer's events with `from ≤ at < to`, when held from `from` or earlier.
+    pub(crate) fn past(&self, customer: &str, from: i64, to: i64) -> Option<Vec<Past>> {
+        let mut s = self.state();
+        s.tick += 1;
+        let tick = s.tick;
+        let Some(h) = s.customers.get_mut(customer) else {
+            s.misses += 1;
+            return None;
+        };
+        if h.from > from {
+            s.misses += 1;
+            return None;
+        }
+        h.used = tick;
+        let lo = h.rows.partition_point(|p| p.access.at < from);
+        let hi = h.rows.partition_point(|p| p.access.at < to);
+        let out = h.rows[lo..hi].to_vec();
+        s.hits += 1;
+        Some(out)
+    }
+
+    /// Holds a customer's events read from the store (every event with `at ≥ from`, in order)
+    /// in the snapshot of `seq`, with this process's writes since added.
+    pub(crate) fn fill(&self, customer: &str, from: i64, seq: i64, rows: Vec<Past>) {
+        let mut s = self.state();
+        s.tick += 1;
+        let mut held = Held {
+            from,
+            seq,
+            rows,
+            used: s.tick,
+        };
+        let Some(later) = Self::since(&s, seq) else {
+            return;
+        };
+        for (q, c, p) in later {
+            if c == customer {
+                held.apply(q, p);
+            }
+        }
+        held.seq = held.seq.max(s.seq);
+        let n = held.rows.len();
+        if let Some(old) = s.customers.insert(customer.into(), held) {
+            s.rows -= old.rows.len();
+        }
+        s.rows += n;
+        if s.rows > self.max_rows {
+            evict(&mut s, self.max_rows - self.max_rows / 4);
+        }
+    }
+
+    /// Adds the events of this process's write `seq` (after its commit) to the customers and IPs
+    /// held, and records `seq` as the last.
+    pub(crate) fn stored(&self, seq: i64, events: Vec<(String, Past)>) {
+        let mut s = self.state();
+        let s = &mut *s;
+        s.seq = s.seq.max(seq);
+        s.checked = Some(Instant::now());
+        for (customer, p) in &events {
+            if let Some(h) = p.access.ip.and_then(|ip| s.ips.get_mut(&ip)) {
+                s.ip_rows += h.apply(seq, customer, p);
+            }
+            if let Some(h) = s.customers.get_mut(customer.as_str()) {
+                s.rows += h.apply(seq, p);
+            }
+        }
+        s.recent.push_back((seq, events));
+        if s.recent.len() > RECENT_WRITES {
+            s.recent.pop_front();
+        }
+    }
+
+    /// This process's writes after `seq`, for a fill read in the snapshot of `seq`; `None` if
+    /// some are no longer kept (the fill is then dropped).
+    fn since(s: &State, seq: i64) -> Option<impl Iterator<Item = (i64, &String, &Past)>> {
+        if s.seq > seq && s.recent.front().is_none_or(|(q, _)| *q > seq + 1) {
+            return None;
+        }
+        Some(
+            s.recent
+                .iter()
+                .filter(move |(q, _)| *q > seq)
+                .flat_map(|(q, evs)| evs.iter().map(move |(c, p)| (*q, c, p))),
+        )
+    }
+
+    /// The uses of `ip` that [`crate::HistoryReader::ip_uses`] gives for the window
+    /// `[from, to)`: each event of the days an edge falls inside, a customer's whole day for the
+    /// others. Or what is missing to know them.
+    pub(crate) fn ip_uses(
+        &self,
+        ip: u128,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(u128, IpUse<String>)>, IpNeed> {
+        let mut s = self.state();
+        s.tick += 1;
+        let tick = s.tick;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (utc_day(from), utc_day(to - 1));
+        let Some(h) = s.ips.get_mut(&ip) else {
+            s.misses += 1;
+            return Err(IpNeed::Days(first));
+        };
+        if h.from_day > first {
+            s.misses += 1;
+            return Err(IpNeed::Days(first));
+        }
+        h.used = tick;
+        let edges = [
+            (from.rem_euclid(DAY_US) != 0).then_some(first),
+            (to.rem_euclid(DAY_US) != 0).then(|| utc_day(to)),
+        ];
+        let mut out = Vec::new();
+        for (&day, d) in h.days.range(first..=last) {
+            if edges.contains(&Some(day)) {
+                let Some((_, ev)) = &d.events else {
+                    s.misses += 1;
+                    return Err(IpNeed::Events(day));
+                };
+                out.extend(ev.iter().map(|u| (ip, u.clone())));
+            } else {
+                out.extend(d.customers.iter().map(|(c, &(logins, failed_logins))| {
+                    (
+                        ip,
+                        IpUse {
+                            at: day * DAY_US,
+                            customer: c.to_string(),
+                            logins,
+                            failed_logins,
+                        },
+                    )
+                }));
+            }
+        }
+        s.hits += 1;
+        Ok(out)
+    }
+
+    /// Holds an IP's uses of every day from `from_day` on, as the store gives them for whole
+    /// days (a customer's day may come in two parts, which add up), read in the snapshot of
+    /// `seq`, with this process's writes since added.
+    pub(crate) fn fill_ip(
+        &self,
+        ip: u128,
+        from_day: i64,
+        seq: i64,
+        uses: Vec<(u128, IpUse<String>)>,
+    ) {
+        let mut s = self.state();
+        s.tick += 1;
+        let mut h = HeldIp {
+            from_day,
+            seq,
+            used: s.tick,
+            ..HeldIp::default()
+        };
+        for (_, u) in uses {
+            let d = h.days.entry(utc_day(u.at)).or_default();
+            let c = d.customers.entry(u.customer.into()).or_insert_with(|| {
+                h.rows += 1;
+                (0, 0)
+            });
+            c.0 += u.logins;
+            c.1 += u.failed_logins;
+        }
+        let Some(later) = Self::since(&s, seq) else {
+            return;
+        };
+        for (q, c, p) in later {
+            if p.access.ip == Some(ip) {
+                h.apply(q, c, p);
+            }
+        }
+        h.seq = h.seq.max(s.seq);
+        let n = h.rows;
+        if let Some(old) = s.ips.insert(ip, h) {
+            s.ip_rows -= old.rows;
+        }
+        s.ip_rows += n;
+        if s.ip_rows > self.max_rows {
+            evict_ips(&mut s, self.max_rows - self.max_rows / 4);
+        }
+    }
+
+    /// Holds the events of an IP's day read in the snapshot of `seq` (the IP's days must be
+    /// held), with this process's writes since added.
+    pub(crate) fn fill_ip_day(
+        &self,
+        ip: u128,
+        day: i64,
+        seq: i64,
+        uses: Vec<(u128, IpUse<String>)>,
+    ) {
+        let mut s = self.state();
+        let mut ev: Vec<IpUse<String>> = uses
+            .into_iter()
+            .filter(|(k, u)| *k == ip && utc_day(u.at) == day)
+            .map(|(_, u)| u)
+            .collect();
+        let Some(later) = Self::since(&s, seq) else {
+            return;
+        };
+        // Only the events: the day's counts have had every write already.
+        for (_, c, p) in later {
+            if p.access.ip == Some(ip) && utc_day(p.access.at) == day {
+                ev.push(IpUse::event(p.access.at, c.clone(), p.access.kind));
+            }
+        }
+        let last = s.seq.max(seq);
+        let Some(h) = s.ips.get_mut(&ip) else { return };
+        let n = ev.len();
+        let d = h.days.entry(day).or_default();
+        let old = d.events.replace((last, ev)).map_or(0, |(_, e)| e.len());
+        h.rows = h.rows + n - old;
+        s.ip_rows = s.ip_rows + n - old;
+    }
+
+    /// Empties the cache (another process wrote, or events were purged).
+    pub(crate) fn clear(&self) {
+        let mut s = self.state();
+        s.customers.clear();
+        s.ips.clear();
+        s.recent.clear();
+        s.ip_rows = 0;
+        s.rows = 0;
+        s.marks = None;
+        s.cleared += 1;
+    }
+
+    /// The resolutions changed: read them again when next asked.
+    pub(crate) fn marks_changed(&self) {
+        self.state().marks = None;
+    }
+
+    /// `store_meta.seq` as this process last left it.
+    pub(crate) fn seq(&self) -> i64 {
+        self.state().seq
+    }
+
+    pub(crate) fn set_seq(&self, seq: i64) {
+        let mut s = self.state();
+        s.seq = seq;
+        s.checked = Some(Instant::now());
+    }
+
+    /// Whether a reader should look for other processes' writes now.
+    pub(crate) fn check_due(&self) -> bool {
+        self.state().checked.is_none_or(|c| c.elapsed() >= POLL)
+    }
+
+    /// The marks of an attempt, when the resolutions are held.
+    pub(crate) fn marks(
+        &self,
+        customer: &str,
+        ip: Option<u128>,
+        t: i64,
+        customer_ips: &[u128],
+    ) -> Option<Marks> {
+        let s = self.state();
+        let (familiar, fraud) = s.marks.as_ref()?;
+        let mut m = Marks::default();
+        for (ip, device, at) in familiar.get(customer).map_or(&[][..], |v| v) {
+            if *at < t {
+                m.familiar_ips.extend(ip);
+                m.familiar_devices.extend(device);
+            }
+        }
+        let is_fraud = |k: &u128| fraud.iter().any(|(f, at)| f == k && *at < t);
+        m.fraud_ip = ip.as_ref().is_some_and(is_fraud);
+        m.fraud_ips_on_customer = customer_ips.iter().filter(|k| is_fraud(k)).count() as u32;
+        Some(m)
+    }
+
+    /// Holds the resolutions read from the store.
+    pub(crate) fn fill_marks(
+        &self,
+        familiar: Vec<(String, Option<u128>, Option<u64>, i64)>,
+        fraud: Vec<(u128, i64)>,
+    ) {
+        let mut by: HashMap<Box<str>, Vec<Familiar>> = HashMap::new();
+        for (c, ip, device, at) in familiar {
+            by.entry(c.into()).or_default().push((ip, device, at));
+        }
+        self.state().marks = Some((by, fraud));
+    }
+}
+
+/// Drops the least recently used customers until at most `keep` events are held.
+fn evict(s: &mut State, keep: usize) {
+    let mut order: Vec<(u64, usize, Box<str>)> = s
+        .customers
+        .iter()
+        .map(|(c, h)| (h.used, h.rows.len(), c.clone()))
+        .collect();
+    order.sort_unstable();
+    for (_, n, c) in order {
+        if s.rows <= keep {
+            break;
+        }
+        s.customers.remove(&c);
+        s.rows -= n;
+    }
+}
+
+/// Drops the least recently used IPs until at most `keep` uses are held.
+fn evict_ips(s: &mut State, keep: usize) {
+    let mut order: Vec<(u64, usize, u128)> =
+        s.ips.iter().map(|(k, h)| (h.used, h.rows, *k)).collect();
+    order.sort_unstable();
+    for (_, n, k) in order {
+        if s.ip_rows <= keep {
+            break;
+        }
+        s.ips.remove(&k);
+        s.ip_rows -= n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mamori_core::event::{Channel, Kind};
+    use mamori_core::history::Access;
+
+    fn past(at: i64) -> Past {
+        Past {
+            access: Access {
+                at,
+                kind: Kind::Login,
+                channel: Channel::Web,
+                ip: None,
+                device: None,
+            },
+            ua: None,
+            amount: None,
+            side: None,
+        }
+    }
+
+    fn at(v: &[Past]) -> Vec<i64> {
+        v.iter().map(|p| p.access.at).collect()
+    }
+
+    #[test]
+    fn answers_only_windows_it_holds_and_evicts_the_least_recently_used() {
+        let h = Hot::new(10, 0);
+        assert!(h.past("a", 0, 100).is_none());
+        h.fill("a", 10, 0, vec![past(10), past(20), past(30)]);
+        assert!(h.past("a", 5, 100).is_none(), "held from 10 only");
+        assert_eq!(at(&h.past("a", 15, 30).unwrap()), vec![20]);
+        h.fill("b", 0, 0, (0..5).map(past).collect());
+        h.past("a", 10, 11);
+        // 3 + 5 + 4 > 10: b, used least recently, goes.
+        h.fill("c", 0, 0, (0..4).map(past).collect());
+        assert!(h.past("b", 0, 10).is_none());
+        assert!(h.past("a", 10, 11).is_some() && h.past("c", 0, 1).is_some());
+        assert_eq!(h.stats().rows, 7);
+    }
+}
