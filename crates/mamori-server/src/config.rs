@@ -42,8 +42,9 @@ pub struct Server {
     /// crash of mamori; the last transactions may be lost on a power failure) or `full` (they
     /// survive that too, at some cost per write).
     pub synchronous: String,
-    /// Customers' events held in memory for decisions, at most (about 110 bytes each); the least
-    /// recently seen customers make room. 0 reads every decision's history from the store.
+    /// Customers' events held in memory for decisions, at most (IPs' uses as many again); the
+    /// customers and IPs seen least recently make room. 0 reads every decision's history from
+    /// the store.
     pub cache_events: usize,
     /// Before it is ready, the server reads into that cache the customers and IPs active in
     /// this many days up to the newest stored (most recent first, while there is room).
