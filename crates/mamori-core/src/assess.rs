@@ -329,6 +329,11 @@ pub struct Policy {
     pub login_score_smoothing: f64,
     /// A confirmed-fraud IP raises the risk of customers it accessed within this many days.
     pub fraud_ip_days: u32,
+    /// Impossible travel (with a City database): from the customer's previous located access,
+    /// faster than this many km/h over at least `impossible_travel_km` (beyond both locations'
+    /// accuracy radii).
+    pub impossible_travel_kmh: u32,
+    pub impossible_travel_km: u32,
     /// Points per reason code (0 disables a rule). Codes not listed keep their defaults.
     pub points: HashMap<String, u8>,
     /// Decision thresholds for sensitive procedures.
@@ -379,6 +384,8 @@ impl Default for Policy {
             login_score_smoothing: 1.0,
             population_days: 30,
             fraud_ip_days: 90,
+            impossible_travel_kmh: 900,
+            impossible_travel_km: 500,
             points: HashMap::new(),
             decisions: Thresholds::default(),
             login_decisions: LOGIN_THRESHOLDS,
@@ -406,6 +413,13 @@ impl Policy {
             ("chain_hours", self.chain_hours, 1, 24 * 365),
             ("fraud_ip_days", self.fraud_ip_days, 1, 3650),
             ("population_days", self.population_days, 1, 365),
+            (
+                "impossible_travel_kmh",
+                self.impossible_travel_kmh,
+                1,
+                100_000,
+            ),
+            ("impossible_travel_km", self.impossible_travel_km, 0, 40_000),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(format!("policy.{name} = {v} is out of range {lo} to {hi}"));
@@ -580,6 +594,12 @@ pub const RULES: &[Rule] = &[
         points: 30,
         en: "The account had no activity in the history window and wakes from an unfamiliar place.",
         ja: "履歴期間中に利用のなかった口座が、なじみのない場所から利用されています。",
+    },
+    Rule {
+        code: "impossible_travel",
+        points: 45,
+        en: "The IP is farther from the customer's previous access than anyone could travel since.",
+        ja: "前回の利用場所から、その後の時間では移動できない距離にあるIPアドレスです。",
     },
     Rule {
         code: "confirmed_fraud_ip",
@@ -803,6 +823,33 @@ pub fn assess(attempt: &Attempt, inp: &Inputs<'_>, policy: &Policy) -> Assessmen
             "dormant_account",
             json!({"history_days": policy.history_days}),
         );
+    }
+
+    // Impossible travel: from the latest earlier access whose IP the City database places.
+    if online
+        && (discount(true) || sensitive)
+        && let Some(here) = attempt.ip.and_then(|ip| inp.intel.location(ip))
+        && let Some((before, there)) = past.iter().rev().find_map(|p| {
+            let ip = p.access.ip.filter(|_| p.access.kind.counts_in_history())?;
+            Some((p, inp.intel.location(crate::net::key_ip(ip))?))
+        })
+    {
+        let km = here.km_to(&there);
+        let beyond = km - f64::from(here.accuracy_km) - f64::from(there.accuracy_km);
+        let hours = (t - before.access.at) as f64 / 3_600_000_000.0;
+        // Within a minute counts as a minute: two places at once are not infinitely fast.
+        let kmh = beyond / hours.max(1.0 / 60.0);
+        if beyond >= f64::from(policy.impossible_travel_km)
+            && kmh > f64::from(policy.impossible_travel_kmh)
+        {
+            fire(
+                "impossible_travel",
+                json!({"km": km.round(), "hours": (hours * 100.0).round() / 100.0,
+                       "km_per_hour": kmh.round(),
+                       "previous_ip": before.access.ip.map(crate::net::key_ip),
+                       "previous_at": crate::time::format_tokyo(before.access.at)}),
+            );
+        }
     }
 
     // The seed's chain: a withdrawal to a destination changed recently.

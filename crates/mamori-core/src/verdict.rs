@@ -30,6 +30,36 @@ pub struct IpFacts {
     pub hosting: bool,
     /// A Tor exit or public proxy per the Anonymous IP database.
     pub anonymous: bool,
+    /// Where the address is, per a City database.
+    pub location: Option<Location>,
+}
+
+/// A place per a City database: millionths of a degree, and the radius of its uncertainty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub latitude_e6: i32,
+    pub longitude_e6: i32,
+    pub accuracy_km: u16,
+}
+
+impl Location {
+    pub fn new(latitude: f64, longitude: f64, accuracy_km: u16) -> Self {
+        Location {
+            latitude_e6: (latitude * 1e6).round() as i32,
+            longitude_e6: (longitude * 1e6).round() as i32,
+            accuracy_km,
+        }
+    }
+
+    /// Great-circle distance in km (haversine, mean Earth radius).
+    pub fn km_to(&self, other: &Location) -> f64 {
+        let rad = |e6: i32| f64::from(e6) * 1e-6 * std::f64::consts::PI / 180.0;
+        let (p1, p2) = (rad(self.latitude_e6), rad(other.latitude_e6));
+        let dp = p2 - p1;
+        let dl = rad(other.longitude_e6) - rad(self.longitude_e6);
+        let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+        2.0 * 6371.0088 * a.sqrt().min(1.0).asin()
+    }
 }
 
 /// A source of IP data (ASN, country, VPN/hosting lists). [`NoIntel`] when none is configured.
@@ -38,6 +68,10 @@ pub trait IpIntel: Send + Sync {
     /// Just the AS number (implementations may answer this faster than [`IpIntel::facts`]).
     fn asn(&self, ip: IpAddr) -> Option<u32> {
         self.facts(ip).asn
+    }
+    /// Just the location (likewise).
+    fn location(&self, ip: IpAddr) -> Option<Location> {
+        self.facts(ip).location
     }
     /// Whether any data is configured at all.
     fn is_configured(&self) -> bool {

@@ -369,6 +369,8 @@ impl IpIntel for Intel {
             .or_else(|| self.country.get(key))
             .map(code_string);
 
+        facts.location = self.city_db.as_ref().and_then(|db| db.location(ip));
+
         let anon = self
             .anonymous_db
             .as_ref()
@@ -390,6 +392,10 @@ impl IpIntel for Intel {
             .as_ref()
             .and_then(|db| db.asn_number(ip))
             .or_else(|| self.csv_asn(ip_key(ip)).map(|v| v.asn))
+    }
+
+    fn location(&self, ip: IpAddr) -> Option<mamori_core::verdict::Location> {
+        self.city_db.as_ref().and_then(|db| db.location(ip))
     }
 
     fn is_configured(&self) -> bool {

@@ -67,6 +67,19 @@ fn country_code(s: &str) -> Option<[u8; 2]> {
     }
 }
 
+/// The location of a City database's record.
+#[derive(Deserialize)]
+struct LocationRecord {
+    location: Option<LocationFields>,
+}
+
+#[derive(Deserialize)]
+struct LocationFields {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    accuracy_radius: Option<u16>,
+}
+
 /// The flags of the GeoIP2 Anonymous IP database.
 #[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(default)]
@@ -220,6 +233,17 @@ impl Mmdb {
     pub(crate) fn country(&self, ip: IpAddr) -> Option<[u8; 2]> {
         let res = self.reader.lookup(self.target(ip)?).ok()?;
         res.decode::<CountryRecord>().ok()??.code()
+    }
+
+    /// Latitude, longitude and accuracy radius (km) of the address (City databases).
+    pub(crate) fn location(&self, ip: IpAddr) -> Option<mamori_core::verdict::Location> {
+        let res = self.reader.lookup(self.target(ip)?).ok()?;
+        let l = res.decode::<LocationRecord>().ok()??.location?;
+        Some(mamori_core::verdict::Location::new(
+            l.latitude?,
+            l.longitude?,
+            l.accuracy_radius.unwrap_or(0),
+        ))
     }
 
     /// Anonymous-IP flags.

@@ -234,7 +234,25 @@ fn maxmind_test_databases() {
             .as_str()
             .or(data["registered_country"]["iso_code"].as_str());
         assert_eq!(intel.facts(addr).country.as_deref(), want, "{addr}");
+        // And the location, to the millionth of a degree, for impossible travel.
+        let loc = &data["location"];
+        let want = loc["latitude"].as_f64().zip(loc["longitude"].as_f64());
+        let got = intel.location(addr);
+        assert_eq!(got, intel.facts(addr).location, "{addr}");
+        assert_eq!(
+            got.map(|l| (l.latitude_e6, l.longitude_e6, u64::from(l.accuracy_km))),
+            want.map(|(la, lo)| (
+                (la * 1e6).round() as i32,
+                (lo * 1e6).round() as i32,
+                loc["accuracy_radius"].as_u64().unwrap_or(0)
+            )),
+            "{addr}"
+        );
     }
+    let london = intel.location(ip("81.2.69.142")).expect("London");
+    let jp = intel.location(ip("2001:218::1")).expect("Japan");
+    assert!((9_000.0..10_000.0).contains(&london.km_to(&jp)));
+    assert_eq!(intel.location(ip("8.8.8.8")), None);
     assert_eq!(
         intel.facts(ip("2.125.160.216")).country.as_deref(),
         Some("GB")

@@ -429,3 +429,104 @@ fn the_login_score_grows_with_the_customers_habits() {
     let home = features(Some("198.51.100.10".parse().unwrap()), None, &NoIntel);
     assert!(login_score(&home, &own(50), &pop, 1.0).0 < 0.0);
 }
+
+#[test]
+fn impossible_travel_needs_distance_speed_and_a_city_database() {
+    use crate::verdict::Location;
+    struct Geo;
+    impl IpIntel for Geo {
+        fn facts(&self, ip: IpAddr) -> IpFacts {
+            let s = ip.to_string();
+            let location = if s.starts_with("198.51.100.") {
+                Some(Location::new(35.6895, 139.6917, 20)) // Tokyo
+            } else if s.starts_with("203.0.113.") {
+                Some(Location::new(51.5142, -0.0931, 50)) // London
+            } else if s.starts_with("192.0.2.") {
+                Some(Location::new(34.6937, 135.5023, 20)) // Osaka
+            } else {
+                None
+            };
+            IpFacts {
+                location,
+                ..IpFacts::default()
+            }
+        }
+    }
+    let london = Location::new(51.5142, -0.0931, 50);
+    let tokyo = Location::new(35.6895, 139.6917, 20);
+    let km = london.km_to(&tokyo);
+    assert!((9_500.0..9_650.0).contains(&km), "{km}");
+    assert_eq!(london.km_to(&london), 0.0);
+
+    let mut h = honest_year();
+    h.push(past(
+        T - 60 * MINUTE_US,
+        Kind::Login,
+        "198.51.100.10",
+        "pc",
+        CHROME,
+    ));
+    let p = Policy::default();
+    let geo = |a: &Attempt, h: &[Past]| {
+        let r = run_with(a, h, IpActivity::default(), &Marks::default(), &Geo, &p);
+        codes(&r).contains(&"impossible_travel")
+    };
+    // Tokyo an hour ago, London now, on a new device.
+    assert!(geo(
+        &attempt(Kind::Login, T, "203.0.113.5", "x", CHROME),
+        &h
+    ));
+    // Without a City database nothing is known.
+    let none = run_with(
+        &attempt(Kind::Login, T, "203.0.113.5", "x", CHROME),
+        &h,
+        IpActivity::default(),
+        &Marks::default(),
+        &NoIntel,
+        &p,
+    );
+    assert!(!codes(&none).contains(&"impossible_travel"));
+    // 21 hours later a flight could have done it.
+    assert!(!geo(
+        &attempt(
+            Kind::Login,
+            T + 20 * 60 * MINUTE_US,
+            "203.0.113.5",
+            "x",
+            CHROME
+        ),
+        &h
+    ));
+    // Osaka is near: under the minimum distance once the accuracy radii are taken off.
+    assert!(!geo(&attempt(Kind::Login, T, "192.0.2.7", "x", CHROME), &h));
+    // The customer's own device logging in (a VPN, most likely) is not challenged for it; a
+    // sensitive procedure still is.
+    assert!(!geo(
+        &attempt(Kind::Login, T, "203.0.113.5", "pc", CHROME),
+        &h
+    ));
+    assert!(geo(
+        &attempt(Kind::DestinationChange, T, "203.0.113.5", "pc", CHROME),
+        &h
+    ));
+    // Someone else's failed logins from London are not where the customer was.
+    let mut failed = honest_year();
+    failed.push(past(
+        T - 60 * MINUTE_US,
+        Kind::Login,
+        "198.51.100.10",
+        "pc",
+        CHROME,
+    ));
+    failed.push(past(
+        T - 10 * MINUTE_US,
+        Kind::LoginFailed,
+        "203.0.113.5",
+        "x",
+        CHROME,
+    ));
+    assert!(!geo(
+        &attempt(Kind::Login, T, "198.51.100.10", "x", CHROME),
+        &failed
+    ));
+}
