@@ -26,8 +26,10 @@ use mamori_core::time::DAY_US;
 
 use crate::sqlite::utc_day;
 
-/// Writes of this process kept for fills that read before them.
+/// Writes of this process kept for fills that read before them, and their events at most (a
+/// fill that read before the oldest kept is dropped).
 const RECENT_WRITES: usize = 4096;
+const RECENT_EVENTS: usize = 100_000;
 
 /// How often a reader checks for other processes' writes.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -145,6 +147,7 @@ struct State {
     /// This process's last writes, in seq order (consecutive since the last clear), for fills
     /// read in an earlier snapshot.
     recent: std::collections::VecDeque<(i64, Vec<(String, Past)>)>,
+    recent_events: usize,
     checked: Option<Instant>,
     hits: u64,
     misses: u64,
@@ -274,9 +277,13 @@ impl Hot {
                 s.rows += h.apply(seq, p);
             }
         }
+        s.recent_events += events.len();
         s.recent.push_back((seq, events));
-        if s.recent.len() > RECENT_WRITES {
-            s.recent.pop_front();
+        while s.recent.len() > RECENT_WRITES || s.recent_events > RECENT_EVENTS {
+            let Some((_, old)) = s.recent.pop_front() else {
+                break;
+            };
+            s.recent_events -= old.len();
         }
     }
 
@@ -434,6 +441,7 @@ impl Hot {
         s.customers.clear();
         s.ips.clear();
         s.recent.clear();
+        s.recent_events = 0;
         s.ip_rows = 0;
         s.rows = 0;
         s.marks = None;
@@ -568,5 +576,34 @@ mod tests {
         assert!(h.past("b", 0, 10).is_none());
         assert!(h.past("a", 10, 11).is_some() && h.past("c", 0, 1).is_some());
         assert_eq!(h.stats().rows, 7);
+    }
+
+    #[test]
+    fn a_fill_read_before_writes_gets_them_once_or_is_dropped() {
+        let h = Hot::new(1000, 10);
+        // Write 11 stores an event of "a" (not held yet); a fill read in the snapshot of seq 10,
+        // before it, gets it added; one read at 11 already has it.
+        h.stored(11, vec![("a".into(), past(50))]);
+        h.fill("a", 0, 10, vec![past(10)]);
+        assert_eq!(at(&h.past("a", 0, 100).unwrap()), vec![10, 50]);
+        h.fill("b", 0, 11, vec![past(10), past(50)]);
+        h.stored(12, vec![("b".into(), past(60)), ("a".into(), past(60))]);
+        assert_eq!(at(&h.past("b", 0, 100).unwrap()), vec![10, 50, 60]);
+        assert_eq!(at(&h.past("a", 0, 100).unwrap()), vec![10, 50, 60]);
+        // An IP's days likewise: a login of write 13 on the IP, a fill read at 12.
+        let mut login = past(DAY_US + 5);
+        login.access.ip = Some(7);
+        h.stored(13, vec![("c".into(), login)]);
+        h.fill_ip(7, 0, 12, vec![]);
+        let uses = h.ip_uses(7, 0, 3 * DAY_US).expect("held");
+        assert_eq!(uses.len(), 1);
+        assert_eq!((uses[0].1.customer.as_str(), uses[0].1.logins), ("c", 1));
+        // Another process wrote (seq 20): fills from before it are dropped, later ones kept.
+        h.clear();
+        h.set_seq(20);
+        h.fill("d", 0, 15, vec![past(1)]);
+        assert!(h.past("d", 0, 100).is_none());
+        h.fill("d", 0, 20, vec![past(1)]);
+        assert!(h.past("d", 0, 100).is_some());
     }
 }
