@@ -312,6 +312,9 @@ pub struct Policy {
     /// Accounts with failed logins from the IP within `others_days` from which it is stuffing
     /// (and only when they are most of the accounts the IP touched: carrier NAT is not stuffing).
     pub stuffing_accounts: u32,
+    /// The same over the IP's network (/24 for IPv4, /48 for IPv6): stuffing spread over many
+    /// addresses of one network.
+    pub stuffing_network_accounts: u32,
     /// A withdrawal is linked to the customer's latest destination change this many days before.
     pub destination_link_days: u32,
     /// The takeover chain (credential change → destination change → large sells → withdrawal)
@@ -377,6 +380,7 @@ impl Default for Policy {
             established_distinct_days: 8,
             shared_ip_customers: 3,
             stuffing_accounts: 3,
+            stuffing_network_accounts: 10,
             destination_link_days: 90,
             chain_hours: 72,
             large_sell_yen: 1_000_000,
@@ -413,6 +417,12 @@ impl Policy {
             ("chain_hours", self.chain_hours, 1, 24 * 365),
             ("fraud_ip_days", self.fraud_ip_days, 1, 3650),
             ("population_days", self.population_days, 1, 365),
+            (
+                "stuffing_network_accounts",
+                self.stuffing_network_accounts,
+                1,
+                1_000_000,
+            ),
             (
                 "impossible_travel_kmh",
                 self.impossible_travel_kmh,
@@ -560,6 +570,12 @@ pub const RULES: &[Rule] = &[
         ja: "このIPアドレスから多数の口座でログインに失敗しています（リスト型攻撃）。",
     },
     Rule {
+        code: "failed_logins_many_accounts_network",
+        points: 40,
+        en: "Failed logins on many accounts from addresses of this IP's network (credential stuffing).",
+        ja: "このIPアドレスのネットワークから、多数の口座へのログイン失敗があります（パスワードリスト攻撃）。",
+    },
+    Rule {
         code: "hosting_ip",
         points: 35,
         en: "The IP belongs to a hosting or datacenter network.",
@@ -646,6 +662,8 @@ pub struct Inputs<'a> {
     pub past: &'a [Past],
     /// What happened on the attempt's IP within `others_days` before it.
     pub activity: IpActivity,
+    /// The same over the IP's familiarity network (/24, /48).
+    pub net_activity: IpActivity,
     pub population: &'a Population,
     pub marks: &'a Marks,
     pub intel: &'a dyn IpIntel,
@@ -761,6 +779,23 @@ pub fn assess(attempt: &Attempt, inp: &Inputs<'_>, policy: &Policy) -> Assessmen
         fire(
             "shared_ip",
             json!({"other_customers": act.other_customers, "logins": act.logins,
+                   "days": policy.others_days}),
+        );
+    }
+    // Stuffing spread over a network's addresses, each below the IP's own threshold; carrier
+    // NAT is spared as above (the failing accounts must be most of those the network touched).
+    let net = &inp.net_activity;
+    if online
+        && !has(verdict::reason::FAILED_LOGINS_MANY_ACCOUNTS)
+        && net.failed_login_accounts >= policy.stuffing_network_accounts
+        && 2 * net.failed_login_accounts > net.other_customers + 1
+    {
+        fire(
+            "failed_logins_many_accounts_network",
+            json!({"network": attempt.ip.map(|ip| crate::net::prefix_net(ip).to_string()),
+                   "failed_login_accounts": net.failed_login_accounts,
+                   "failed_logins": net.failed_logins,
+                   "other_customers": net.other_customers,
                    "days": policy.others_days}),
         );
     }

@@ -202,8 +202,9 @@ pub fn ip_activity<'a, C: Eq + Hash + 'a>(
     customer: &C,
     uses: impl IntoIterator<Item = &'a IpUse<C>>,
 ) -> IpActivity {
-    let mut others = HashSet::new();
-    let mut failed = HashSet::new();
+    // foldhash: these sets are built on every assessment, SipHash's cost showed.
+    let mut others = foldhash::HashSet::default();
+    let mut failed = foldhash::HashSet::default();
     let mut act = IpActivity::default();
     for u in uses {
         if u.customer != *customer {

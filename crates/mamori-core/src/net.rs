@@ -35,6 +35,16 @@ pub fn prefix_key(key: u128) -> u128 {
     }
 }
 
+/// The key range `[lo, hi]` of the familiarity network holding the key `key`.
+pub fn prefix_range(key: u128) -> (u128, u128) {
+    let lo = prefix_key(key);
+    if is_v4_key(key) {
+        (lo, lo | 0xff)
+    } else {
+        (lo, lo | ((1u128 << 80) - 1))
+    }
+}
+
 /// The familiarity network of an address, as a CIDR block.
 pub fn prefix_net(ip: IpAddr) -> IpNet {
     match ip.to_canonical() {

@@ -8,7 +8,7 @@ use mamori_core::assess::{self, Attempt, Inputs, Marks, Past, Policy, Population
 use mamori_core::event::{Event, Kind};
 use mamori_core::history::{IpActivity, IpUse, ip_activity};
 use mamori_core::monitor::{self, Row};
-use mamori_core::net::{ip_key, key_ip};
+use mamori_core::net::{ip_key, key_ip, prefix_range};
 use mamori_core::time::{DAY_US, TOKYO_OFFSET_US, tokyo_day};
 use mamori_core::verdict::IpIntel;
 
@@ -58,14 +58,25 @@ pub async fn activity<S: HistoryReader>(
     };
     let k = ip_key(ip);
     let from = t - i64::from(policy.others_days) * DAY_US;
-    let uses = store.ip_uses(&[(k, from, t)]).await?;
-    let customer = customer.to_owned();
-    Ok(ip_activity(
-        &customer,
-        uses.iter()
-            .filter(|(ip, u)| *ip == k && from <= u.at && u.at < t)
-            .map(|(_, u)| u),
-    ))
+    store.range_activity(customer, (k, k), from, t).await
+}
+
+/// What happened on the IP's familiarity network (/24, /48) in `[t − others_days, t)`, seen
+/// from `customer`.
+pub async fn net_activity<S: HistoryReader>(
+    store: &S,
+    customer: &str,
+    ip: Option<std::net::IpAddr>,
+    t: i64,
+    policy: &Policy,
+) -> Result<IpActivity> {
+    let Some(ip) = ip else {
+        return Ok(IpActivity::default());
+    };
+    let from = t - i64::from(policy.others_days) * DAY_US;
+    store
+        .range_activity(customer, prefix_range(ip_key(ip)), from, t)
+        .await
 }
 
 /// What resolutions before `t` say about an attempt of `customer` from `ip`, given the customer's
@@ -100,15 +111,17 @@ pub async fn assess_attempt<S: HistoryReader + DecisionLog>(
     policy: &Policy,
 ) -> Result<assess::Assessment> {
     let t = attempt.at;
-    let (past, act) = futures_util::future::try_join(
+    let (past, act, net) = futures_util::future::try_join3(
         store.customer_past(customer, t - past_span(policy), t),
         activity(store, customer, attempt.ip, t, policy),
+        net_activity(store, customer, attempt.ip, t, policy),
     )
     .await?;
     let marks = marks_for(store, customer, attempt.ip, t, &past, policy).await?;
     let inputs = Inputs {
         past: &past,
         activity: act,
+        net_activity: net,
         population,
         marks: &marks,
         intel,
@@ -213,7 +226,7 @@ pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
     // Each customer's events as the engine reads them, and the procedures waiting for their day.
     let mut pasts: Vec<Vec<Past>> = Vec::new();
     let mut customers_of: Vec<String> = Vec::new();
-    let mut pending: Vec<(Attempt, usize, IpActivity, T)> = Vec::new();
+    let mut pending: Vec<(Attempt, usize, [IpActivity; 2], T)> = Vec::new();
     for chunk in customers.chunks(CHUNK) {
         let events: Vec<Vec<Event>> = stream::iter(chunk)
             .map(|(c, (first, last))| async move {
@@ -232,6 +245,7 @@ pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
             .filter(|(_, e)| e.kind == kind && from <= e.occurred_at && e.occurred_at < to)
             .collect();
         let mut acts = vec![IpActivity::default(); chosen.len()];
+        let mut net_acts = vec![IpActivity::default(); chosen.len()];
         // IP windows a part at a time: the uses a read returns answer that read's windows.
         let with_ip: Vec<usize> = (0..chosen.len())
             .filter(|&i| chosen[i].1.ip.is_some())
@@ -249,19 +263,40 @@ pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
             for (ip, u) in store.ip_uses(&windows).await? {
                 uses.entry(ip).or_default().push(u);
             }
-            for (&i, (k, lo, hi)) in part.iter().zip(windows) {
+            for (&i, (k, lo, hi)) in part.iter().zip(&windows) {
                 acts[i] = ip_activity(
                     &chosen[i].1.customer_id,
-                    uses.get(&k)
+                    uses.get(k)
+                        .into_iter()
+                        .flatten()
+                        .filter(|u| *lo <= u.at && u.at < *hi),
+                );
+            }
+            // And over each IP's network.
+            let nets: Vec<(u128, u128, i64, i64)> = windows
+                .iter()
+                .map(|&(k, from, t)| {
+                    let (lo, hi) = prefix_range(k);
+                    (lo, hi, from, t)
+                })
+                .collect();
+            let mut uses: HashMap<u128, Vec<IpUse<String>>> = HashMap::new();
+            for (net, u) in store.net_uses(&nets).await? {
+                uses.entry(net).or_default().push(u);
+            }
+            for (&i, (net, _, lo, hi)) in part.iter().zip(nets) {
+                net_acts[i] = ip_activity(
+                    &chosen[i].1.customer_id,
+                    uses.get(&net)
                         .into_iter()
                         .flatten()
                         .filter(|u| lo <= u.at && u.at < hi),
                 );
             }
         }
-        for ((i, e), act) in chosen.into_iter().zip(acts) {
-            let kept = prepare(e, &events[i], &act);
-            pending.push((Attempt::of(e), base + i, act, kept));
+        for ((i, e), act) in chosen.into_iter().zip(acts.into_iter().zip(net_acts)) {
+            let kept = prepare(e, &events[i], &act.0);
+            pending.push((Attempt::of(e), base + i, [act.0, act.1], kept));
         }
         pasts.extend(
             events
@@ -273,7 +308,7 @@ pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
     // Day by day, for the sliding population.
     pending.sort_by_key(|p| p.0.at);
     let mut pops = Populations::new(store, first_day, to, policy, intel).await?;
-    for (attempt, i, act, kept) in pending {
+    for (attempt, i, [act, net], kept) in pending {
         let past = &pasts[i];
         // Exactly what the API reads: [t − span, t).
         let start = past.partition_point(|p| p.access.at < attempt.at - span);
@@ -284,6 +319,7 @@ pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
         let inputs = Inputs {
             past,
             activity: act,
+            net_activity: net,
             population: pops.at(tokyo_day_start(attempt.at)),
             marks: &marks,
             intel,

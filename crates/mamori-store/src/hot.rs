@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashMapExt};
 use mamori_core::assess::{Marks, Past};
-use mamori_core::history::IpUse;
+use mamori_core::history::{IpActivity, IpUse, ip_activity};
+use mamori_core::net::{prefix_key, prefix_range};
 use mamori_core::time::DAY_US;
 
 use crate::sqlite::utc_day;
@@ -135,7 +136,8 @@ impl HeldIp {
 #[derive(Debug, Default)]
 struct State {
     customers: HashMap<Box<str>, Held>,
-    ips: HashMap<u128, HeldIp>,
+    /// By (network?, key): an address, or a familiarity network by its first key.
+    ips: HashMap<(bool, u128), HeldIp>,
     ip_rows: usize,
     rows: usize,
     tick: u64,
@@ -270,8 +272,15 @@ impl Hot {
         s.seq = s.seq.max(seq);
         s.checked = Some(Instant::now());
         for (customer, p) in &events {
-            if let Some(h) = p.access.ip.and_then(|ip| s.ips.get_mut(&ip)) {
-                s.ip_rows += h.apply(seq, customer, p);
+            for key in p
+                .access
+                .ip
+                .into_iter()
+                .flat_map(|ip| [(false, ip), (true, prefix_key(ip))])
+            {
+                if let Some(h) = s.ips.get_mut(&key) {
+                    s.ip_rows += h.apply(seq, customer, p);
+                }
             }
             if let Some(h) = s.customers.get_mut(customer.as_str()) {
                 s.rows += h.apply(seq, p);
@@ -306,18 +315,60 @@ impl Hot {
     /// others. Or what is missing to know them.
     pub(crate) fn ip_uses(
         &self,
+        net: bool,
         ip: u128,
         from: i64,
         to: i64,
     ) -> Result<Vec<(u128, IpUse<String>)>, IpNeed> {
+        self.with_uses(net, ip, from, to, |uses| {
+            uses.iter()
+                .map(|u| {
+                    (
+                        ip,
+                        IpUse {
+                            at: u.at,
+                            customer: u.customer.to_owned(),
+                            logins: u.logins,
+                            failed_logins: u.failed_logins,
+                        },
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// What [`ip_activity`] makes of the uses of the window `[from, to)` for `customer`, without
+    /// copying them out.
+    pub(crate) fn activity(
+        &self,
+        net: bool,
+        ip: u128,
+        customer: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<IpActivity, IpNeed> {
+        self.with_uses(net, ip, from, to, |uses| {
+            ip_activity(&customer, uses.iter().filter(|u| from <= u.at && u.at < to))
+        })
+    }
+
+    /// Calls `g` on the uses [`Hot::ip_uses`] gives, borrowed.
+    fn with_uses<R>(
+        &self,
+        net: bool,
+        ip: u128,
+        from: i64,
+        to: i64,
+        g: impl FnOnce(&[IpUse<&str>]) -> R,
+    ) -> Result<R, IpNeed> {
         let mut s = self.state();
         s.tick += 1;
         let tick = s.tick;
         if from >= to {
-            return Ok(Vec::new());
+            return Ok(g(&[]));
         }
         let (first, last) = (utc_day(from), utc_day(to - 1));
-        let Some(h) = s.ips.get_mut(&ip) else {
+        let Some(h) = s.ips.get_mut(&(net, ip)) else {
             s.misses += 1;
             return Err(IpNeed::Days(first));
         };
@@ -330,28 +381,34 @@ impl Hot {
             (from.rem_euclid(DAY_US) != 0).then_some(first),
             (to.rem_euclid(DAY_US) != 0).then(|| utc_day(to)),
         ];
-        let mut out = Vec::new();
+        let mut uses: Vec<IpUse<&str>> = Vec::new();
         for (&day, d) in h.days.range(first..=last) {
             if edges.contains(&Some(day)) {
                 let Some((_, ev)) = &d.events else {
                     s.misses += 1;
                     return Err(IpNeed::Events(day));
                 };
-                out.extend(ev.iter().map(|u| (ip, u.clone())));
+                uses.extend(ev.iter().map(|u| IpUse {
+                    at: u.at,
+                    customer: u.customer.as_str(),
+                    logins: u.logins,
+                    failed_logins: u.failed_logins,
+                }));
             } else {
-                out.extend(d.customers.iter().map(|(c, &(logins, failed_logins))| {
-                    (
-                        ip,
-                        IpUse {
+                uses.extend(
+                    d.customers
+                        .iter()
+                        .map(|(c, &(logins, failed_logins))| IpUse {
                             at: day * DAY_US,
-                            customer: c.to_string(),
+                            customer: &**c,
                             logins,
                             failed_logins,
-                        },
-                    )
-                }));
+                        }),
+                );
             }
         }
+        let out = g(&uses);
+        drop(uses);
         s.hits += 1;
         Ok(out)
     }
@@ -361,6 +418,7 @@ impl Hot {
     /// `seq`, with this process's writes since added.
     pub(crate) fn fill_ip(
         &self,
+        net: bool,
         ip: u128,
         from_day: i64,
         seq: i64,
@@ -387,13 +445,13 @@ impl Hot {
             return;
         };
         for (q, c, p) in later {
-            if p.access.ip == Some(ip) {
+            if on(net, ip, p) {
                 h.apply(q, c, p);
             }
         }
         h.seq = h.seq.max(s.seq);
         let n = h.rows;
-        if let Some(old) = s.ips.insert(ip, h) {
+        if let Some(old) = s.ips.insert((net, ip), h) {
             s.ip_rows -= old.rows;
         }
         s.ip_rows += n;
@@ -406,6 +464,7 @@ impl Hot {
     /// held), with this process's writes since added.
     pub(crate) fn fill_ip_day(
         &self,
+        net: bool,
         ip: u128,
         day: i64,
         seq: i64,
@@ -422,12 +481,14 @@ impl Hot {
         };
         // Only the events: the day's counts have had every write already.
         for (_, c, p) in later {
-            if p.access.ip == Some(ip) && utc_day(p.access.at) == day {
+            if on(net, ip, p) && utc_day(p.access.at) == day {
                 ev.push(IpUse::event(p.access.at, c.clone(), p.access.kind));
             }
         }
         let last = s.seq.max(seq);
-        let Some(h) = s.ips.get_mut(&ip) else { return };
+        let Some(h) = s.ips.get_mut(&(net, ip)) else {
+            return;
+        };
         let n = ev.len();
         let d = h.days.entry(day).or_default();
         let old = d.events.replace((last, ev)).map_or(0, |(_, e)| e.len());
@@ -523,9 +584,25 @@ fn evict(s: &mut State, keep: usize) {
     }
 }
 
+/// Whether the event is on the address `key`, or in the network that starts at `key`.
+fn on(net: bool, key: u128, p: &Past) -> bool {
+    p.access.ip.is_some_and(|ip| {
+        if net {
+            prefix_key(ip) == key
+        } else {
+            ip == key
+        }
+    })
+}
+
+/// Whether `[lo, hi]` is a familiarity network (what the cache holds besides addresses).
+pub(crate) fn is_network(lo: u128, hi: u128) -> bool {
+    prefix_range(lo) == (lo, hi)
+}
+
 /// Drops the least recently used IPs until at most `keep` uses are held.
 fn evict_ips(s: &mut State, keep: usize) {
-    let mut order: Vec<(u64, usize, u128)> =
+    let mut order: Vec<(u64, usize, (bool, u128))> =
         s.ips.iter().map(|(k, h)| (h.used, h.rows, *k)).collect();
     order.sort_unstable();
     for (_, n, k) in order {
@@ -594,8 +671,8 @@ mod tests {
         let mut login = past(DAY_US + 5);
         login.access.ip = Some(7);
         h.stored(13, vec![("c".into(), login)]);
-        h.fill_ip(7, 0, 12, vec![]);
-        let uses = h.ip_uses(7, 0, 3 * DAY_US).expect("held");
+        h.fill_ip(false, 7, 0, 12, vec![]);
+        let uses = h.ip_uses(false, 7, 0, 3 * DAY_US).expect("held");
         assert_eq!(uses.len(), 1);
         assert_eq!((uses[0].1.customer.as_str(), uses[0].1.logins), ("c", 1));
         // Another process wrote (seq 20): fills from before it are dropped, later ones kept.

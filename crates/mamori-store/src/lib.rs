@@ -115,6 +115,24 @@ pub trait HistoryReader: Sync {
         windows: &[(u128, i64, i64)],
     ) -> impl Future<Output = Result<Vec<(u128, IpUse<String>)>>> + Send;
 
+    /// As [`HistoryReader::ip_uses`] for networks: windows `(lo, hi, from, to)` over every IP
+    /// whose key is in `[lo, hi]`, each use labelled with its window's `lo`.
+    fn net_uses(
+        &self,
+        windows: &[(u128, u128, i64, i64)],
+    ) -> impl Future<Output = Result<Vec<(u128, IpUse<String>)>>> + Send;
+
+    /// What [`mamori_core::history::ip_activity`] makes, for `customer`, of the uses of the
+    /// key range `[lo, hi]` (an address, or a network) with `from ≤ at < to`: the server's
+    /// question, which a store may answer without handing the uses out.
+    fn range_activity(
+        &self,
+        customer: &str,
+        range: (u128, u128),
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<mamori_core::history::IpActivity>> + Send;
+
     /// Events of a kind with `from ≤ at < to`, on every channel, as procedures.
     fn procedures(
         &self,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use mamori_core::assess::{Past, ua_family_hash};
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
-use mamori_core::history::{Access, IpUse, device_hash};
+use mamori_core::history::{Access, IpActivity, IpUse, device_hash, ip_activity};
 use mamori_core::investigate::Procedure;
 use mamori_core::net::{bytes_key, ip_key, key_bytes, key_ip};
 use sqlx::sqlite::{
@@ -850,21 +850,32 @@ fn ip_range(
     Ok(out)
 }
 
-/// Uses of IPs for windows `(ip, from, to)` (see [`HistoryReader::ip_uses`]). Per IP, the
-/// `ip_seen` rows of the days its windows span are read in one range; a row whose day no window
-/// edge falls inside is a use as it stands; for the others, the customer's events of that day are
-/// read (by the table's key, customers in key order) and those on the IP are single uses.
+/// Uses of IPs for windows `(ip, from, to)` (see [`HistoryReader::ip_uses`]).
 fn ip_windows(
     conn: &raw::Conn<'_>,
     windows: &[(u128, i64, i64)],
 ) -> Result<Vec<(u128, IpUse<String>)>> {
-    // Per IP: the span of its windows and the days an edge falls inside.
-    let mut per_ip: BTreeMap<u128, (i64, i64, Vec<i64>)> = BTreeMap::new();
-    for &(ip, from, to) in windows {
-        if from >= to {
+    let ranges: Vec<(u128, u128, i64, i64)> =
+        windows.iter().map(|&(ip, f, t)| (ip, ip, f, t)).collect();
+    range_windows(conn, &ranges)
+}
+
+/// Uses of the IPs of key ranges for windows `(lo, hi, from, to)`, each labelled with its range's
+/// `lo` (see [`HistoryReader::ip_uses`] and [`HistoryReader::net_uses`]). Per range, the
+/// `ip_seen` rows of the days its windows span are read in one range; a row whose day no window
+/// edge falls inside is a use as it stands; for the others, the customer's events of that day are
+/// read (by the table's key, customers in key order) and those on the range are single uses.
+fn range_windows(
+    conn: &raw::Conn<'_>,
+    windows: &[(u128, u128, i64, i64)],
+) -> Result<Vec<(u128, IpUse<String>)>> {
+    // Per range: the span of its windows and the days an edge falls inside.
+    let mut per_range: BTreeMap<(u128, u128), (i64, i64, Vec<i64>)> = BTreeMap::new();
+    for &(lo, hi, from, to) in windows {
+        if from >= to || lo > hi {
             continue;
         }
-        let w = per_ip.entry(ip).or_insert((from, to, Vec::new()));
+        let w = per_range.entry((lo, hi)).or_insert((from, to, Vec::new()));
         (w.0, w.1) = (w.0.min(from), w.1.max(to));
         for edge in [from, to] {
             if edge.rem_euclid(DAY_US) != 0 {
@@ -872,32 +883,43 @@ fn ip_windows(
             }
         }
     }
-    let mut rows_of = conn.prepare(
-        "SELECT day, customer_key, logins, failed_logins FROM ip_seen \
-         WHERE ip = ?1 AND day >= ?2 AND day <= ?3 \
-         UNION ALL SELECT day, customer_key, logins, failed_logins FROM ip_seen_delta \
-         WHERE ip = ?1 AND day >= ?2 AND day <= ?3",
-    )?;
-    // (customer key, ip, day, logins, failed logins) of whole days; (customer key, day, ip) of
-    // days to read.
+    // One address by equality (its days by the key's second column); a block as a key range.
+    let rows_sql = |ip: &str| {
+        format!(
+            "SELECT day, customer_key, logins, failed_logins FROM ip_seen \
+             WHERE {ip} AND day >= ?2 AND day <= ?3 \
+             UNION ALL SELECT day, customer_key, logins, failed_logins FROM ip_seen_delta \
+             WHERE {ip} AND day >= ?2 AND day <= ?3"
+        )
+    };
+    let mut rows_of_ip = conn.prepare(&rows_sql("ip = ?1"))?;
+    let mut rows_of_range = conn.prepare(&rows_sql("ip >= ?1 AND ip <= ?4"))?;
+    // (customer key, label, day, logins, failed logins) of whole days; (customer key, day, lo,
+    // hi) of days to read.
     let mut whole: Vec<(i64, u128, i64, u32, u32)> = Vec::new();
-    let mut split: Vec<(i64, i64, u128)> = Vec::new();
-    for (ip, (from, to, mut edges)) in per_ip {
+    let mut split: Vec<(i64, i64, u128, u128)> = Vec::new();
+    for ((lo, hi), (from, to, mut edges)) in per_range {
         edges.sort_unstable();
         edges.dedup();
-        let key = key_bytes(ip);
-        let params = [
-            raw::Value::Blob(&key),
+        let (lo_key, hi_key) = (key_bytes(lo), key_bytes(hi));
+        let mut params = vec![
+            raw::Value::Blob(&lo_key),
             raw::Value::Int(utc_day(from)),
             raw::Value::Int(utc_day(to - 1)),
         ];
+        let rows_of = if lo == hi {
+            &mut rows_of_ip
+        } else {
+            params.push(raw::Value::Blob(&hi_key));
+            &mut rows_of_range
+        };
         rows_of.for_each(&params, |r| {
             let (day, customer) = (r.i64(0), r.i64(1));
             if edges.binary_search(&day).is_ok() {
-                split.push((customer, day, ip));
+                split.push((customer, day, lo, hi));
             } else {
                 let count = |i| u32::try_from(r.i64(i)).map_err(|_| corrupt("ip_seen count"));
-                whole.push((customer, ip, day, count(2)?, count(3)?));
+                whole.push((customer, lo, day, count(2)?, count(3)?));
             }
             Ok(())
         })?;
@@ -905,6 +927,7 @@ fn ip_windows(
     // A day with a row in both tables is here twice; the events of a customer's day are read
     // once below whatever the number of its entries.
     split.sort_unstable();
+    split.dedup();
     // Customer ids, each looked up once, in key order.
     let mut keys: Vec<i64> = whole
         .iter()
@@ -948,13 +971,14 @@ fn ip_windows(
             raw::Value::Int((day + 1) * DAY_US),
         ];
         events_of.for_each(&params, |r| {
-            if let Some(ip) = ip_of(r.blob(2))?
-                && same_day.iter().any(|s| s.2 == ip)
-            {
-                out.push((
-                    ip,
-                    IpUse::event(r.i64(0), id(customer)?, kind_of(r.i64(1))?),
-                ));
+            if let Some(ip) = ip_of(r.blob(2))? {
+                // Once per range the event is in (an address and its block may both be asked).
+                for s in same_day.iter().filter(|s| s.2 <= ip && ip <= s.3) {
+                    out.push((
+                        s.2,
+                        IpUse::event(r.i64(0), id(customer)?, kind_of(r.i64(1))?),
+                    ));
+                }
             }
             Ok(())
         })?;
@@ -1061,6 +1085,81 @@ impl SqliteStore {
         self.read_now(|conn| past_rows(conn, &self.ua_families, customer, from, to))
     }
 
+    /// Uses for windows over key ranges (an address is a range of one): the server's single
+    /// question from the hot cache when there is one, else from the file.
+    async fn range_uses(
+        &self,
+        windows: &[(u128, u128, i64, i64)],
+    ) -> Result<Vec<(u128, IpUse<String>)>> {
+        if let (Some(h), [(lo, hi, from, to)]) = (&self.hot, windows) {
+            // A single address, or the familiarity network of `lo`; another block is read.
+            let net = lo != hi;
+            if !net || crate::hot::is_network(*lo, *hi) {
+                return self.hot_range_uses(h, net, *lo, *hi, *from, *to);
+            }
+        }
+        if windows.len() <= 8 {
+            // The server's question: a few windows, answered on this thread.
+            return self.read_now(|conn| range_windows(conn, windows));
+        }
+        let windows = windows.to_vec();
+        self.with_raw(move |conn| range_windows(conn, &windows))
+            .await
+    }
+
+    fn hot_range_uses(
+        &self,
+        h: &Hot,
+        net: bool,
+        lo: u128,
+        hi: u128,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(u128, IpUse<String>)>> {
+        match self.ask_hot(h, net, lo, hi, from, |h| h.ip_uses(net, lo, from, to))? {
+            Some(uses) => Ok(uses),
+            None => {
+                let w = [(lo, hi, from, to)];
+                self.read_now(|conn| range_windows(conn, &w))
+            }
+        }
+    }
+
+    /// `ask`s the hot cache about the range `[lo, hi]` (an address, or a familiarity network
+    /// with `net`), reading what it lacks: the days from before `from`, then the events of up to
+    /// two edge days. `None` when it still lacks them (a range too large to hold, or fills
+    /// overtaken by writes): the caller reads the file.
+    fn ask_hot<R>(
+        &self,
+        h: &Hot,
+        net: bool,
+        lo: u128,
+        hi: u128,
+        from: i64,
+        ask: impl Fn(&Hot) -> std::result::Result<R, IpNeed>,
+    ) -> Result<Option<R>> {
+        self.look_for_other_writers(h)?;
+        for _ in 0..4 {
+            match ask(h) {
+                Ok(r) => return Ok(Some(r)),
+                Err(IpNeed::Days(_)) => {
+                    let day = utc_day(from) - crate::hot::FILL_SLACK_US / DAY_US;
+                    // Whole days only: both edges on midnight.
+                    let w = [(lo, hi, day * DAY_US, FAR_DAY * DAY_US)];
+                    let (seq, uses) = self.read_now(|c| snapshot(c, |c| range_windows(c, &w)))?;
+                    h.fill_ip(net, lo, day, seq, uses);
+                }
+                Err(IpNeed::Events(day)) => {
+                    // An edge inside the day: its events one by one.
+                    let w = [(lo, hi, day * DAY_US + 1, day * DAY_US + 2)];
+                    let (seq, uses) = self.read_now(|c| snapshot(c, |c| range_windows(c, &w)))?;
+                    h.fill_ip_day(net, lo, day, seq, uses);
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The server's hot cache of customers' events and resolutions (see [`crate::hot`]), holding
     /// at most `max_rows` events. For a store that serves; a batch reads the file.
     pub async fn with_hot(mut self, max_rows: usize) -> Result<Self> {
@@ -1143,7 +1242,7 @@ impl SqliteStore {
             }
             let w = [(ip, ip_day * DAY_US, FAR_DAY * DAY_US)];
             let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
-            h.fill_ip(ip, ip_day, seq, uses);
+            h.fill_ip(false, ip, ip_day, seq, uses);
         }
         Ok(())
     }
@@ -1254,40 +1353,43 @@ impl HistoryReader for SqliteStore {
     }
 
     async fn ip_uses(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<(u128, IpUse<String>)>> {
-        if let (Some(h), [(ip, from, to)]) = (&self.hot, windows) {
-            // The server's question, from memory.
-            self.look_for_other_writers(h)?;
-            if let Ok(uses) = h.ip_uses(*ip, *from, *to) {
-                return Ok(uses);
+        let ranges: Vec<(u128, u128, i64, i64)> =
+            windows.iter().map(|&(ip, f, t)| (ip, ip, f, t)).collect();
+        self.range_uses(&ranges).await
+    }
+
+    async fn net_uses(
+        &self,
+        windows: &[(u128, u128, i64, i64)],
+    ) -> Result<Vec<(u128, IpUse<String>)>> {
+        self.range_uses(windows).await
+    }
+
+    async fn range_activity(
+        &self,
+        customer: &str,
+        (lo, hi): (u128, u128),
+        from: i64,
+        to: i64,
+    ) -> Result<IpActivity> {
+        if let Some(h) = &self.hot {
+            let net = lo != hi;
+            if (!net || crate::hot::is_network(lo, hi))
+                && let Some(act) = self.ask_hot(h, net, lo, hi, from, |h| {
+                    h.activity(net, lo, customer, from, to)
+                })?
+            {
+                return Ok(act);
             }
-            // Read what is missing: the days, then the events of up to two edge days (an IP too
-            // large to hold, or a fill overtaken by a write, is read from the file).
-            for _ in 0..3 {
-                match h.ip_uses(*ip, *from, *to) {
-                    Ok(uses) => return Ok(uses),
-                    Err(IpNeed::Days(first)) => {
-                        let day = first - crate::hot::FILL_SLACK_US / DAY_US;
-                        // Whole days only: both edges on midnight.
-                        let w = [(*ip, day * DAY_US, FAR_DAY * DAY_US)];
-                        let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
-                        h.fill_ip(*ip, day, seq, uses);
-                    }
-                    Err(IpNeed::Events(day)) => {
-                        // An edge inside the day: its events one by one.
-                        let w = [(*ip, day * DAY_US + 1, day * DAY_US + 2)];
-                        let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
-                        h.fill_ip_day(*ip, day, seq, uses);
-                    }
-                }
-            }
-            return self.read_now(|conn| ip_windows(conn, windows));
         }
-        if windows.len() <= 8 {
-            // The server's question: a few windows, answered on this thread.
-            return self.read_now(|conn| ip_windows(conn, windows));
-        }
-        let windows = windows.to_vec();
-        self.with_raw(move |conn| ip_windows(conn, &windows)).await
+        let w = [(lo, hi, from, to)];
+        let uses = self.read_now(|conn| range_windows(conn, &w))?;
+        Ok(ip_activity(
+            &customer.to_owned(),
+            uses.iter()
+                .filter(|(k, u)| *k == lo && from <= u.at && u.at < to)
+                .map(|(_, u)| u),
+        ))
     }
 
     async fn procedures(&self, kind: Kind, from: i64, to: i64) -> Result<Vec<Procedure>> {

@@ -338,7 +338,24 @@ async fn windows_and_ips<S: EventWriter + HistoryReader>(s: &S) {
         uses.iter().all(|(ip, _)| *ip == k),
         "uses of the asked IP only"
     );
+    // The same over the /24: w1, w2 (another address of it), w3, w5, never 203.0.114.5; whole
+    // windows, and one with an edge inside w3's day; each use labelled with the window's lo.
     let (lo, hi) = net_range(parse_ip_or_net("203.0.113.0/24").expect("net"));
+    let w1 = batch[0].occurred_at;
+    let nets = [(lo, hi, 0, i64::MAX), (lo, hi, w1 + 1, w3 + 1)];
+    let uses = s.net_uses(&nets).await.expect("net uses");
+    assert!(uses.iter().all(|(l, _)| *l == lo), "labelled with lo");
+    let net_activity = |(_, _, from, to): (u128, u128, i64, i64)| {
+        let act = ip_activity(
+            &"wa".to_owned(),
+            uses.iter()
+                .filter(|(_, u)| from <= u.at && u.at < to)
+                .map(|(_, u)| u),
+        );
+        (act.other_customers, act.failed_login_accounts, act.logins)
+    };
+    assert_eq!(net_activity(nets[0]), (1, 1, 3), "w1, w2, w3, w5");
+    assert_eq!(net_activity(nets[1]), (1, 1, 1), "w2 and w3");
     let in_net = s.ip_range_events(lo, hi, 0, i64::MAX).await.expect("range");
     assert_eq!(
         in_net.len(),

@@ -126,6 +126,16 @@ fn the_hot_cache_answers_as_the_store_does() {
                     "activity of {:?} at {t}",
                     e.ip
                 );
+                assert_eq!(
+                    mamori_store::assess::net_activity(&s, &e.customer_id, e.ip, t, policy)
+                        .await
+                        .expect("net"),
+                    mamori_store::assess::net_activity(&plain, &e.customer_id, e.ip, t, policy)
+                        .await
+                        .expect("net"),
+                    "network activity of {:?} at {t}",
+                    e.ip
+                );
                 let a = Attempt::of(&e);
                 let got = assess_attempt(&s, &e.customer_id, &a, pop, &NoIntel, policy)
                     .await

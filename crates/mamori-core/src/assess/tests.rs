@@ -78,6 +78,7 @@ fn run_with(
     let inp = Inputs {
         past,
         activity: act,
+        net_activity: IpActivity::default(),
         population: &pop,
         marks,
         intel,
@@ -529,4 +530,61 @@ fn impossible_travel_needs_distance_speed_and_a_city_database() {
         &attempt(Kind::Login, T, "198.51.100.10", "x", CHROME),
         &failed
     ));
+}
+
+#[test]
+fn stuffing_spread_over_a_network_counts_but_carrier_nat_does_not() {
+    let h = honest_year();
+    let pop = population();
+    let policy = Policy::default();
+    let run_net = |ip_act: IpActivity, net: IpActivity| {
+        let inp = Inputs {
+            past: &h,
+            activity: ip_act,
+            net_activity: net,
+            population: &pop,
+            marks: &Marks::default(),
+            intel: &NoIntel,
+        };
+        codes(&assess(
+            &attempt(Kind::Login, T, "203.0.113.9", "x", CHROME),
+            &inp,
+            &policy,
+        ))
+    };
+    let spread = IpActivity {
+        other_customers: 14,
+        failed_login_accounts: 12,
+        failed_logins: 40,
+        logins: 3,
+    };
+    let c = run_net(IpActivity::default(), spread);
+    assert!(c.contains(&"failed_logins_many_accounts_network"), "{c:?}");
+    // A carrier's block: many honest customers, a few typos.
+    let nat = IpActivity {
+        other_customers: 400,
+        failed_login_accounts: 12,
+        ..spread
+    };
+    assert!(!run_net(IpActivity::default(), nat).contains(&"failed_logins_many_accounts_network"));
+    // Below the threshold.
+    let few = IpActivity {
+        other_customers: 9,
+        failed_login_accounts: 9,
+        ..spread
+    };
+    assert!(!run_net(IpActivity::default(), few).contains(&"failed_logins_many_accounts_network"));
+    // The address itself stuffing: one reason, the address's.
+    let ip = IpActivity {
+        other_customers: 5,
+        failed_login_accounts: 5,
+        failed_logins: 20,
+        logins: 0,
+    };
+    let c = run_net(ip, spread);
+    assert!(
+        c.contains(&"failed_logins_many_accounts")
+            && !c.contains(&"failed_logins_many_accounts_network"),
+        "{c:?}"
+    );
 }
