@@ -53,12 +53,14 @@ pub async fn activity<S: HistoryReader>(
     t: i64,
     policy: &Policy,
 ) -> Result<IpActivity> {
-    let Some(ip) = ip else {
-        return Ok(IpActivity::default());
-    };
-    let k = ip_key(ip);
-    let from = t - i64::from(policy.others_days) * DAY_US;
-    store.range_activity(customer, (k, k), from, t).await
+    window_activity(
+        store,
+        customer,
+        ip.map(|ip| (ip_key(ip), ip_key(ip))),
+        t,
+        policy,
+    )
+    .await
 }
 
 /// What happened on the IP's familiarity network (/24, /48) in `[t − others_days, t)`, seen
@@ -70,13 +72,28 @@ pub async fn net_activity<S: HistoryReader>(
     t: i64,
     policy: &Policy,
 ) -> Result<IpActivity> {
-    let Some(ip) = ip else {
+    window_activity(
+        store,
+        customer,
+        ip.map(|ip| prefix_range(ip_key(ip))),
+        t,
+        policy,
+    )
+    .await
+}
+
+async fn window_activity<S: HistoryReader>(
+    store: &S,
+    customer: &str,
+    range: Option<(u128, u128)>,
+    t: i64,
+    policy: &Policy,
+) -> Result<IpActivity> {
+    let Some(range) = range else {
         return Ok(IpActivity::default());
     };
     let from = t - i64::from(policy.others_days) * DAY_US;
-    store
-        .range_activity(customer, prefix_range(ip_key(ip)), from, t)
-        .await
+    store.range_activity(customer, range, from, t).await
 }
 
 /// What resolutions before `t` say about an attempt of `customer` from `ip`, given the customer's

@@ -78,8 +78,8 @@ struct IpDay {
 /// What the cache lacks to answer a question about an IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IpNeed {
-    /// The IP's days from this one on.
-    Days(i64),
+    /// The range's days (from before the window on).
+    Days,
     /// The events of this day.
     Events(i64),
 }
@@ -254,14 +254,15 @@ impl Hot {
             }
         }
         held.seq = held.seq.max(s.seq);
-        let n = held.rows.len();
-        if let Some(old) = s.customers.insert(customer.into(), held) {
-            s.rows -= old.rows.len();
-        }
-        s.rows += n;
-        if s.rows > self.max_rows {
-            evict(&mut s, self.max_rows - self.max_rows / 4);
-        }
+        let s = &mut *s;
+        hold(
+            &mut s.customers,
+            &mut s.rows,
+            customer.into(),
+            held,
+            self.max_rows,
+            |h| (h.used, h.rows.len()),
+        );
     }
 
     /// Adds the events of this process's write `seq` (after its commit) to the customers and IPs
@@ -370,11 +371,11 @@ impl Hot {
         let (first, last) = (utc_day(from), utc_day(to - 1));
         let Some(h) = s.ips.get_mut(&(net, ip)) else {
             s.misses += 1;
-            return Err(IpNeed::Days(first));
+            return Err(IpNeed::Days);
         };
         if h.from_day > first {
             s.misses += 1;
-            return Err(IpNeed::Days(first));
+            return Err(IpNeed::Days);
         }
         h.used = tick;
         let edges = [
@@ -450,14 +451,15 @@ impl Hot {
             }
         }
         h.seq = h.seq.max(s.seq);
-        let n = h.rows;
-        if let Some(old) = s.ips.insert((net, ip), h) {
-            s.ip_rows -= old.rows;
-        }
-        s.ip_rows += n;
-        if s.ip_rows > self.max_rows {
-            evict_ips(&mut s, self.max_rows - self.max_rows / 4);
-        }
+        let s = &mut *s;
+        hold(
+            &mut s.ips,
+            &mut s.ip_rows,
+            (net, ip),
+            h,
+            self.max_rows,
+            |h| (h.used, h.rows),
+        );
     }
 
     /// Holds the events of an IP's day read in the snapshot of `seq` (the IP's days must be
@@ -567,20 +569,38 @@ impl Hot {
     }
 }
 
-/// Drops the least recently used customers until at most `keep` events are held.
-fn evict(s: &mut State, keep: usize) {
-    let mut order: Vec<(u64, usize, Box<str>)> = s
-        .customers
+/// Puts `value` under `key` in `map`, whose entries hold `total` rows (`size` gives an entry's
+/// last use and rows); over `max`, drops the least recently used entries down to three quarters.
+fn hold<K: std::hash::Hash + Eq + Ord + Clone, V>(
+    map: &mut HashMap<K, V>,
+    total: &mut usize,
+    key: K,
+    value: V,
+    max: usize,
+    size: impl Fn(&V) -> (u64, usize),
+) {
+    *total += size(&value).1;
+    if let Some(old) = map.insert(key, value) {
+        *total -= size(&old).1;
+    }
+    if *total <= max {
+        return;
+    }
+    let keep = max - max / 4;
+    let mut order: Vec<(u64, usize, K)> = map
         .iter()
-        .map(|(c, h)| (h.used, h.rows.len(), c.clone()))
+        .map(|(k, v)| {
+            let (used, n) = size(v);
+            (used, n, k.clone())
+        })
         .collect();
     order.sort_unstable();
-    for (_, n, c) in order {
-        if s.rows <= keep {
+    for (_, n, k) in order {
+        if *total <= keep {
             break;
         }
-        s.customers.remove(&c);
-        s.rows -= n;
+        map.remove(&k);
+        *total -= n;
     }
 }
 
@@ -598,20 +618,6 @@ fn on(net: bool, key: u128, p: &Past) -> bool {
 /// Whether `[lo, hi]` is a familiarity network (what the cache holds besides addresses).
 pub(crate) fn is_network(lo: u128, hi: u128) -> bool {
     prefix_range(lo) == (lo, hi)
-}
-
-/// Drops the least recently used IPs until at most `keep` uses are held.
-fn evict_ips(s: &mut State, keep: usize) {
-    let mut order: Vec<(u64, usize, (bool, u128))> =
-        s.ips.iter().map(|(k, h)| (h.used, h.rows, *k)).collect();
-    order.sort_unstable();
-    for (_, n, k) in order {
-        if s.ip_rows <= keep {
-            break;
-        }
-        s.ips.remove(&k);
-        s.ip_rows -= n;
-    }
 }
 
 #[cfg(test)]

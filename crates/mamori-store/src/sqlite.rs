@@ -384,12 +384,12 @@ fn count_returned(seen: &mut SeenCounts, r: &raw::Row<'_>) -> Result<()> {
 struct FreshKeys([HashMap<Box<str>, i64>; 3]);
 
 /// Writes one batch on the raw handle, inside the caller's transaction. Returns the number of new
-/// events, the new keys, the `ip_seen` rows written and the new events of the customers `wanted`.
+/// events, the new keys, the `ip_seen` rows written and, with `keep_new`, the new events.
 fn write_batch<'e>(
     conn: &raw::Conn<'_>,
     cache: &KeyCache,
     events: &'e [Event],
-    wanted: &dyn Fn(&Event) -> bool,
+    keep_new: bool,
 ) -> Result<(u64, FreshKeys, i64, Vec<&'e Event>)> {
     let mut customers = Interner::new(conn, "customers", "customer_key", "customer_id")?;
     let mut devices = Interner::new(conn, "devices", "device_key", "device_id")?;
@@ -473,26 +473,25 @@ fn write_batch<'e>(
                     }
                 };
             if returning {
-                let want: Vec<bool> = chunk.iter().map(|(_, e)| wanted(e)).collect();
-                let any = want.contains(&true);
                 returned.clear();
                 inserted += run(&mut |stmt, p| {
                     let mut n = 0;
                     stmt.for_each(p, |r| {
                         n += 1;
-                        if any {
+                        if keep_new {
                             returned.insert((r.i64(0), r.string(4)?));
                         }
                         count_returned(&mut counts, r)
                     })?;
                     Ok(n)
                 })?;
-                if any {
-                    for ((ck, e), w) in chunk.iter().zip(want) {
-                        if w && returned.contains(&(*ck, e.event_id.clone())) {
-                            new_events.push(e);
-                        }
-                    }
+                if keep_new {
+                    new_events.extend(
+                        chunk
+                            .iter()
+                            .filter(|(ck, e)| returned.contains(&(*ck, e.event_id.clone())))
+                            .map(|(_, e)| *e),
+                    );
                 }
             } else {
                 let n = run(&mut |stmt, p| stmt.exec(p))?;
@@ -500,7 +499,9 @@ fn write_batch<'e>(
                     return Err(corrupt("a new customer's event was already stored"));
                 }
                 inserted += n;
-                new_events.extend(chunk.iter().filter(|(_, e)| wanted(e)).map(|(_, e)| *e));
+                if keep_new {
+                    new_events.extend(chunk.iter().map(|(_, e)| *e));
+                }
                 for ((ck, e), ip) in chunk.iter().zip(ips) {
                     if let Some(ip) = ip {
                         count_seen(&mut counts, *ip, e.occurred_at, *ck, e.kind.code().into());
@@ -648,11 +649,10 @@ pub(crate) struct Writes<'s> {
 impl Writes<'_> {
     /// Stores events (idempotently), as [`EventWriter::insert_events`]; returns how many were new.
     pub(crate) fn events(&mut self, conn: &raw::Conn<'_>, events: &[Event]) -> Result<u64> {
-        let hot = self.store.hot.as_deref();
         // With the hot cache, every new event (a customer being read may be held next).
-        let wanted = |_: &Event| hot.is_some();
+        let keep_new = self.store.hot.is_some();
         let (inserted, fresh, seen_rows, new) =
-            write_batch(conn, &self.store.cache(), events, &wanted)?;
+            write_batch(conn, &self.store.cache(), events, keep_new)?;
         self.store.merge_delta_if_full(conn, seen_rows)?;
         self.fresh.push(fresh);
         self.hot.extend(
@@ -1091,12 +1091,12 @@ impl SqliteStore {
         &self,
         windows: &[(u128, u128, i64, i64)],
     ) -> Result<Vec<(u128, IpUse<String>)>> {
-        if let (Some(h), [(lo, hi, from, to)]) = (&self.hot, windows) {
-            // A single address, or the familiarity network of `lo`; another block is read.
-            let net = lo != hi;
-            if !net || crate::hot::is_network(*lo, *hi) {
-                return self.hot_range_uses(h, net, *lo, *hi, *from, *to);
-            }
+        if let [(lo, hi, from, to)] = *windows
+            && let Some((h, net)) = self.hot_range(lo, hi)
+            && let Some(uses) =
+                self.ask_hot(h, net, lo, hi, from, |h| h.ip_uses(net, lo, from, to))?
+        {
+            return Ok(uses);
         }
         if windows.len() <= 8 {
             // The server's question: a few windows, answered on this thread.
@@ -1107,22 +1107,12 @@ impl SqliteStore {
             .await
     }
 
-    fn hot_range_uses(
-        &self,
-        h: &Hot,
-        net: bool,
-        lo: u128,
-        hi: u128,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(u128, IpUse<String>)>> {
-        match self.ask_hot(h, net, lo, hi, from, |h| h.ip_uses(net, lo, from, to))? {
-            Some(uses) => Ok(uses),
-            None => {
-                let w = [(lo, hi, from, to)];
-                self.read_now(|conn| range_windows(conn, &w))
-            }
-        }
+    /// The hot cache and whether `[lo, hi]` is a network, when the cache holds such ranges: an
+    /// address, or a familiarity network (another block is read from the file).
+    fn hot_range(&self, lo: u128, hi: u128) -> Option<(&Hot, bool)> {
+        let h = self.hot.as_deref()?;
+        let net = lo != hi;
+        (!net || crate::hot::is_network(lo, hi)).then_some((h, net))
     }
 
     /// `ask`s the hot cache about the range `[lo, hi]` (an address, or a familiarity network
@@ -1142,7 +1132,7 @@ impl SqliteStore {
         for _ in 0..4 {
             match ask(h) {
                 Ok(r) => return Ok(Some(r)),
-                Err(IpNeed::Days(_)) => {
+                Err(IpNeed::Days) => {
                     let day = utc_day(from) - crate::hot::FILL_SLACK_US / DAY_US;
                     // Whole days only: both edges on midnight.
                     let w = [(lo, hi, day * DAY_US, FAR_DAY * DAY_US)];
@@ -1372,15 +1362,12 @@ impl HistoryReader for SqliteStore {
         from: i64,
         to: i64,
     ) -> Result<IpActivity> {
-        if let Some(h) = &self.hot {
-            let net = lo != hi;
-            if (!net || crate::hot::is_network(lo, hi))
-                && let Some(act) = self.ask_hot(h, net, lo, hi, from, |h| {
-                    h.activity(net, lo, customer, from, to)
-                })?
-            {
-                return Ok(act);
-            }
+        if let Some((h, net)) = self.hot_range(lo, hi)
+            && let Some(act) = self.ask_hot(h, net, lo, hi, from, |h| {
+                h.activity(net, lo, customer, from, to)
+            })?
+        {
+            return Ok(act);
         }
         let w = [(lo, hi, from, to)];
         let uses = self.read_now(|conn| range_windows(conn, &w))?;
