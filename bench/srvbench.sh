@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/srvbench.sh BINARY LABEL, run in a directory holding ev100k.jsonl (seed 1) and t0.db (its
 # import): a fresh copy of t0.db, the server, a cold then warm open loop at
-# 2,000/s on 2020-09-16, then closed loops; the load tool is the current build's.
+# 2,000/s on 2020-09-16, then closed loops (10 s twice, then $SUSTAIN s, default 60); the load tool is the current build's.
 set -u
 BIN=$1; LABEL=$2; LT=${LT:-$(cd "$(dirname "$0")/.." && pwd)/target/release/mamori}
 pkill -f "serve --listen 127.0.0.1:8089"; while pgrep -f "serve --listen 127.0.0.1:8089" >/dev/null; do sleep 0.5; done
@@ -19,6 +19,7 @@ echo "-- first run after start (cold), 2000/s 20 s"; run --rate 2000 --seconds 2
 echo "-- second run (warm), 2000/s 30 s"; run --rate 2000 --seconds 30
 echo "-- closed loop, 32 in flight, 10 s"; run --rate 0 --concurrency 32 --seconds 10 | head -2
 echo "-- closed loop, 32 in flight, 10 s"; run --rate 0 --concurrency 32 --seconds 10 | head -2
+echo "-- closed loop, 32 in flight, ${SUSTAIN:-60} s (sustained)"; run --rate 0 --concurrency 32 --seconds ${SUSTAIN:-60} | head -2
 ps -o rss= -p $(pgrep -f "serve --listen 127.0.0.1:8089") | awk '{print "server RSS " $1/1024 " MB"}'
 grep -E "RssAnon" /proc/$(pgrep -f "serve --listen 127.0.0.1:8089")/status
 pkill -f "serve --listen 127.0.0.1:8089"

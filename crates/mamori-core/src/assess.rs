@@ -137,7 +137,8 @@ pub fn ua_family_hash(ua: &str) -> u64 {
 pub struct Population {
     /// Logins counted.
     pub logins: u64,
-    pub counts: HashMap<(Feature, u128), u64>,
+    /// foldhash: looked up for every feature of every login assessed.
+    pub counts: foldhash::HashMap<(Feature, u128), u64>,
 }
 
 /// A feature of a login, for the statistical score.
@@ -972,7 +973,7 @@ pub fn assess(attempt: &Attempt, inp: &Inputs<'_>, policy: &Policy) -> Assessmen
     // The statistical login score.
     if attempt.kind == Kind::Login && online {
         // Logins per distinct (IP, agent): IP data is looked up once per address.
-        let mut seen: HashMap<(Option<u128>, Option<u64>), u32> = HashMap::new();
+        let mut seen: foldhash::HashMap<(Option<u128>, Option<u64>), u32> = Default::default();
         for p in past.iter().filter(|p| {
             p.access.kind.counts_in_history()
                 && p.access.at >= t - w.history

@@ -14,14 +14,14 @@
 //!   process did not make: found by its next write, or by a reader that polls (every [`POLL`]),
 //!   they empty the cache. Another process's events thus reach decisions within about [`POLL`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashMapExt};
 use mamori_core::assess::{Marks, Past};
-use mamori_core::history::{IpActivity, IpUse, ip_activity};
+use mamori_core::history::{IpActivity, IpUse};
 use mamori_core::net::{prefix_key, prefix_range};
 use mamori_core::time::DAY_US;
 
@@ -65,14 +65,57 @@ struct HeldIp {
     days: BTreeMap<i64, IpDay>,
     rows: usize,
     used: u64,
+    /// The whole days of the last window asked about, summed up: every assessment on the range
+    /// that day asks about the same ones.
+    whole: Option<WholeDays>,
 }
 
 #[derive(Debug, Default)]
 struct IpDay {
     /// (logins, failed logins) by customer.
-    customers: HashMap<Box<str>, (u32, u32)>,
+    customers: HashMap<Arc<str>, (u32, u32)>,
     /// The events and the seq of the snapshot they were read from.
     events: Option<(i64, Vec<IpUse<String>>)>,
+}
+
+/// An IP's uses over the days `first..=last`, as [`mamori_core::history::ip_activity`] counts them: the customers
+/// (with whether they had a failed login), and the sums.
+#[derive(Debug)]
+struct WholeDays {
+    first: i64,
+    last: i64,
+    customers: HashMap<Arc<str>, bool>,
+    failed_accounts: u32,
+    logins: u32,
+    failed_logins: u32,
+}
+
+impl WholeDays {
+    fn of(days: &BTreeMap<i64, IpDay>, first: i64, last: i64) -> Self {
+        let mut w = WholeDays {
+            first,
+            last,
+            customers: HashMap::new(),
+            failed_accounts: 0,
+            logins: 0,
+            failed_logins: 0,
+        };
+        if first > last {
+            return w;
+        }
+        for d in days.range(first..=last).map(|(_, d)| d) {
+            for (c, &(logins, failed_logins)) in &d.customers {
+                w.logins += logins;
+                w.failed_logins += failed_logins;
+                let failed = w.customers.entry(c.clone()).or_insert(false);
+                if failed_logins > 0 && !*failed {
+                    *failed = true;
+                    w.failed_accounts += 1;
+                }
+            }
+        }
+        w
+    }
 }
 
 /// What the cache lacks to answer a question about an IP.
@@ -115,6 +158,13 @@ impl HeldIp {
         });
         let mut n = 0;
         if self.seq < seq {
+            if self
+                .whole
+                .as_ref()
+                .is_some_and(|w| w.first <= day && day <= w.last)
+            {
+                self.whole = None;
+            }
             let c = d.customers.entry(customer.into()).or_insert_with(|| {
                 n += 1;
                 (0, 0)
@@ -338,8 +388,10 @@ impl Hot {
         })
     }
 
-    /// What [`ip_activity`] makes of the uses of the window `[from, to)` for `customer`, without
-    /// copying them out.
+    /// What [`mamori_core::history::ip_activity`] makes of the uses of the window `[from, to)` for `customer`, without
+    /// copying them out: the whole days inside the window are summed up once per window (and
+    /// again after a write to one of them), the days an edge falls inside are counted event by
+    /// event.
     pub(crate) fn activity(
         &self,
         net: bool,
@@ -348,9 +400,78 @@ impl Hot {
         from: i64,
         to: i64,
     ) -> Result<IpActivity, IpNeed> {
-        self.with_uses(net, ip, from, to, |uses| {
-            ip_activity(&customer, uses.iter().filter(|u| from <= u.at && u.at < to))
-        })
+        let mut s = self.state();
+        s.tick += 1;
+        let tick = s.tick;
+        if from >= to {
+            return Ok(IpActivity::default());
+        }
+        let (first, last) = (utc_day(from), utc_day(to - 1));
+        let Some(h) = s.ips.get_mut(&(net, ip)) else {
+            s.misses += 1;
+            return Err(IpNeed::Days);
+        };
+        if h.from_day > first {
+            s.misses += 1;
+            return Err(IpNeed::Days);
+        }
+        h.used = tick;
+        let edges = [
+            (from.rem_euclid(DAY_US) != 0).then_some(first),
+            (to.rem_euclid(DAY_US) != 0).then_some(last),
+        ];
+        let mut edge_events = Vec::with_capacity(2);
+        for day in edges.iter().flatten() {
+            if let Some(d) = h.days.get(day) {
+                let Some((_, ev)) = &d.events else {
+                    s.misses += 1;
+                    return Err(IpNeed::Events(*day));
+                };
+                edge_events.push(ev);
+            }
+            if edges[0] == edges[1] {
+                break;
+            }
+        }
+        let (lo, hi) = (
+            first + i64::from(edges[0].is_some()),
+            last - i64::from(edges[1].is_some()),
+        );
+        let whole = match &h.whole {
+            Some(w) if (w.first, w.last) == (lo, hi) => w,
+            _ => h.whole.insert(WholeDays::of(&h.days, lo, hi)),
+        };
+        let mut act = IpActivity {
+            logins: whole.logins,
+            failed_logins: whole.failed_logins,
+            ..IpActivity::default()
+        };
+        // The edges' customers, with whether they failed a login there.
+        let mut edge: HashMap<&str, bool> = HashMap::new();
+        for u in edge_events
+            .into_iter()
+            .flatten()
+            .filter(|u| from <= u.at && u.at < to)
+        {
+            act.logins += u.logins;
+            act.failed_logins += u.failed_logins;
+            *edge.entry(u.customer.as_str()).or_default() |= u.failed_logins > 0;
+        }
+        let (mut accounts, mut failed) = (whole.customers.len(), whole.failed_accounts);
+        for (c, &f) in &edge {
+            match whole.customers.get(*c) {
+                None => {
+                    accounts += 1;
+                    failed += u32::from(f);
+                }
+                Some(&was) => failed += u32::from(f && !was),
+            }
+        }
+        let own = whole.customers.contains_key(customer) || edge.contains_key(customer);
+        act.other_customers = (accounts - usize::from(own)) as u32;
+        act.failed_login_accounts = failed;
+        s.hits += 1;
+        Ok(act)
     }
 
     /// Calls `g` on the uses [`Hot::ip_uses`] gives, borrowed.
@@ -688,5 +809,64 @@ mod tests {
         assert!(h.past("d", 0, 100).is_none());
         h.fill("d", 0, 20, vec![past(1)]);
         assert!(h.past("d", 0, 100).is_some());
+    }
+
+    /// `activity` against `ip_activity` over the uses `ip_uses` gives (what it did before it
+    /// summed up whole days), for every customer, as writes land on whole and edge days.
+    #[test]
+    fn activity_sums_whole_days_once_and_again_after_a_write_to_them() {
+        use mamori_core::history::ip_activity;
+        let h = Hot::new(1000, 1);
+        let use_ = |day: i64, hour: i64, c: &str, kind: Kind| {
+            IpUse::event(day * DAY_US + hour * 3_600_000_000, c.to_owned(), kind)
+        };
+        let mut uses = Vec::new();
+        for day in 0..6 {
+            uses.push((7, use_(day, 3, "a", Kind::Login)));
+            uses.push((
+                7,
+                use_(day, 20, ["b", "c"][day as usize % 2], Kind::LoginFailed),
+            ));
+        }
+        h.fill_ip(false, 7, 0, 1, uses.clone());
+        let (from, to) = (DAY_US + 12 * 3_600_000_000, 5 * DAY_US + 12 * 3_600_000_000);
+        for day in [1, 5] {
+            let of_day = uses.iter().filter(|(_, u)| utc_day(u.at) == day);
+            h.fill_ip_day(false, 7, day, 1, of_day.cloned().collect());
+        }
+        let check = |what: &str| {
+            let held = h.ip_uses(false, 7, from, to).expect("held");
+            for c in ["a", "b", "c", "d", "e"] {
+                let want = ip_activity(
+                    &c.to_owned(),
+                    held.iter()
+                        .map(|(_, u)| u)
+                        .filter(|u| from <= u.at && u.at < to),
+                );
+                assert_eq!(h.activity(false, 7, c, from, to), Ok(want), "{what}, {c}");
+            }
+        };
+        check("as filled");
+        check("summed up");
+        let ev = |day: i64, c: &str, kind: Kind| {
+            let mut p = past(day * DAY_US + 15 * 3_600_000_000);
+            p.access.ip = Some(7);
+            p.access.kind = kind;
+            (c.to_owned(), p)
+        };
+        // A new customer on a whole day, then an old one's first failed login there.
+        h.stored(2, vec![ev(3, "d", Kind::Login)]);
+        check("after d on day 3");
+        h.stored(3, vec![ev(2, "a", Kind::LoginFailed)]);
+        check("after a failed on day 2");
+        // On the edges: a customer only there (inside the window), and one already on whole
+        // days (after the window's end).
+        h.stored(
+            4,
+            vec![ev(1, "e", Kind::LoginFailed), ev(5, "b", Kind::Login)],
+        );
+        check("after the edges' writes");
+        let a = h.activity(false, 7, "e", from, to).expect("held");
+        assert_eq!((a.other_customers, a.failed_login_accounts), (4, 4));
     }
 }
