@@ -1,0 +1,10 @@
+//! mamori's customer-side defences that need no I/O: the password policy with feedback in
+//! Japanese and English, Argon2id hashing, TOTP with replay refusal and recovery codes, masking of
+//! personal data, and the audit log's hash chain. Storage, HTTP and e-mail live in the store and
+//! server crates.
+
+pub mod audit;
+pub mod hash;
+pub mod mask;
+pub mod password;
+pub mod totp;
