@@ -120,10 +120,24 @@ pub fn verify<'a>(
     entries: impl IntoIterator<Item = &'a AuditEntry>,
     head: Option<(i64, &str)>,
 ) -> Result<i64, ChainError> {
-    let mut prev: Option<&AuditEntry> = None;
-    let mut n = 0;
+    let mut v = Verifier::default();
     for e in entries {
-        let expected = prev.map_or(1, |p| p.seq + 1);
+        v.push(e)?;
+    }
+    v.finish(head)
+}
+
+/// [`verify`] an entry at a time, for logs read in pages.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    last: Option<(i64, String)>,
+    checked: i64,
+}
+
+impl Verifier {
+    /// Checks the next entry.
+    pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainError> {
+        let expected = self.last.as_ref().map_or(1, |(s, _)| s + 1);
         if e.seq != expected {
             return Err(ChainError::Sequence {
                 seq: e.seq,
@@ -133,28 +147,33 @@ pub fn verify<'a>(
         if e.computed() != e.hash {
             return Err(ChainError::Modified { seq: e.seq });
         }
-        let want_prev = prev.map_or(GENESIS, |p| p.hash.as_str());
+        let want_prev = self.last.as_ref().map_or(GENESIS, |(_, h)| h.as_str());
         if e.prev != want_prev {
             return Err(ChainError::Link { seq: e.seq });
         }
-        prev = Some(e);
-        n += 1;
+        self.last = Some((e.seq, e.hash.clone()));
+        self.checked += 1;
+        Ok(())
     }
-    if let Some((head_seq, head_hash)) = head {
-        let last = prev.map_or(0, |p| p.seq);
-        if last != head_seq {
-            return Err(ChainError::Head {
-                last,
-                head: head_seq,
-            });
+
+    /// Checks the last entry against the head; returns how many entries were checked.
+    pub fn finish(self, head: Option<(i64, &str)>) -> Result<i64, ChainError> {
+        if let Some((head_seq, head_hash)) = head {
+            let last = self.last.as_ref().map_or(0, |(s, _)| *s);
+            if last != head_seq {
+                return Err(ChainError::Head {
+                    last,
+                    head: head_seq,
+                });
+            }
+            if let Some((seq, hash)) = &self.last
+                && hash != head_hash
+            {
+                return Err(ChainError::HeadHash { seq: *seq });
+            }
         }
-        if let Some(p) = prev
-            && p.hash != head_hash
-        {
-            return Err(ChainError::HeadHash { seq: p.seq });
-        }
+        Ok(self.checked)
     }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! only), phone (last 4 digits), date of birth, email (first character and domain). Input in
 //! Japanese forms is handled: full-width digits and letters, the several hyphens and dashes, kana.
 
+use mamori_core::customer::CustomerRecord;
+use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
 /// What every masked character becomes.
@@ -147,6 +149,62 @@ pub fn address(addr: &str) -> String {
     format!("{pref}{muni}***")
 }
 
+/// A postal code: its first three digits (`100-0005` → `100-****`).
+pub fn postal_code(code: &str) -> String {
+    let digits: String = nfkc(code).chars().filter(char::is_ascii_digit).collect();
+    match digits.get(..3) {
+        Some(first) if digits.len() == 7 => format!("{first}-****"),
+        _ => "***-****".to_owned(),
+    }
+}
+
+/// A customer's record as shown after login and to staff without a reason to see more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaskedCustomer {
+    pub customer_id: String,
+    pub name: String,
+    pub name_kana: String,
+    pub birth_date: Option<String>,
+    pub postal_code: Option<String>,
+    pub address: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub destinations: Vec<MaskedDestination>,
+}
+
+/// A registered destination, masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaskedDestination {
+    pub bank_code: String,
+    pub branch_code: String,
+    pub account_type: String,
+    pub account_number: String,
+}
+
+/// The masked view of a record (name and bank kept: the customer needs to recognise them).
+pub fn customer(c: &CustomerRecord) -> MaskedCustomer {
+    MaskedCustomer {
+        customer_id: c.customer_id.clone(),
+        name: c.name.clone(),
+        name_kana: c.name_kana.clone(),
+        birth_date: c.birth_date.as_deref().map(birth_date),
+        postal_code: c.postal_code.as_deref().map(postal_code),
+        address: c.address.as_deref().map(address),
+        phone: c.phone.as_deref().map(phone),
+        email: c.email.as_deref().map(email),
+        destinations: c
+            .destinations
+            .iter()
+            .map(|d| MaskedDestination {
+                bank_code: d.bank_code.clone(),
+                branch_code: branch(&d.branch_code),
+                account_type: d.account_type.clone(),
+                account_number: account_number(&d.account_number),
+            })
+            .collect(),
+    }
+}
+
 /// The municipality at the start of what follows the prefecture.
 fn municipality(c: &[char]) -> String {
     let find = |set: &[char], from: usize| {
@@ -202,6 +260,42 @@ mod tests {
         assert_eq!(email("taro.yamada@example.co.jp"), "t***@example.co.jp");
         assert_eq!(email("ｔａｒｏ@example.jp"), "t***@example.jp");
         assert_eq!(email("no-at-sign"), "***");
+    }
+
+    #[test]
+    fn a_whole_record_shows_no_personal_data() {
+        let c = CustomerRecord {
+            customer_id: "C1".into(),
+            name: "山田 太郎".into(),
+            name_kana: "ヤマダ タロウ".into(),
+            birth_date: Some("1985-03-15".into()),
+            postal_code: Some("100-0005".into()),
+            address: Some("東京都千代田区丸の内1-1-1".into()),
+            phone: Some("090-1234-5678".into()),
+            email: Some("taro.yamada@example.co.jp".into()),
+            destinations: vec![mamori_core::event::Destination {
+                bank_code: "0001".into(),
+                branch_code: "123".into(),
+                account_type: "ordinary".into(),
+                account_number: "7654321".into(),
+                holder_kana: "ﾔﾏﾀﾞ ﾀﾛｳ".into(),
+            }],
+        };
+        let m = customer(&c);
+        let json = serde_json::to_string(&m).unwrap();
+        for secret in [
+            "1985",
+            "0005",
+            "丸の内",
+            "1234",
+            "taro.yamada",
+            "7654",
+            "123\"",
+            "ﾔﾏﾀﾞ",
+        ] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        assert!(json.contains("\"account_number\":\"****321\"") && json.contains("100-****"));
     }
 
     #[test]

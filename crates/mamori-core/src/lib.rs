@@ -6,6 +6,7 @@
 //! * [`net`]: IP keys and the /24 (IPv4) and /48 (IPv6) networks used for familiarity.
 //! * [`history`]: the literal, auditor-checkable history columns of a procedure.
 //! * [`assess`]: the real-time decision (allow, challenge, hold, block), its policy and reasons.
+//! * [`customer`]: customers' records and their CSV form; the emergency switch's procedures.
 //! * [`case`]: outcomes, alerts, resolutions and API key scopes: what follows a decision.
 //! * [`monitor`]: the literal columns of the daily withdrawal report.
 //! * [`verdict`]: the judgement (`ok`, `review`, `suspicious`) and its reason codes.
@@ -14,6 +15,7 @@
 
 pub mod assess;
 pub mod case;
+pub mod customer;
 pub mod event;
 pub mod history;
 pub mod investigate;

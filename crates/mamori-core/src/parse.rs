@@ -420,6 +420,22 @@ impl RawDestination<'_> {
 }
 
 impl<'a> RawDestinationFields<'a> {
+    /// The destination these fields describe, validated as the event contract's (`None` when
+    /// every field is empty).
+    pub fn destination(&self) -> Result<Option<Destination>, ParseError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let d = self.check()?;
+        Ok(Some(Destination {
+            bank_code: d.bank_code.to_owned(),
+            branch_code: d.branch_code.to_owned(),
+            account_type: d.account_type.to_owned(),
+            account_number: d.account_number.to_owned(),
+            holder_kana: d.holder_kana.to_owned(),
+        }))
+    }
+
     fn is_empty(&self) -> bool {
         [
             self.bank_code,

@@ -17,6 +17,7 @@ pub mod assess;
 mod decisions;
 pub mod hot;
 pub mod investigate;
+mod people;
 mod raw;
 pub mod sqlite;
 pub mod testsuite;
@@ -312,6 +313,69 @@ pub trait ApiKeys {
     ) -> impl Future<Output = Result<Option<(ApiKey, [u8; 32])>>> + Send;
     /// Notes a use of a key (at most once a minute per key is enough).
     fn touch_key(&self, key_id: &str, at: i64) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// An audit entry to append: who did what to what. `detail` is JSON and never holds unmasked
+/// personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNote {
+    /// `staff:<name>`, `customer:<id>`, `apikey:<id>`, `cli:<user>`, `system`.
+    pub actor: String,
+    /// `customers.import`, `switch.set`, `personal.reveal`, `credential.change`, `lockout`, …
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+/// Capability: customers' records and registered destinations.
+pub trait Customers {
+    /// Adds customers or replaces their personal data (destinations in a record are added to
+    /// those registered), with one audit entry for the whole call; returns (added, updated).
+    fn put_customers(
+        &self,
+        records: &[mamori_core::customer::CustomerRecord],
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<(u64, u64)>> + Send;
+    /// A customer's record with their registered destinations.
+    fn customer(
+        &self,
+        customer_id: &str,
+    ) -> impl Future<Output = Result<Option<mamori_core::customer::CustomerRecord>>> + Send;
+    /// How many customers have records.
+    fn customer_count(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Capability: the tamper-evident audit log ([`mamori_auth::audit`]).
+pub trait AuditLog {
+    /// Appends an entry (chained to the last one, in the same transaction as the head).
+    fn audit(
+        &self,
+        note: &AuditNote,
+        at: i64,
+    ) -> impl Future<Output = Result<mamori_auth::audit::AuditEntry>> + Send;
+    /// Entries from `from_seq` on, in order, at most `limit`.
+    fn audit_entries(
+        &self,
+        from_seq: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<mamori_auth::audit::AuditEntry>>> + Send;
+    /// The last entry's seq and hash as the head records them.
+    fn audit_head(&self) -> impl Future<Output = Result<Option<(i64, String)>>> + Send;
+}
+
+/// Capability: the emergency switches.
+pub trait Switches {
+    /// Sets a procedure on or off on a channel, audited in the same transaction.
+    fn set_switch(
+        &self,
+        state: &mamori_core::customer::SwitchState,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Every switch that was ever set (those not listed are on).
+    fn switches(
+        &self,
+    ) -> impl Future<Output = Result<Vec<mamori_core::customer::SwitchState>>> + Send;
 }
 
 /// Capability: retention.

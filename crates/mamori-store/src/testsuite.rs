@@ -11,8 +11,8 @@ use mamori_core::assess::Decision;
 use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 
 use crate::{
-    ApiKey, ApiKeys, AssessmentRecord, CaseError, DecisionLog, EventWriter, HistoryReader,
-    LoginFeatures, Retention,
+    ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Customers, DecisionLog,
+    EventWriter, HistoryReader, LoginFeatures, Retention, Switches,
 };
 
 /// A small event for tests.
@@ -38,7 +38,18 @@ pub fn ev(id: &str, at: &str, customer: &str, kind: Kind, ip: Option<&str>) -> E
 }
 
 /// Every check, in order, on one fresh store.
-pub async fn run_all<S: EventWriter + HistoryReader + Retention + DecisionLog + ApiKeys>(s: &S) {
+pub async fn run_all<
+    S: EventWriter
+        + HistoryReader
+        + Retention
+        + DecisionLog
+        + ApiKeys
+        + Customers
+        + AuditLog
+        + Switches,
+>(
+    s: &S,
+) {
     idempotent_insert(s).await;
     round_trip(s).await;
     windows_and_ips(s).await;
@@ -46,6 +57,125 @@ pub async fn run_all<S: EventWriter + HistoryReader + Retention + DecisionLog + 
     login_features(s).await;
     decision_log(s).await;
     api_keys(s).await;
+    customers_audit_and_switches(s).await;
+}
+
+async fn customers_audit_and_switches<S: Customers + AuditLog + Switches>(s: &S) {
+    use mamori_core::customer::{SwitchChannel, SwitchState};
+    use mamori_core::event::Destination;
+    assert_eq!(
+        s.audit_head().await.unwrap(),
+        None,
+        "a fresh store has no audit entries"
+    );
+    let dest = |n: &str| Destination {
+        bank_code: "0001".into(),
+        branch_code: "001".into(),
+        account_type: "ordinary".into(),
+        account_number: n.into(),
+        holder_kana: "ﾔﾏﾀﾞ ﾀﾛｳ".into(),
+    };
+    let mut taro = mamori_core::customer::CustomerRecord {
+        customer_id: "P1".into(),
+        name: "山田 太郎".into(),
+        name_kana: "ヤマダ タロウ".into(),
+        birth_date: Some("1985-03-15".into()),
+        phone: Some("090-1234-5678".into()),
+        email: Some("taro@example.jp".into()),
+        destinations: vec![dest("1234567")],
+        ..Default::default()
+    };
+    let note = |action: &str| AuditNote {
+        actor: "cli:test".into(),
+        action: action.into(),
+        target: "customers".into(),
+        detail: serde_json::json!({"file": "c.csv"}),
+    };
+    assert_eq!(
+        s.put_customers(std::slice::from_ref(&taro), 10, &note("customers.import"))
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    assert_eq!(s.customer("P1").await.unwrap().as_ref(), Some(&taro));
+    assert_eq!(s.customer("nobody").await.unwrap(), None);
+    // A second import updates personal data and adds destinations, keeping the first.
+    taro.address = Some("東京都千代田区丸の内1-1-1".into());
+    taro.destinations = vec![dest("7654321")];
+    assert_eq!(
+        s.put_customers(std::slice::from_ref(&taro), 20, &note("customers.import"))
+            .await
+            .unwrap(),
+        (0, 1)
+    );
+    let got = s.customer("P1").await.unwrap().unwrap();
+    assert_eq!(got.address, taro.address);
+    assert_eq!(got.destinations, vec![dest("1234567"), dest("7654321")]);
+    assert_eq!(s.customer_count().await.unwrap(), 1);
+
+    let off = SwitchState {
+        procedure: Kind::DestinationChange,
+        channel: SwitchChannel::Web,
+        enabled: false,
+        reason: "takeover wave".into(),
+        actor: "staff:sato".into(),
+        changed_at: 30,
+    };
+    let flip = AuditNote {
+        actor: "staff:sato".into(),
+        action: "switch.set".into(),
+        target: "destination_change/web".into(),
+        detail: serde_json::json!({"enabled": false, "reason": "takeover wave"}),
+    };
+    s.set_switch(&off, &flip).await.unwrap();
+    let on = SwitchState {
+        enabled: true,
+        changed_at: 40,
+        ..off.clone()
+    };
+    s.set_switch(&on, &flip).await.unwrap();
+    s.set_switch(
+        &SwitchState {
+            procedure: Kind::Withdrawal,
+            channel: SwitchChannel::App,
+            ..off.clone()
+        },
+        &flip,
+    )
+    .await
+    .unwrap();
+    let all = s.switches().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], on);
+    assert_eq!(all[1].procedure, Kind::Withdrawal);
+
+    // Every write above is one chained entry: 2 imports, 3 flips.
+    s.audit(&note("personal.reveal"), 50).await.unwrap();
+    let entries = s.audit_entries(1, 100).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "customers.import",
+            "customers.import",
+            "switch.set",
+            "switch.set",
+            "switch.set",
+            "personal.reveal"
+        ]
+    );
+    assert!(
+        entries[0].detail.contains("\"added\":1"),
+        "{}",
+        entries[0].detail
+    );
+    let head = s.audit_head().await.unwrap().unwrap();
+    assert_eq!(head, (6, entries[5].hash.clone()));
+    assert_eq!(
+        mamori_auth::audit::verify(&entries, Some((head.0, &head.1))),
+        Ok(6)
+    );
+    assert_eq!(s.audit_entries(5, 1).await.unwrap()[0].seq, 5);
 }
 
 async fn login_features<S: EventWriter + HistoryReader>(s: &S) {

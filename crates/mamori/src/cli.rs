@@ -71,6 +71,15 @@ pub enum Command {
     Apikey(ApikeyCommand),
     /// Load on a running server's POST /v1/assess, with its latency distribution.
     Loadtest(crate::loadtest::LoadtestArgs),
+    /// Customers' records: import from CSV, show masked (or revealed with a reason, audited).
+    #[command(subcommand)]
+    Customers(crate::people::CustomersCommand),
+    /// The tamper-evident audit log: verify, list.
+    #[command(subcommand)]
+    Audit(crate::people::AuditCommand),
+    /// The emergency switch: move a procedure off the web or app to the support center.
+    #[command(subcommand)]
+    Switch(crate::people::SwitchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +418,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::serve::run(&db, server, &config, &a.intel).await?;
         }
         Command::Apikey(c) => crate::serve::apikey(&db, c).await?,
+        Command::Customers(c) => crate::people::customers(&db, c).await?,
+        Command::Audit(c) => crate::people::audit(&db, c).await?,
+        Command::Switch(c) => crate::people::switch(&db, c).await?,
         Command::Loadtest(a) => crate::loadtest::run(&a).await?,
         Command::Monitor(a) => {
             let intel = a.intel.load_over(config.intel_config())?;

@@ -8,6 +8,7 @@ pub mod files;
 pub mod import;
 pub mod loadtest;
 pub mod monitor;
+pub mod people;
 pub mod render;
 pub mod serve;
 pub mod source;

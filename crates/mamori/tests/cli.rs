@@ -1254,3 +1254,206 @@ fn acknowledged_events_survive_kill_9() {
         store.close().await;
     });
 }
+
+/// Runs SQL on the store as someone with a SQLite shell would (what `audit verify` must catch).
+fn tamper(db: &Path, sql: &[&str]) {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        for s in sql {
+            // The test's own literal statements.
+            sqlx::query(sqlx::AssertSqlSafe(*s))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        c.close().await.unwrap();
+    });
+}
+
+#[test]
+fn customers_switches_and_a_tampered_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("customers.csv"),
+        "customer_id,name,name_kana,birth_date,postal_code,address,phone,email,bank_code,branch_code,account_number,holder_kana\n\
+         C1,山田　太郎,ヤマダ　タロウ,1985/3/15,100-0005,東京都千代田区丸の内1-1-1,０９０-１２３４-５６７８,taro.yamada@example.co.jp,0001,123,7654321,ﾔﾏﾀﾞ ﾀﾛｳ\n\
+         C2,佐藤　花子,サトウ　ハナコ,1990-02-30,,,,,,,,\n\
+         C3,鈴木　一郎,スズキ　イチロウ,,,,,,,,,\n",
+    )
+    .unwrap();
+    let o = mamori(
+        d,
+        &[
+            "customers",
+            "import",
+            "customers.csv",
+            "--actor",
+            "staff:sato",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "a refused row makes the exit status fail"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("customers.csv:3, field birth_date: not a date"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("1990-02-30") && !err.contains("佐藤"),
+        "no personal data: {err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2 added, 0 updated, 1 rows refused"));
+
+    // Masked by default.
+    let shown = ok(d, &["customers", "show", "C1"]);
+    for secret in ["1985", "7654321", "丸の内", "1234-5678", "taro.yamada"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    assert!(
+        shown.contains("****321") && shown.contains("東京都千代田区***"),
+        "{shown}"
+    );
+    // Revealed only with a reason, and audited.
+    let o = mamori(d, &["customers", "show", "C1", "--reveal"]);
+    assert!(!o.status.success());
+    let shown = ok(
+        d,
+        &[
+            "customers",
+            "show",
+            "C1",
+            "--reveal",
+            "--reason",
+            "ticket 4711",
+            "--actor",
+            "staff:ito",
+        ],
+    );
+    assert!(shown.contains("7654321") && shown.contains("1985-03-15"));
+    let o = mamori(d, &["customers", "show", "C9"]);
+    assert!(stderr(&o).contains("no customer \"C9\""));
+
+    // The switch.
+    ok(
+        d,
+        &[
+            "switch",
+            "set",
+            "destination_change",
+            "web",
+            "off",
+            "--reason",
+            "takeover wave",
+            "--actor",
+            "staff:sato",
+        ],
+    );
+    let list = ok(d, &["switch", "list"]);
+    assert!(
+        list.contains("destination_change")
+            && list.contains("OFF")
+            && list.contains("takeover wave"),
+        "{list}"
+    );
+    let o = mamori(
+        d,
+        &[
+            "switch",
+            "set",
+            "login_failed",
+            "web",
+            "off",
+            "--reason",
+            "nope",
+        ],
+    );
+    assert!(stderr(&o).contains("cannot be switched"), "{}", stderr(&o));
+
+    // The audit log: import, reveal, switch; intact.
+    let listed = ok(d, &["audit", "list"]);
+    let actions: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(
+        actions,
+        ["customers.import", "personal.reveal", "switch.set"],
+        "{listed}"
+    );
+    assert!(listed.contains("ticket 4711"));
+    let v = ok(d, &["audit", "verify"]);
+    assert!(v.starts_with("audit log intact: 3 entries; head 3:"), "{v}");
+    let head = v.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(ok(d, &["audit", "verify", "--head", &head]).contains("intact"));
+
+    // Tampering, each on a copy: modified, deleted in the middle, cut at the end.
+    let db = d.join("mamori.db");
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "modified",
+            &[
+                "DROP TRIGGER audit_log_no_update",
+                "UPDATE audit_log SET detail = '{\"reason\":\"routine\"}' WHERE seq = 2",
+            ],
+            "entry 2: its content does not match its hash",
+        ),
+        (
+            "deleted",
+            &[
+                "DROP TRIGGER audit_log_no_delete",
+                "DELETE FROM audit_log WHERE seq = 2",
+            ],
+            "entry 3: expected sequence number 2",
+        ),
+        (
+            "cut",
+            &[
+                "DROP TRIGGER audit_log_no_delete",
+                "DELETE FROM audit_log WHERE seq = 3",
+            ],
+            "the log ends at entry 2 but its head says 3",
+        ),
+        (
+            "cut with the head moved",
+            &[
+                "DROP TRIGGER audit_log_no_delete",
+                "DELETE FROM audit_log WHERE seq = 3",
+                "UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)",
+            ],
+            "missing or differs from the head given with --head",
+        ),
+    ];
+    for (what, sql, want) in cases {
+        let copy = d.join(format!("{}.db", what.replace(' ', "_")));
+        std::fs::copy(&db, &copy).unwrap();
+        tamper(&copy, sql);
+        let o = mamori(
+            d,
+            &[
+                "--db",
+                copy.to_str().unwrap(),
+                "audit",
+                "verify",
+                "--head",
+                &head,
+            ],
+        );
+        assert!(!o.status.success(), "{what}: verify passed");
+        assert!(stderr(&o).contains(want), "{what}: {}", stderr(&o));
+    }
+    // The append-only triggers refuse plain updates.
+    let copy = d.join("plain.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let r = std::panic::catch_unwind(|| tamper(&copy, &["DELETE FROM audit_log WHERE seq = 1"]));
+    assert!(r.is_err(), "the trigger let a delete through");
+}

@@ -1,0 +1,266 @@
+//! Customers' records, the audit log and the emergency switches in the embedded store (migration
+//! 0008).
+
+use mamori_auth::audit::AuditEntry;
+use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState};
+use mamori_core::event::Destination;
+
+use crate::raw::{self, Value};
+use crate::sqlite::{corrupt, kind_of};
+use crate::{AuditLog, AuditNote, Customers, Result, SqliteStore, Switches};
+
+/// Appends an audit entry inside the caller's write transaction, and moves the head.
+pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> Result<AuditEntry> {
+    let mut head: Option<(i64, String)> = None;
+    conn.prepare("SELECT seq, hash FROM audit_head WHERE id = 0")?
+        .for_each(&[], |r| {
+            head = Some((r.i64(0), r.string(1)?));
+            Ok(())
+        })?;
+    let detail = note.detail.to_string();
+    let e = AuditEntry::next(
+        head.as_ref().map(|(s, h)| (*s, h.as_str())),
+        at,
+        &note.actor,
+        &note.action,
+        &note.target,
+        &detail,
+    );
+    conn.prepare(
+        "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev, hash) \
+         VALUES (?,?,?,?,?,?,?,?)",
+    )?
+    .exec(&[
+        Value::Int(e.seq),
+        Value::Int(e.at),
+        Value::Text(&e.actor),
+        Value::Text(&e.action),
+        Value::Text(&e.target),
+        Value::Text(&e.detail),
+        Value::Text(&e.prev),
+        Value::Text(&e.hash),
+    ])?;
+    conn.prepare("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (0, ?, ?)")?
+        .exec(&[Value::Int(e.seq), Value::Text(&e.hash)])?;
+    Ok(e)
+}
+
+impl AuditLog for SqliteStore {
+    async fn audit(&self, note: &AuditNote, at: i64) -> Result<AuditEntry> {
+        self.write(|conn, _| append_audit(conn, note, at)).await
+    }
+
+    async fn audit_entries(&self, from_seq: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.with_raw(move |conn| {
+            let mut out = Vec::new();
+            conn.prepare(
+                "SELECT seq, at, actor, action, target, detail, prev, hash FROM audit_log \
+                 WHERE seq >= ? ORDER BY seq LIMIT ?",
+            )?
+            .for_each(
+                &[
+                    Value::Int(from_seq),
+                    Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ],
+                |r| {
+                    out.push(AuditEntry {
+                        seq: r.i64(0),
+                        at: r.i64(1),
+                        actor: r.string(2)?,
+                        action: r.string(3)?,
+                        target: r.string(4)?,
+                        detail: r.string(5)?,
+                        prev: r.string(6)?,
+                        hash: r.string(7)?,
+                    });
+                    Ok(())
+                },
+            )?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        self.with_raw(|conn| {
+            let mut head = None;
+            conn.prepare("SELECT seq, hash FROM audit_head WHERE id = 0")?
+                .for_each(&[], |r| {
+                    head = Some((r.i64(0), r.string(1)?));
+                    Ok(())
+                })?;
+            Ok(head)
+        })
+        .await
+    }
+}
+
+impl Customers for SqliteStore {
+    async fn put_customers(
+        &self,
+        records: &[CustomerRecord],
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<(u64, u64)> {
+        self.write(|conn, _| {
+            let (mut added, mut updated) = (0, 0);
+            let mut exists =
+                conn.prepare("SELECT 1 FROM customer_records WHERE customer_id = ?")?;
+            let mut put = conn.prepare(
+                "INSERT INTO customer_records (customer_id, name, name_kana, birth_date, \
+                 postal_code, address, phone, email, created_at, updated_at) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?9) \
+                 ON CONFLICT (customer_id) DO UPDATE SET name = ?2, name_kana = ?3, \
+                 birth_date = ?4, postal_code = ?5, address = ?6, phone = ?7, email = ?8, \
+                 updated_at = ?9",
+            )?;
+            let mut dest = conn.prepare(
+                "INSERT OR IGNORE INTO customer_destinations (customer_id, bank_code, \
+                 branch_code, account_type, account_number, holder_kana, registered_at) \
+                 VALUES (?,?,?,?,?,?,?)",
+            )?;
+            for c in records {
+                fn opt(v: &Option<String>) -> Value<'_> {
+                    v.as_deref().map_or(Value::Null, Value::Text)
+                }
+                if exists.query_i64(&[Value::Text(&c.customer_id)])?.is_some() {
+                    updated += 1;
+                } else {
+                    added += 1;
+                }
+                put.exec(&[
+                    Value::Text(&c.customer_id),
+                    Value::Text(&c.name),
+                    Value::Text(&c.name_kana),
+                    opt(&c.birth_date),
+                    opt(&c.postal_code),
+                    opt(&c.address),
+                    opt(&c.phone),
+                    opt(&c.email),
+                    Value::Int(at),
+                ])?;
+                for d in &c.destinations {
+                    dest.exec(&[
+                        Value::Text(&c.customer_id),
+                        Value::Text(&d.bank_code),
+                        Value::Text(&d.branch_code),
+                        Value::Text(&d.account_type),
+                        Value::Text(&d.account_number),
+                        Value::Text(&d.holder_kana),
+                        Value::Int(at),
+                    ])?;
+                }
+            }
+            drop((exists, put, dest));
+            let mut note = audit.clone();
+            if let serde_json::Value::Object(m) = &mut note.detail {
+                m.insert("added".into(), added.into());
+                m.insert("updated".into(), updated.into());
+            }
+            append_audit(conn, &note, at)?;
+            Ok((added, updated))
+        })
+        .await
+    }
+
+    async fn customer(&self, customer_id: &str) -> Result<Option<CustomerRecord>> {
+        let id = customer_id.to_owned();
+        self.with_raw(move |conn| {
+            let mut rec: Option<CustomerRecord> = None;
+            conn.prepare(
+                "SELECT customer_id, name, name_kana, birth_date, postal_code, address, phone, \
+                 email FROM customer_records WHERE customer_id = ?",
+            )?
+            .for_each(&[Value::Text(&id)], |r| {
+                let text = |i| r.text(i).map(|t| t.map(str::to_owned));
+                rec = Some(CustomerRecord {
+                    customer_id: r.string(0)?,
+                    name: r.string(1)?,
+                    name_kana: r.string(2)?,
+                    birth_date: text(3)?,
+                    postal_code: text(4)?,
+                    address: text(5)?,
+                    phone: text(6)?,
+                    email: text(7)?,
+                    destinations: Vec::new(),
+                });
+                Ok(())
+            })?;
+            if let Some(c) = &mut rec {
+                conn.prepare(
+                    "SELECT bank_code, branch_code, account_type, account_number, holder_kana \
+                     FROM customer_destinations WHERE customer_id = ? \
+                     ORDER BY registered_at, bank_code, branch_code, account_number",
+                )?
+                .for_each(&[Value::Text(&id)], |r| {
+                    c.destinations.push(Destination {
+                        bank_code: r.string(0)?,
+                        branch_code: r.string(1)?,
+                        account_type: r.string(2)?,
+                        account_number: r.string(3)?,
+                        holder_kana: r.string(4)?,
+                    });
+                    Ok(())
+                })?;
+            }
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn customer_count(&self) -> Result<u64> {
+        self.with_raw(|conn| {
+            Ok(conn
+                .prepare("SELECT count(*) FROM customer_records")?
+                .query_i64(&[])?
+                .unwrap_or(0) as u64)
+        })
+        .await
+    }
+}
+
+impl Switches for SqliteStore {
+    async fn set_switch(&self, state: &SwitchState, audit: &AuditNote) -> Result<()> {
+        self.write(|conn, _| {
+            conn.prepare(
+                "INSERT OR REPLACE INTO switches (kind, channel, enabled, reason, actor, \
+                 changed_at) VALUES (?,?,?,?,?,?)",
+            )?
+            .exec(&[
+                Value::Int(i64::from(state.procedure.code())),
+                Value::Int(i64::from(state.channel.code())),
+                Value::Int(i64::from(state.enabled)),
+                Value::Text(&state.reason),
+                Value::Text(&state.actor),
+                Value::Int(state.changed_at),
+            ])?;
+            append_audit(conn, audit, state.changed_at)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn switches(&self) -> Result<Vec<SwitchState>> {
+        self.with_raw(|conn| {
+            let mut out = Vec::new();
+            conn.prepare(
+                "SELECT kind, channel, enabled, reason, actor, changed_at FROM switches \
+                 ORDER BY kind, channel",
+            )?
+            .for_each(&[], |r| {
+                out.push(SwitchState {
+                    procedure: kind_of(r.i64(0))?,
+                    channel: SwitchChannel::from_code(r.i64(1))
+                        .ok_or_else(|| corrupt("unknown switch channel"))?,
+                    enabled: r.i64(2) != 0,
+                    reason: r.string(3)?,
+                    actor: r.string(4)?,
+                    changed_at: r.i64(5),
+                });
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+}

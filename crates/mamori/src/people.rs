@@ -1,0 +1,305 @@
+//! `mamori customers`, `mamori audit`, `mamori switch`: customers' records (masked unless revealed
+//! with a reason), the audit log and its verification, the emergency switches.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use mamori_core::customer::{SwitchChannel, SwitchState, parse_customers_csv, switchable};
+use mamori_core::event::Kind;
+use mamori_core::time::format_tokyo;
+use mamori_store::{AuditLog, AuditNote, Customers, Switches};
+
+use crate::cli::open_store;
+
+#[derive(Debug, Subcommand)]
+pub enum CustomersCommand {
+    /// Imports customers' records from CSV (columns: customer_id, name, name_kana, birth_date,
+    /// postal_code, address, phone, email, bank_code, branch_code, account_type, account_number,
+    /// holder_kana; one row per destination). Refused rows are reported by line and field; the
+    /// other customers are imported.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// A customer's record, masked; --reveal shows it unmasked, with a reason, audited.
+    Show {
+        customer_id: String,
+        /// Show personal data unmasked (staff only; audited with --reason and --actor).
+        #[arg(long, requires = "reason")]
+        reveal: bool,
+        /// Why the data is revealed (kept in the audit log), e.g. a support ticket.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        who: Who,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Checks every entry's hash and link, and the last against the head; exits non-zero and
+    /// names the first broken entry if the log was modified, or entries inserted or deleted.
+    Verify {
+        /// A head recorded elsewhere earlier (SEQ:HASH, as `audit verify` prints it): the log
+        /// must still contain it.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Entries in order (times in Asia/Tokyo).
+    List {
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchCommand {
+    /// Turns a procedure on or off on a channel, e.g. `switch set destination_change web off
+    /// --reason "takeover wave"`: while off, the API refuses it there and points the customer
+    /// to the support center or a paper form.
+    Set {
+        procedure: Kind,
+        channel: SwitchChannel,
+        state: OnOff,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Every switch set so far (the others are on).
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct Who {
+    /// Who does this (recorded in the audit log) [default: cli:$USER].
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+impl Who {
+    fn actor(&self) -> String {
+        self.actor.clone().unwrap_or_else(|| {
+            format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            )
+        })
+    }
+}
+
+fn now_us() -> i64 {
+    mamori_server::app::now_us()
+}
+
+/// `mamori customers`.
+pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
+    match c {
+        CustomersCommand::Import { file, who } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let name = file.display().to_string();
+            let (records, errors) =
+                parse_customers_csv(std::io::BufReader::new(f)).map_err(|e| {
+                    anyhow::anyhow!("{name}:{}", e.to_string().trim_start_matches("line "))
+                })?;
+            for e in &errors {
+                eprintln!("{name}:{}", e.to_string().trim_start_matches("line "));
+            }
+            let store = open_store(db).await?;
+            let note = AuditNote {
+                actor: who.actor(),
+                action: "customers.import".into(),
+                target: "customers".into(),
+                detail: serde_json::json!({"file": name, "refused_rows": errors.len()}),
+            };
+            let (added, updated) = store.put_customers(&records, now_us(), &note).await?;
+            store.close().await;
+            println!(
+                "customers: {added} added, {updated} updated, {} rows refused",
+                errors.len()
+            );
+            if !errors.is_empty() {
+                bail!(
+                    "{} rows of {name} were refused (listed above); the other customers were imported",
+                    errors.len()
+                );
+            }
+        }
+        CustomersCommand::Show {
+            customer_id,
+            reveal,
+            reason,
+            who,
+        } => {
+            let store = open_store(db).await?;
+            let Some(rec) = store.customer(&customer_id).await? else {
+                store.close().await;
+                bail!("no customer {customer_id:?} in {}", db.display());
+            };
+            if reveal {
+                let reason = reason.unwrap_or_default();
+                if reason.trim().len() < 4 {
+                    bail!("--reason: say why the data is revealed (e.g. a ticket number)");
+                }
+                let note = AuditNote {
+                    actor: who.actor(),
+                    action: "personal.reveal".into(),
+                    target: format!("customer:{customer_id}"),
+                    detail: serde_json::json!({"reason": reason}),
+                };
+                store.audit(&note, now_us()).await?;
+                println!("{}", serde_json::to_string_pretty(&rec)?);
+            } else {
+                let m = mamori_auth::mask::customer(&rec);
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// `mamori audit`.
+pub async fn audit(db: &Path, c: AuditCommand) -> anyhow::Result<()> {
+    let store = open_store(db).await?;
+    let r = async {
+        match c {
+            AuditCommand::Verify { head } => {
+                let expected = match head.as_deref() {
+                    Some(h) => {
+                        let (s, hash) = h
+                            .split_once(':')
+                            .and_then(|(s, h)| Some((s.parse::<i64>().ok()?, h.to_owned())))
+                            .context("--head: expected SEQ:HASH as `audit verify` prints it")?;
+                        Some((s, hash))
+                    }
+                    None => None,
+                };
+                let stored_head = store.audit_head().await?;
+                let mut v = mamori_auth::audit::Verifier::default();
+                let mut from = 1;
+                let mut seen: Vec<(i64, String)> = Vec::new();
+                loop {
+                    let page = store.audit_entries(from, 10_000).await?;
+                    let Some(last) = page.last() else { break };
+                    from = last.seq + 1;
+                    for e in &page {
+                        v.push(e).map_err(|e| anyhow::anyhow!("audit log broken: {e}"))?;
+                        if let Some((s, _)) = &expected
+                            && *s == e.seq
+                        {
+                            seen.push((e.seq, e.hash.clone()));
+                        }
+                    }
+                }
+                let n = v
+                    .finish(stored_head.as_ref().map(|(s, h)| (*s, h.as_str())))
+                    .map_err(|e| anyhow::anyhow!("audit log broken: {e}"))?;
+                if let Some((s, h)) = &expected
+                    && !seen.iter().any(|(ss, hh)| ss == s && hh == h)
+                {
+                    bail!(
+                        "audit log broken: entry {s} is missing or differs from the head given with --head"
+                    );
+                }
+                match stored_head {
+                    Some((s, h)) => println!("audit log intact: {n} entries; head {s}:{h}"),
+                    None => println!("audit log intact: no entries"),
+                }
+            }
+            AuditCommand::List { from, limit } => {
+                for e in store.audit_entries(from, limit).await? {
+                    println!(
+                        "{:>6}  {}  {:<20} {:<20} {:<32} {}",
+                        e.seq,
+                        format_tokyo(e.at),
+                        e.actor,
+                        e.action,
+                        e.target,
+                        e.detail
+                    );
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    r
+}
+
+/// `mamori switch`.
+pub async fn switch(db: &Path, c: SwitchCommand) -> anyhow::Result<()> {
+    let store = open_store(db).await?;
+    let r = async {
+        match c {
+            SwitchCommand::Set {
+                procedure,
+                channel,
+                state,
+                reason,
+                who,
+            } => {
+                if !switchable(procedure) {
+                    bail!(
+                        "{procedure} cannot be switched: login, trade and the sensitive procedures can"
+                    );
+                }
+                if reason.trim().len() < 4 {
+                    bail!("--reason: say why (it is shown to staff and kept in the audit log)");
+                }
+                let s = SwitchState {
+                    procedure,
+                    channel,
+                    enabled: state == OnOff::On,
+                    reason: reason.clone(),
+                    actor: who.actor(),
+                    changed_at: now_us(),
+                };
+                let note = AuditNote {
+                    actor: s.actor.clone(),
+                    action: "switch.set".into(),
+                    target: format!("{procedure}/{channel}"),
+                    detail: serde_json::json!({"enabled": s.enabled, "reason": reason}),
+                };
+                store.set_switch(&s, &note).await?;
+                println!(
+                    "{procedure} on {channel}: {}",
+                    if s.enabled { "on" } else { "OFF" }
+                );
+            }
+            SwitchCommand::List => {
+                let all = store.switches().await?;
+                if all.is_empty() {
+                    println!("no switch was ever set: every procedure is on");
+                }
+                for s in all {
+                    println!(
+                        "{:<28} {:<4} {:<4} {}  {:<20} {}",
+                        s.procedure.as_str(),
+                        s.channel.as_str(),
+                        if s.enabled { "on" } else { "OFF" },
+                        format_tokyo(s.changed_at),
+                        s.actor,
+                        s.reason
+                    );
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    r
+}
