@@ -119,6 +119,38 @@ impl PasswordPolicy {
     }
 }
 
+/// A `[password.login]` or `[password.withdrawal]` table: what it sets, over that kind's
+/// defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyOverrides {
+    pub min_chars: Option<usize>,
+    pub max_chars: Option<usize>,
+    pub require_upper: Option<bool>,
+    pub require_lower: Option<bool>,
+    pub require_digit: Option<bool>,
+    pub allow_symbols: Option<bool>,
+    pub min_score: Option<u8>,
+    pub max_run: Option<usize>,
+}
+
+impl PolicyOverrides {
+    /// The policy for `kind`: its defaults with these settings over them.
+    pub fn resolve(&self, kind: PasswordKind) -> PasswordPolicy {
+        let d = PasswordPolicy::for_kind(kind);
+        PasswordPolicy {
+            min_chars: self.min_chars.unwrap_or(d.min_chars),
+            max_chars: self.max_chars.unwrap_or(d.max_chars),
+            require_upper: self.require_upper.unwrap_or(d.require_upper),
+            require_lower: self.require_lower.unwrap_or(d.require_lower),
+            require_digit: self.require_digit.unwrap_or(d.require_digit),
+            allow_symbols: self.allow_symbols.unwrap_or(d.allow_symbols),
+            min_score: self.min_score.unwrap_or(d.min_score),
+            max_run: self.max_run.unwrap_or(d.max_run),
+        }
+    }
+}
+
 impl Default for PasswordPolicy {
     fn default() -> Self {
         Self::login()

@@ -44,12 +44,14 @@ code_enum!(
 );
 
 code_enum!(
-    /// What an API key may do.
+    /// What an API key may do (`auth`: customers' authentication, i.e. passwords, second
+    /// factors, step-up).
     Scope {
         Ingest = 1 => "ingest",
         Assess = 2 => "assess",
         Read = 3 => "read",
         Admin = 4 => "admin",
+        Auth = 5 => "auth",
     }
 );
 

@@ -43,6 +43,9 @@ pub struct AppState {
     pub server: Server,
     pub keys: Keys,
     pub metrics: Option<PrometheusHandle>,
+    /// Customers' password policies and hashing costs.
+    pub passwords: crate::config::Passwords,
+    pub bad_passwords: Arc<mamori_auth::password::BadPasswords>,
     /// Populations by the start of their Tokyo day (the last few days).
     populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
     /// One population computed at a time.
@@ -112,10 +115,23 @@ impl AppState {
             server,
             keys: Keys::default(),
             metrics,
+            passwords: Default::default(),
+            bad_passwords: Arc::new(mamori_auth::password::BadPasswords::builtin()),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// With these password settings (the configuration's `[password]`).
+    pub fn with_passwords(
+        mut self,
+        passwords: crate::config::Passwords,
+        bad: mamori_auth::password::BadPasswords,
+    ) -> Self {
+        self.passwords = passwords;
+        self.bad_passwords = Arc::new(bad);
+        self
     }
 
     /// The population for attempts at `t`: computed once per Tokyo day and kept for three days.
@@ -197,8 +213,8 @@ impl AppState {
     }
 }
 
-type AppResult<T> = Result<T, Problem>;
-type St = State<Arc<AppState>>;
+pub(crate) type AppResult<T> = Result<T, Problem>;
+pub(crate) type St = State<Arc<AppState>>;
 
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -217,6 +233,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/alerts/{id}/resolve", post(post_resolve))
         .route("/v1/customers/{id}/history", get(get_history))
         .route("/v1/ips/{ip}", get(get_ip))
+        .merge(crate::people::routes())
         .fallback(|| async { Problem::not_found("no such route; see /openapi.json") })
         .layer(axum::middleware::from_fn(observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -308,7 +325,9 @@ async fn metrics(State(s): St) -> Response {
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::people::PeopleDoc::openapi());
+    Json(doc)
 }
 
 /// A batch of events in the event contract.

@@ -20,6 +20,46 @@ pub struct Config {
     pub intel: IntelConfig,
     pub server: Server,
     pub policy: Policy,
+    pub password: Passwords,
+}
+
+/// Customers' passwords: the policy per kind, the hashing costs, a list of refused passwords.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Passwords {
+    /// Over the login password's defaults (10–64 characters, …).
+    pub login: mamori_auth::password::PolicyOverrides,
+    /// Over the withdrawal password's defaults (10–16 characters, …; `min_chars = 6` is the
+    /// seed's shortest).
+    pub withdrawal: mamori_auth::password::PolicyOverrides,
+    pub hashing: mamori_auth::hash::HashParams,
+    /// Passwords refused whatever their score, one per line (e.g. leaked passwords), in addition
+    /// to the built-in list and zxcvbn's.
+    pub bad_passwords_file: Option<PathBuf>,
+}
+
+impl Passwords {
+    pub fn policy(
+        &self,
+        kind: mamori_auth::password::PasswordKind,
+    ) -> mamori_auth::password::PasswordPolicy {
+        use mamori_auth::password::PasswordKind;
+        match kind {
+            PasswordKind::Login => self.login.resolve(kind),
+            PasswordKind::Withdrawal => self.withdrawal.resolve(kind),
+        }
+    }
+
+    /// The built-in list and the file's.
+    pub fn bad_passwords(&self) -> Result<mamori_auth::password::BadPasswords, String> {
+        let mut bad = mamori_auth::password::BadPasswords::builtin();
+        if let Some(p) = &self.bad_passwords_file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("password.bad_passwords_file = {:?}: {e}", p.display()))?;
+            bad.extend(text.lines());
+        }
+        Ok(bad)
+    }
 }
 
 /// The HTTP server.
@@ -154,6 +194,20 @@ impl Config {
     /// Checks values a type cannot. The message names the field.
     pub fn validate(&self) -> Result<(), String> {
         self.policy.validate()?;
+        for kind in [
+            mamori_auth::password::PasswordKind::Login,
+            mamori_auth::password::PasswordKind::Withdrawal,
+        ] {
+            self.password
+                .policy(kind)
+                .validate()
+                .map_err(|e| format!("password.{}.{e}", kind.as_str()))?;
+        }
+        self.password
+            .hashing
+            .validate()
+            .map_err(|e| format!("password.hashing.{e}"))?;
+        self.password.bad_passwords()?;
         let s = &self.server;
         s.listen.parse::<std::net::SocketAddr>().map_err(|e| {
             format!(
@@ -215,6 +269,11 @@ mod tests {
         assert_eq!(c.policy.points.len(), mamori_core::assess::RULES.len());
         c.policy.points.clear();
         assert_eq!(c.policy, Policy::default());
+        use mamori_auth::password::{PasswordKind, PasswordPolicy};
+        for kind in [PasswordKind::Login, PasswordKind::Withdrawal] {
+            assert_eq!(c.password.policy(kind), PasswordPolicy::for_kind(kind));
+        }
+        assert_eq!(c.password.hashing, mamori_auth::hash::HashParams::default());
         assert_eq!(
             Config::parse("", "empty").expect("empty"),
             Config::default()

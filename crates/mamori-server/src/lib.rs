@@ -4,5 +4,6 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod people;
 pub mod problem;
 pub mod serve;

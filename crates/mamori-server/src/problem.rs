@@ -16,6 +16,11 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// What to fix, one item per problem with messages in Japanese and English (a refused
+    /// password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub problems: Option<Vec<mamori_auth::password::Problem>>,
 }
 
 impl Problem {
@@ -25,6 +30,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            problems: None,
         }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {

@@ -9,7 +9,7 @@ use mamori_core::event::{Event, Kind};
 use mamori_core::verdict::NoIntel;
 use mamori_server::app::AppState;
 use mamori_server::config::Server;
-use mamori_store::{ApiKeys, EventWriter, SqliteStore};
+use mamori_store::{ApiKeys, AuditNote, Customers, EventWriter, SqliteStore};
 use serde_json::{Value, json};
 
 struct Running {
@@ -32,11 +32,39 @@ impl Running {
         mamori_sim::simulate(&cfg, &mut keep, &mut |_| Ok(())).expect("simulate");
         let store = SqliteStore::open(&dir.join("api.db")).await.expect("open");
         store.insert_events(&events).await.expect("insert");
+        let taro = mamori_core::customer::CustomerRecord {
+            customer_id: "P1".into(),
+            name: "山田 太郎".into(),
+            name_kana: "ヤマダ タロウ".into(),
+            birth_date: Some("1985-03-15".into()),
+            postal_code: Some("100-0005".into()),
+            address: Some("東京都千代田区丸の内1-1-1".into()),
+            phone: Some("090-1234-5678".into()),
+            email: Some("taro.yamada@example.co.jp".into()),
+            destinations: vec![mamori_core::event::Destination {
+                bank_code: "0001".into(),
+                branch_code: "123".into(),
+                account_type: "ordinary".into(),
+                account_number: "7654321".into(),
+                holder_kana: "ﾔﾏﾀﾞ ﾀﾛｳ".into(),
+            }],
+        };
+        let note = AuditNote {
+            actor: "test".into(),
+            action: "customers.import".into(),
+            target: "customers".into(),
+            detail: json!({}),
+        };
+        store
+            .put_customers(&[taro], 1, &note)
+            .await
+            .expect("customers");
         let mut keys = std::collections::HashMap::new();
         for (name, scopes) in [
             ("client", vec![Scope::Ingest, Scope::Assess, Scope::Read]),
             ("reader", vec![Scope::Read]),
             ("staff", vec![Scope::Admin]),
+            ("auth", vec![Scope::Auth]),
         ] {
             let (k, token, hash) = mamori_server::auth::generate(name, scopes, 1);
             store.create_key(&k, &hash).await.expect("key");
@@ -112,6 +140,14 @@ impl Running {
     async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> (u16, Value, String) {
         self.send(
             self.http.post(format!("{}{path}", self.base)).json(body),
+            key,
+        )
+        .await
+    }
+
+    async fn put(&self, path: &str, key: Option<&str>, body: &Value) -> (u16, Value, String) {
+        self.send(
+            self.http.put(format!("{}{path}", self.base)).json(body),
             key,
         )
         .await
@@ -366,6 +402,233 @@ fn ingest_and_assess_run_concurrently() {
             t.await.expect("task");
         }
         let s = Arc::into_inner(s).expect("only owner");
+        s.stop().await;
+    });
+}
+
+#[test]
+fn passwords_masking_switches_and_the_audit_log_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let s = Running::start(dir.path()).await;
+        let (_, doc, _) = s.get("/openapi.json", None).await;
+        for p in [
+            "/v1/customers/{id}/passwords/{kind}",
+            "/v1/switches/{procedure}/{channel}",
+            "/v1/audit/verify",
+        ] {
+            assert!(doc["paths"].get(p).is_some(), "{p} documented");
+        }
+        // Masked for readers; unmasked only for staff, with a reason, audited.
+        let (st, c, _) = s.get("/v1/customers/P1", Some("reader")).await;
+        assert_eq!(st, 200, "{c}");
+        let text = c.to_string();
+        for secret in ["1985", "7654321", "丸の内", "1234-", "taro.yamada", "0005"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(c["phone"], "***-****-5678");
+        assert_eq!(c["destinations"][0]["account_number"], "****321");
+        let (st, _, _) = s
+            .post(
+                "/v1/customers/P1/reveal",
+                Some("reader"),
+                &json!({"staff": "ito", "reason": "ticket 1"}),
+            )
+            .await;
+        assert_eq!(st, 403);
+        let (st, body, _) = s
+            .post(
+                "/v1/customers/P1/reveal",
+                Some("staff"),
+                &json!({"staff": "ito", "reason": ""}),
+            )
+            .await;
+        assert_eq!(st, 422, "{body}");
+        let (st, c, _) = s
+            .post(
+                "/v1/customers/P1/reveal",
+                Some("staff"),
+                &json!({"staff": "ito", "reason": "ticket 4711"}),
+            )
+            .await;
+        assert_eq!(
+            (st, c["destinations"][0]["account_number"].as_str()),
+            (200, Some("7654321"))
+        );
+        assert_eq!(s.get("/v1/customers/P9", Some("reader")).await.0, 404);
+
+        // Password feedback in both languages, naming what to fix.
+        let (st, r, _) = s
+            .post(
+                "/v1/passwords/check",
+                Some("auth"),
+                &json!({"kind": "withdrawal", "password": "Taro1985xyz!", "customer_id": "P1"}),
+            )
+            .await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["ok"], false);
+        let codes: Vec<&str> = r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["code"].as_str())
+            .collect();
+        assert!(codes.contains(&"personal_information"), "{r}");
+        assert!(
+            r["problems"][0]["message_ja"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .any(|c| c > '\u{3000}')
+        );
+        let (st, r, _) = s
+            .post(
+                "/v1/passwords/check",
+                Some("client"),
+                &json!({"kind": "login", "password": "x"}),
+            )
+            .await;
+        assert_eq!(st, 403, "{r}");
+
+        // Set: refused with the problems; accepted; verified; the other password must differ.
+        let (st, p, ct) = s
+            .put(
+                "/v1/customers/P1/passwords/login",
+                Some("auth"),
+                &json!({"password": "password"}),
+            )
+            .await;
+        assert_eq!((st, ct.as_str()), (422, "application/problem+json"), "{p}");
+        assert!(
+            p["problems"].as_array().is_some_and(|a| a.len() >= 2),
+            "{p}"
+        );
+        let login = "Vq7#mRt2Lp9x";
+        let (st, p, _) = s
+            .put(
+                "/v1/customers/P1/passwords/login",
+                Some("auth"),
+                &json!({"password": login}),
+            )
+            .await;
+        assert_eq!(st, 204, "{p}");
+        let (st, v, _) = s
+            .post(
+                "/v1/customers/P1/passwords/login/verify",
+                Some("auth"),
+                &json!({"password": login}),
+            )
+            .await;
+        assert_eq!((st, v["valid"].as_bool()), (200, Some(true)));
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/passwords/login/verify",
+                Some("auth"),
+                &json!({"password": "Vq7#mRt2Lp9X"}),
+            )
+            .await;
+        assert_eq!(v["valid"], false);
+        let (st, p, _) = s
+            .put(
+                "/v1/customers/P1/passwords/withdrawal",
+                Some("auth"),
+                &json!({"password": login}),
+            )
+            .await;
+        assert_eq!(st, 422, "{p}");
+        assert_eq!(p["problems"][0]["code"], "same_as_other_password", "{p}");
+        let (st, _, _) = s
+            .put(
+                "/v1/customers/P1/passwords/withdrawal",
+                Some("auth"),
+                &json!({"password": "Glacier7Orb%"}),
+            )
+            .await;
+        assert_eq!(st, 204);
+        assert_eq!(
+            s.post(
+                "/v1/customers/P1/passwords/pin/verify",
+                Some("auth"),
+                &json!({"password": "x"})
+            )
+            .await
+            .0,
+            404
+        );
+        let (st, p, _) = s
+            .put(
+                "/v1/customers/P1/passwords/login",
+                Some("auth"),
+                &json!({"pasword": "x"}),
+            )
+            .await;
+        assert_eq!(st, 422, "{p}");
+        assert!(
+            p["detail"].as_str().unwrap_or("").contains("pasword"),
+            "{p}"
+        );
+
+        // The switch, for staff only.
+        let (st, _, _) = s
+            .put(
+                "/v1/switches/destination_change/web",
+                Some("reader"),
+                &json!({"enabled": false, "reason": "takeover wave", "staff": "sato"}),
+            )
+            .await;
+        assert_eq!(st, 403);
+        let (st, sw, _) = s
+            .put(
+                "/v1/switches/destination_change/web",
+                Some("staff"),
+                &json!({"enabled": false, "reason": "takeover wave", "staff": "sato"}),
+            )
+            .await;
+        assert_eq!((st, sw["enabled"].as_bool()), (200, Some(false)), "{sw}");
+        assert_eq!(
+            s.put(
+                "/v1/switches/login_failed/web",
+                Some("staff"),
+                &json!({"enabled": false, "reason": "nope!", "staff": "sato"})
+            )
+            .await
+            .0,
+            404
+        );
+        let (_, all, _) = s.get("/v1/switches", Some("reader")).await;
+        assert_eq!(all[0]["procedure"], "destination_change");
+        assert_eq!(all[0]["actor"], "staff:sato");
+
+        // The audit log holds the import, the reveal, two password changes and the flip; intact.
+        let (st, a, _) = s.get("/v1/audit", Some("staff")).await;
+        assert_eq!(st, 200);
+        let actions: Vec<&str> = a["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "customers.import",
+                "personal.reveal",
+                "credential.change",
+                "credential.change",
+                "switch.set"
+            ]
+        );
+        assert!(
+            !a.to_string().contains("Vq7#") && !a.to_string().contains("argon2"),
+            "no secrets in the audit log"
+        );
+        let (_, v, _) = s.get("/v1/audit/verify", Some("staff")).await;
+        assert_eq!(
+            (v["intact"].as_bool(), v["entries"].as_i64()),
+            (Some(true), Some(5)),
+            "{v}"
+        );
+        assert_eq!(s.get("/v1/audit", Some("reader")).await.0, 403);
         s.stop().await;
     });
 }

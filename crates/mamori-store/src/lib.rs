@@ -364,6 +364,34 @@ pub trait AuditLog {
     fn audit_head(&self) -> impl Future<Output = Result<Option<(i64, String)>>> + Send;
 }
 
+/// Capability: customers' passwords, as Argon2id hashes ([`mamori_auth::hash`]).
+pub trait Credentials {
+    /// Sets a customer's password hash of a kind, audited in the same transaction.
+    fn set_password(
+        &self,
+        customer_id: &str,
+        kind: mamori_auth::password::PasswordKind,
+        hash: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces `old` by `new` (the same password hashed with the current costs); false if the
+    /// stored hash is no longer `old`.
+    fn rehash_password(
+        &self,
+        customer_id: &str,
+        kind: mamori_auth::password::PasswordKind,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// The stored hash, if the customer has that password.
+    fn password_hash(
+        &self,
+        customer_id: &str,
+        kind: mamori_auth::password::PasswordKind,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+}
+
 /// Capability: the emergency switches.
 pub trait Switches {
     /// Sets a procedure on or off on a channel, audited in the same transaction.

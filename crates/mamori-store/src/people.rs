@@ -7,7 +7,9 @@ use mamori_core::event::Destination;
 
 use crate::raw::{self, Value};
 use crate::sqlite::{corrupt, kind_of};
-use crate::{AuditLog, AuditNote, Customers, Result, SqliteStore, Switches};
+use mamori_auth::password::PasswordKind;
+
+use crate::{AuditLog, AuditNote, Credentials, Customers, Result, SqliteStore, Switches};
 
 /// Appends an audit entry inside the caller's write transaction, and moves the head.
 pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> Result<AuditEntry> {
@@ -259,6 +261,70 @@ impl Switches for SqliteStore {
                 });
                 Ok(())
             })?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl Credentials for SqliteStore {
+    async fn set_password(
+        &self,
+        customer_id: &str,
+        kind: PasswordKind,
+        hash: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<()> {
+        self.write(|conn, _| {
+            conn.prepare(
+                "INSERT OR REPLACE INTO passwords (customer_id, kind, hash, changed_at) \
+                 VALUES (?,?,?,?)",
+            )?
+            .exec(&[
+                Value::Text(customer_id),
+                Value::Text(kind.as_str()),
+                Value::Text(hash),
+                Value::Int(at),
+            ])?;
+            append_audit(conn, audit, at)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rehash_password(
+        &self,
+        customer_id: &str,
+        kind: PasswordKind,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare(
+                    "UPDATE passwords SET hash = ? WHERE customer_id = ? AND kind = ? AND hash = ?",
+                )?
+                .exec(&[
+                    Value::Text(new),
+                    Value::Text(customer_id),
+                    Value::Text(kind.as_str()),
+                    Value::Text(old),
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn password_hash(&self, customer_id: &str, kind: PasswordKind) -> Result<Option<String>> {
+        let id = customer_id.to_owned();
+        self.with_raw(move |conn| {
+            let mut out = None;
+            conn.prepare("SELECT hash FROM passwords WHERE customer_id = ? AND kind = ?")?
+                .for_each(&[Value::Text(&id), Value::Text(kind.as_str())], |r| {
+                    out = Some(r.string(0)?);
+                    Ok(())
+                })?;
             Ok(out)
         })
         .await

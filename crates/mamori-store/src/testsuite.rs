@@ -11,8 +11,8 @@ use mamori_core::assess::Decision;
 use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 
 use crate::{
-    ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Customers, DecisionLog,
-    EventWriter, HistoryReader, LoginFeatures, Retention, Switches,
+    ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
+    DecisionLog, EventWriter, HistoryReader, LoginFeatures, Retention, Switches,
 };
 
 /// A small event for tests.
@@ -46,7 +46,8 @@ pub async fn run_all<
         + ApiKeys
         + Customers
         + AuditLog
-        + Switches,
+        + Switches
+        + Credentials,
 >(
     s: &S,
 ) {
@@ -58,6 +59,53 @@ pub async fn run_all<
     decision_log(s).await;
     api_keys(s).await;
     customers_audit_and_switches(s).await;
+    passwords(s).await;
+}
+
+async fn passwords<S: Credentials + AuditLog>(s: &S) {
+    use mamori_auth::password::PasswordKind::{Login, Withdrawal};
+    assert_eq!(s.password_hash("PW1", Login).await.unwrap(), None);
+    let before = s.audit_head().await.unwrap().map_or(0, |h| h.0);
+    let note = AuditNote {
+        actor: "customer:PW1".into(),
+        action: "credential.change".into(),
+        target: "customer:PW1".into(),
+        detail: serde_json::json!({"credential": "login_password"}),
+    };
+    s.set_password("PW1", Login, "$argon2id$a", 1, &note)
+        .await
+        .unwrap();
+    s.set_password("PW1", Withdrawal, "$argon2id$w", 1, &note)
+        .await
+        .unwrap();
+    s.set_password("PW1", Login, "$argon2id$b", 2, &note)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.password_hash("PW1", Login).await.unwrap().as_deref(),
+        Some("$argon2id$b")
+    );
+    assert_eq!(
+        s.password_hash("PW1", Withdrawal).await.unwrap().as_deref(),
+        Some("$argon2id$w")
+    );
+    // A rehash replaces only the hash it was computed from.
+    assert!(
+        !s.rehash_password("PW1", Login, "$argon2id$a", "$x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.rehash_password("PW1", Login, "$argon2id$b", "$argon2id$c")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.password_hash("PW1", Login).await.unwrap().as_deref(),
+        Some("$argon2id$c")
+    );
+    // Every change audited, rehashes not (the password did not change).
+    assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(before + 3));
 }
 
 async fn customers_audit_and_switches<S: Customers + AuditLog + Switches>(s: &S) {

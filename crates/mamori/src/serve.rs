@@ -61,13 +61,20 @@ pub async fn run(
         bound.addr,
         db.display()
     );
-    let state = Arc::new(AppState::new(
-        store,
-        config.policy.clone(),
-        intel,
-        server,
-        mamori_server::serve::metrics_handle(),
-    ));
+    let bad = config
+        .password
+        .bad_passwords()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = Arc::new(
+        AppState::new(
+            store,
+            config.policy.clone(),
+            intel,
+            server,
+            mamori_server::serve::metrics_handle(),
+        )
+        .with_passwords(config.password.clone(), bad),
+    );
     mamori_server::serve::serve(bound, state, mamori_server::serve::signal()).await?;
     Ok(())
 }

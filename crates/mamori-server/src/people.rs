@@ -1,0 +1,494 @@
+//! Customer-side defences over HTTP: customers' records (masked; revealed to staff with a reason,
+//! audited), passwords (policy feedback, set, verify with rehash), the emergency switches and the
+//! audit log.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post, put};
+use mamori_auth::hash::{self, Verified};
+use mamori_auth::password::{self, PasswordKind, Personal};
+use mamori_core::case::Scope;
+use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState, switchable};
+use mamori_core::event::Kind;
+use mamori_core::time::format_tokyo;
+use mamori_store::{AuditLog, AuditNote, Credentials, Customers, Switches};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::app::{AppResult, AppState, St, now_us};
+use crate::problem::{Problem, json_body};
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/passwords/check", post(post_password_check))
+        .route("/v1/customers/{id}", get(get_customer))
+        .route("/v1/customers/{id}/reveal", post(post_reveal))
+        .route("/v1/customers/{id}/passwords/{kind}", put(put_password))
+        .route(
+            "/v1/customers/{id}/passwords/{kind}/verify",
+            post(post_password_verify),
+        )
+        .route("/v1/switches", get(get_switches))
+        .route("/v1/switches/{procedure}/{channel}", put(put_switch))
+        .route("/v1/audit", get(get_audit))
+        .route("/v1/audit/verify", get(get_audit_verify))
+}
+
+fn kind_of(text: &str) -> Result<PasswordKind, Problem> {
+    match text {
+        "login" => Ok(PasswordKind::Login),
+        "withdrawal" => Ok(PasswordKind::Withdrawal),
+        _ => Err(Problem::not_found(
+            "password kind: expected login or withdrawal",
+        )),
+    }
+}
+
+fn other(kind: PasswordKind) -> PasswordKind {
+    match kind {
+        PasswordKind::Login => PasswordKind::Withdrawal,
+        PasswordKind::Withdrawal => PasswordKind::Login,
+    }
+}
+
+async fn record(s: &AppState, id: &str) -> AppResult<CustomerRecord> {
+    s.store
+        .customer(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no customer record for {id:?}")))
+}
+
+/// Everything wrong with `pw` for `kind` of customer `c`, the other password included (an
+/// Argon2 verification: run off the async workers).
+async fn problems(
+    s: &Arc<AppState>,
+    kind: PasswordKind,
+    pw: &str,
+    c: Option<&CustomerRecord>,
+) -> AppResult<Vec<password::Problem>> {
+    let other_hash = match c {
+        Some(c) => s.store.password_hash(&c.customer_id, other(kind)).await?,
+        None => None,
+    };
+    let (s2, pw, c) = (s.clone(), pw.to_owned(), c.cloned());
+    tokio::task::spawn_blocking(move || {
+        let personal = c.as_ref().map(|c| Personal {
+            customer_id: &c.customer_id,
+            name: Some(c.name.as_str()),
+            name_kana: Some(c.name_kana.as_str()),
+            birth_date: c.birth_ymd(),
+            phone: c.phone.as_deref(),
+            email: c.email.as_deref(),
+        });
+        let mut out = password::check(
+            kind,
+            &pw,
+            &s2.passwords.policy(kind),
+            &personal.unwrap_or_default(),
+            &s2.bad_passwords,
+        );
+        if out.iter().all(|p| p.code != "too_long")
+            && let Some(h) = other_hash
+            && hash::verify(&pw, &h, &s2.passwords.hashing).is_ok_and(|v| v != Verified::No)
+        {
+            out.push(password::same_as_other(kind));
+        }
+        out
+    })
+    .await
+    .map_err(Problem::internal)
+}
+
+/// A password to check or set.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordIn {
+    password: String,
+}
+
+/// A password to check, for feedback while the customer types.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordCheckIn {
+    /// `login` or `withdrawal`.
+    kind: String,
+    password: String,
+    /// Whose: their personal data and other password count.
+    customer_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PasswordCheckOut {
+    ok: bool,
+    /// What to fix (code, message_ja, message_en).
+    #[schema(value_type = Vec<Object>)]
+    problems: Vec<password::Problem>,
+}
+
+#[utoipa::path(post, path = "/v1/passwords/check", request_body = PasswordCheckIn,
+    responses((status = 200, body = PasswordCheckOut), (status = 422, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn post_password_check(
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Json<PasswordCheckOut>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Auth, now_us())
+        .await?;
+    let b: PasswordCheckIn = json_body(&body)?;
+    let kind = kind_of(&b.kind)
+        .map_err(|_| Problem::unprocessable("kind: expected login or withdrawal"))?;
+    let c = match &b.customer_id {
+        Some(id) => Some(record(&s, id).await?),
+        None => None,
+    };
+    let problems = problems(&s, kind, &b.password, c.as_ref()).await?;
+    Ok(Json(PasswordCheckOut {
+        ok: problems.is_empty(),
+        problems,
+    }))
+}
+
+#[utoipa::path(put, path = "/v1/customers/{id}/passwords/{kind}", request_body = PasswordIn,
+    params(("id" = String, Path), ("kind" = String, Path, description = "login or withdrawal")),
+    responses((status = 204), (status = 422, body = Problem, description = "refused: `problems` says what to fix"), (status = 404, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn put_password(
+    State(s): St,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<StatusCode> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    let kind = kind_of(&kind)?;
+    let b: PasswordIn = json_body(&body)?;
+    let c = record(&s, &id).await?;
+    let found = problems(&s, kind, &b.password, Some(&c)).await?;
+    if !found.is_empty() {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password-policy",
+            format!(
+                "the {} password was refused: {}",
+                kind.as_str(),
+                found.iter().map(|p| p.code).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        p.problems = Some(found);
+        return Err(p);
+    }
+    let params = s.passwords.hashing;
+    let pw = b.password;
+    let h = tokio::task::spawn_blocking(move || hash::hash(&pw, &params))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let note = AuditNote {
+        actor: format!("apikey:{}", key.key_id),
+        action: "credential.change".into(),
+        target: format!("customer:{id}"),
+        detail: json!({"credential": format!("{}_password", kind.as_str())}),
+    };
+    s.store.set_password(&id, kind, &h, now, &note).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyOut {
+    valid: bool,
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/passwords/{kind}/verify", request_body = PasswordIn,
+    params(("id" = String, Path), ("kind" = String, Path, description = "login or withdrawal")),
+    responses((status = 200, body = VerifyOut), (status = 404, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn post_password_verify(
+    State(s): St,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Json<VerifyOut>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Auth, now_us())
+        .await?;
+    let kind = kind_of(&kind)?;
+    let b: PasswordIn = json_body(&body)?;
+    if b.password.chars().count() > password::HARD_MAX_CHARS {
+        return Ok(Json(VerifyOut { valid: false }));
+    }
+    let Some(stored) = s.store.password_hash(&id, kind).await? else {
+        return Err(Problem::not_found(format!(
+            "customer {id:?} has no {} password",
+            kind.as_str()
+        )));
+    };
+    let params = s.passwords.hashing;
+    let (pw, st) = (b.password, stored.clone());
+    let (v, new) = tokio::task::spawn_blocking(move || {
+        let v = hash::verify(&pw, &st, &params)?;
+        let new = match v {
+            Verified::YesRehash => Some(hash::hash(&pw, &params)?),
+            _ => None,
+        };
+        Ok::<_, hash::HashError>((v, new))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    if let Some(new) = new {
+        s.store.rehash_password(&id, kind, &stored, &new).await?;
+    }
+    Ok(Json(VerifyOut {
+        valid: v != Verified::No,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The record, masked", body = Object), (status = 404, body = Problem)),
+    security(("api_key" = ["read"])))]
+async fn get_customer(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Json<mamori_auth::mask::MaskedCustomer>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now_us())
+        .await?;
+    let c = record(&s, &id).await?;
+    Ok(Json(mamori_auth::mask::customer(&c)))
+}
+
+/// Who reveals, and why.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevealIn {
+    /// The staff member (kept in the audit log).
+    staff: String,
+    /// Why (e.g. a support ticket), kept in the audit log.
+    reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/reveal", request_body = RevealIn,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The record, unmasked", body = Object), (status = 404, body = Problem)),
+    security(("api_key" = ["admin"])))]
+async fn post_reveal(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Json<CustomerRecord>> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Admin, now)
+        .await?;
+    let b: RevealIn = json_body(&body)?;
+    let (staff, reason) = (b.staff.trim(), b.reason.trim());
+    if staff.is_empty() || staff.len() > 100 {
+        return Err(Problem::unprocessable("staff: 1 to 100 characters"));
+    }
+    if reason.chars().count() < 4 || reason.len() > 1000 {
+        return Err(Problem::unprocessable(
+            "reason: say why the data is revealed (4 to 1000 characters)",
+        ));
+    }
+    let c = record(&s, &id).await?;
+    let note = AuditNote {
+        actor: format!("staff:{staff}"),
+        action: "personal.reveal".into(),
+        target: format!("customer:{id}"),
+        detail: json!({"reason": reason, "apikey": key.key_id}),
+    };
+    s.store.audit(&note, now).await?;
+    Ok(Json(c))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SwitchOut {
+    procedure: String,
+    channel: String,
+    enabled: bool,
+    reason: String,
+    actor: String,
+    changed_at: String,
+}
+
+fn switch_out(x: &SwitchState) -> SwitchOut {
+    SwitchOut {
+        procedure: x.procedure.as_str().into(),
+        channel: x.channel.as_str().into(),
+        enabled: x.enabled,
+        reason: x.reason.clone(),
+        actor: x.actor.clone(),
+        changed_at: format_tokyo(x.changed_at),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/switches",
+    responses((status = 200, body = Vec<SwitchOut>)),
+    security(("api_key" = ["read"])))]
+async fn get_switches(State(s): St, headers: HeaderMap) -> AppResult<Json<Vec<SwitchOut>>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now_us())
+        .await?;
+    Ok(Json(
+        s.store.switches().await?.iter().map(switch_out).collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchIn {
+    enabled: bool,
+    reason: String,
+    /// The staff member who flips it (kept in the audit log).
+    staff: String,
+}
+
+#[utoipa::path(put, path = "/v1/switches/{procedure}/{channel}", request_body = SwitchIn,
+    params(("procedure" = String, Path, description = "e.g. destination_change"), ("channel" = String, Path, description = "web or app")),
+    responses((status = 200, body = SwitchOut), (status = 422, body = Problem)),
+    security(("api_key" = ["admin"])))]
+async fn put_switch(
+    State(s): St,
+    headers: HeaderMap,
+    Path((procedure, channel)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Json<SwitchOut>> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Admin, now)
+        .await?;
+    let kind = Kind::parse(&procedure)
+        .filter(|k| switchable(*k))
+        .ok_or_else(|| {
+            Problem::not_found(
+                "procedure: login, trade or a sensitive procedure (destination_change, withdrawal, …)",
+            )
+        })?;
+    let channel =
+        SwitchChannel::parse(&channel).ok_or_else(|| Problem::not_found("channel: web or app"))?;
+    let b: SwitchIn = json_body(&body)?;
+    if b.reason.trim().chars().count() < 4 {
+        return Err(Problem::unprocessable(
+            "reason: say why (4 characters or more)",
+        ));
+    }
+    if b.staff.trim().is_empty() || b.staff.len() > 100 {
+        return Err(Problem::unprocessable("staff: 1 to 100 characters"));
+    }
+    let state = SwitchState {
+        procedure: kind,
+        channel,
+        enabled: b.enabled,
+        reason: b.reason.trim().to_owned(),
+        actor: format!("staff:{}", b.staff.trim()),
+        changed_at: now,
+    };
+    let note = AuditNote {
+        actor: state.actor.clone(),
+        action: "switch.set".into(),
+        target: format!("{kind}/{channel}"),
+        detail: json!({"enabled": b.enabled, "reason": state.reason, "apikey": key.key_id}),
+    };
+    s.store.set_switch(&state, &note).await?;
+    Ok(Json(switch_out(&state)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    from: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/audit",
+    params(("from" = Option<i64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Object)),
+    security(("api_key" = ["admin"])))]
+async fn get_audit(
+    State(s): St,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Value>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Admin, now_us())
+        .await?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Problem::bad_request("limit: 1 to 10000"));
+    }
+    let entries = s.store.audit_entries(q.from.unwrap_or(1), limit).await?;
+    Ok(Json(json!({"entries": entries})))
+}
+
+#[utoipa::path(get, path = "/v1/audit/verify",
+    responses((status = 200, body = Object, description = "{intact, entries, head} or {intact: false, error}")),
+    security(("api_key" = ["admin"])))]
+async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Response> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Admin, now_us())
+        .await?;
+    let head = s.store.audit_head().await?;
+    let mut v = mamori_auth::audit::Verifier::default();
+    let mut from = 1;
+    loop {
+        let page = s.store.audit_entries(from, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for e in &page {
+            if let Err(err) = v.push(e) {
+                return Ok(Json(json!({"intact": false, "error": err.to_string()})).into_response());
+            }
+        }
+    }
+    match v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+        Ok(n) => Ok(Json(json!({
+            "intact": true,
+            "entries": n,
+            "head": head.map(|(s, h)| format!("{s}:{h}")),
+        }))
+        .into_response()),
+        Err(err) => Ok(Json(json!({"intact": false, "error": err.to_string()})).into_response()),
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        post_password_check,
+        put_password,
+        post_password_verify,
+        get_customer,
+        post_reveal,
+        get_switches,
+        put_switch,
+        get_audit,
+        get_audit_verify
+    ),
+    components(schemas(
+        PasswordIn,
+        PasswordCheckIn,
+        PasswordCheckOut,
+        VerifyOut,
+        RevealIn,
+        SwitchOut,
+        SwitchIn
+    ))
+)]
+pub struct PeopleDoc;
