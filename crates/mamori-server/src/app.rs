@@ -46,6 +46,7 @@ pub struct AppState {
     /// Customers' password policies and hashing costs.
     pub passwords: crate::config::Passwords,
     pub bad_passwords: Arc<mamori_auth::password::BadPasswords>,
+    pub mfa: crate::config::Mfa,
     /// Populations by the start of their Tokyo day (the last few days).
     populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
     /// One population computed at a time.
@@ -117,6 +118,7 @@ impl AppState {
             metrics,
             passwords: Default::default(),
             bad_passwords: Arc::new(mamori_auth::password::BadPasswords::builtin()),
+            mfa: Default::default(),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
             ready: AtomicBool::new(false),
@@ -131,6 +133,12 @@ impl AppState {
     ) -> Self {
         self.passwords = passwords;
         self.bad_passwords = Arc::new(bad);
+        self
+    }
+
+    /// With these second-factor settings (the configuration's `[mfa]`).
+    pub fn with_mfa(mut self, mfa: crate::config::Mfa) -> Self {
+        self.mfa = mfa;
         self
     }
 

@@ -21,6 +21,23 @@ pub struct Config {
     pub server: Server,
     pub policy: Policy,
     pub password: Passwords,
+    pub mfa: Mfa,
+}
+
+/// Second factors.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mfa {
+    /// The name authenticator apps show for the broker's codes (no `:`).
+    pub totp_issuer: String,
+}
+
+impl Default for Mfa {
+    fn default() -> Self {
+        Mfa {
+            totp_issuer: "mamori".into(),
+        }
+    }
 }
 
 /// Customers' passwords: the policy per kind, the hashing costs, a list of refused passwords.
@@ -208,6 +225,15 @@ impl Config {
             .validate()
             .map_err(|e| format!("password.hashing.{e}"))?;
         self.password.bad_passwords()?;
+        if self.mfa.totp_issuer.is_empty()
+            || self.mfa.totp_issuer.contains(':')
+            || self.mfa.totp_issuer.len() > 64
+        {
+            return Err(format!(
+                "mfa.totp_issuer = {:?}: 1 to 64 characters, no ':'",
+                self.mfa.totp_issuer
+            ));
+        }
         let s = &self.server;
         s.listen.parse::<std::net::SocketAddr>().map_err(|e| {
             format!(
@@ -274,6 +300,7 @@ mod tests {
             assert_eq!(c.password.policy(kind), PasswordPolicy::for_kind(kind));
         }
         assert_eq!(c.password.hashing, mamori_auth::hash::HashParams::default());
+        assert_eq!(c.mfa, Mfa::default());
         assert_eq!(
             Config::parse("", "empty").expect("empty"),
             Config::default()

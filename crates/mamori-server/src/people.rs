@@ -12,11 +12,12 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
 use mamori_auth::hash::{self, Verified};
 use mamori_auth::password::{self, PasswordKind, Personal};
+use mamori_auth::totp::{self, TotpError};
 use mamori_core::case::Scope;
 use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState, switchable};
 use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
-use mamori_store::{AuditLog, AuditNote, Credentials, Customers, Switches};
+use mamori_store::{AuditLog, AuditNote, Credentials, Customers, SecondFactors, Switches};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -34,6 +35,12 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/v1/customers/{id}/passwords/{kind}/verify",
             post(post_password_verify),
         )
+        .route(
+            "/v1/customers/{id}/totp",
+            post(post_totp).delete(delete_totp),
+        )
+        .route("/v1/customers/{id}/totp/confirm", post(post_totp_confirm))
+        .route("/v1/customers/{id}/totp/verify", post(post_totp_verify))
         .route("/v1/switches", get(get_switches))
         .route("/v1/switches/{procedure}/{channel}", put(put_switch))
         .route("/v1/audit", get(get_audit))
@@ -468,6 +475,188 @@ async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Respons
     }
 }
 
+/// Unix seconds of a UTC microsecond time.
+fn unix_seconds(us: i64) -> u64 {
+    u64::try_from(us.div_euclid(1_000_000)).unwrap_or(0)
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/totp",
+    params(("id" = String, Path)),
+    responses((status = 201, description = "Enrolment started: show the QR code (SVG) or the secret; confirm with a first code", body = Object),
+        (status = 409, body = Problem, description = "a confirmed enrolment exists"), (status = 404, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn post_totp(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    record(&s, &id).await?;
+    let secret = totp::new_secret();
+    let e = totp::enrolment(&secret, &s.mfa.totp_issuer, &id)
+        .map_err(|e| Problem::unprocessable(format!("customer id: {e}")))?;
+    if !s.store.begin_totp(&id, &secret, now).await? {
+        return Err(Problem::conflict(
+            "the customer already has a confirmed authenticator; removing it is an MFA change",
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+/// A code from the customer's authenticator app (or, to verify, a recovery code instead).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeIn {
+    code: Option<String>,
+    recovery_code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/totp/confirm", request_body = CodeIn,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "{recovery_codes}: ten single-use codes, shown once", body = Object),
+        (status = 422, body = Problem, description = "the code is wrong"), (status = 409, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn post_totp_confirm(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Json<Value>> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    let b: CodeIn = json_body(&body)?;
+    let code = b
+        .code
+        .ok_or_else(|| Problem::unprocessable("code: missing (required)"))?;
+    let t = s
+        .store
+        .totp(&id)
+        .await?
+        .filter(|t| t.confirmed_at.is_none())
+        .ok_or_else(|| Problem::conflict("no enrolment is waiting for confirmation"))?;
+    let step = totp::verify(&t.secret, &code, unix_seconds(now), None)
+        .map_err(|_| Problem::unprocessable("code: not valid (check the device's clock)"))?;
+    let (codes, digests) = totp::recovery_codes();
+    let note = AuditNote {
+        actor: format!("apikey:{}", key.key_id),
+        action: "credential.change".into(),
+        target: format!("customer:{id}"),
+        detail: json!({"credential": "totp", "change": "enrolled"}),
+    };
+    if !s
+        .store
+        .confirm_totp(&id, step, &digests, now, &note)
+        .await?
+    {
+        return Err(Problem::conflict(
+            "the enrolment was confirmed or replaced meanwhile",
+        ));
+    }
+    Ok(Json(json!({"recovery_codes": codes})))
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/totp/verify", request_body = CodeIn,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "{valid, method, reason, recovery_codes_left}", body = Object), (status = 404, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn post_totp_verify(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Json<Value>> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    let b: CodeIn = json_body(&body)?;
+    let t = s
+        .store
+        .totp(&id)
+        .await?
+        .filter(|t| t.confirmed_at.is_some())
+        .ok_or_else(|| {
+            Problem::not_found(format!("customer {id:?} has no confirmed authenticator"))
+        })?;
+    match (b.code, b.recovery_code) {
+        (Some(code), None) => {
+            let r = match totp::verify(&t.secret, &code, unix_seconds(now), t.last_step) {
+                // The store's compare-and-set decides between two requests with one code.
+                Ok(step) if s.store.use_totp_step(&id, step).await? => Ok(()),
+                Ok(_) => Err(TotpError::Replayed),
+                Err(e) => Err(e),
+            };
+            Ok(Json(match r {
+                Ok(()) => json!({"valid": true, "method": "totp"}),
+                Err(TotpError::Replayed) => json!({"valid": false, "reason": "replayed"}),
+                Err(_) => json!({"valid": false, "reason": "wrong"}),
+            }))
+        }
+        (None, Some(rc)) => {
+            let note = AuditNote {
+                actor: format!("apikey:{}", key.key_id),
+                action: "credential.recovery_code_used".into(),
+                target: format!("customer:{id}"),
+                detail: json!({}),
+            };
+            let ok = rc.chars().count() <= 64
+                && s.store
+                    .use_recovery_code(&id, &totp::recovery_digest(&rc), now, &note)
+                    .await?;
+            let left = s.store.recovery_codes_left(&id).await?;
+            Ok(Json(if ok {
+                json!({"valid": true, "method": "recovery_code", "recovery_codes_left": left})
+            } else {
+                json!({"valid": false, "reason": "wrong", "recovery_codes_left": left})
+            }))
+        }
+        _ => Err(Problem::unprocessable("send either code or recovery_code")),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/customers/{id}/totp", request_body = RevealIn,
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)),
+    security(("api_key" = ["admin"])))]
+async fn delete_totp(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<StatusCode> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Admin, now)
+        .await?;
+    let b: RevealIn = json_body(&body)?;
+    if b.staff.trim().is_empty() || b.reason.trim().chars().count() < 4 {
+        return Err(Problem::unprocessable(
+            "staff and reason: who removes the authenticator, and why (4 characters or more)",
+        ));
+    }
+    let note = AuditNote {
+        actor: format!("staff:{}", b.staff.trim()),
+        action: "credential.change".into(),
+        target: format!("customer:{id}"),
+        detail: json!({"credential": "totp", "change": "removed", "reason": b.reason.trim(), "apikey": key.key_id}),
+    };
+    if s.store.remove_totp(&id, now, &note).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(format!(
+            "customer {id:?} has no authenticator"
+        )))
+    }
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
@@ -476,6 +665,10 @@ async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Respons
         post_password_verify,
         get_customer,
         post_reveal,
+        post_totp,
+        post_totp_confirm,
+        post_totp_verify,
+        delete_totp,
         get_switches,
         put_switch,
         get_audit,
@@ -487,6 +680,7 @@ async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Respons
         PasswordCheckOut,
         VerifyOut,
         RevealIn,
+        CodeIn,
         SwitchOut,
         SwitchIn
     ))

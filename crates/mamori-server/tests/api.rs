@@ -629,6 +629,147 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
             "{v}"
         );
         assert_eq!(s.get("/v1/audit", Some("reader")).await.0, 403);
+
+        // TOTP, read from the enrolment URI as an authenticator app would.
+        let (st, e, _) = s
+            .post("/v1/customers/P1/totp", Some("auth"), &json!({}))
+            .await;
+        assert_eq!(st, 201, "{e}");
+        assert!(e["qr_svg"].as_str().unwrap_or("").contains("<svg"));
+        let app = totp_rs::TOTP::from_url(e["uri"].as_str().unwrap()).expect("otpauth URI");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let code = app.generate(now);
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+        let (st, _, _) = s
+            .post(
+                "/v1/customers/P1/totp/confirm",
+                Some("auth"),
+                &json!({"code": wrong}),
+            )
+            .await;
+        assert_eq!(st, 422);
+        let (st, r, _) = s
+            .post(
+                "/v1/customers/P1/totp/confirm",
+                Some("auth"),
+                &json!({"code": code}),
+            )
+            .await;
+        assert_eq!(st, 200, "{r}");
+        let recovery: Vec<String> = serde_json::from_value(r["recovery_codes"].clone()).unwrap();
+        assert_eq!(recovery.len(), 10);
+        // The confirming code cannot be used again; the next step's code works once.
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"code": code}),
+            )
+            .await;
+        assert_eq!(
+            (v["valid"].as_bool(), v["reason"].as_str()),
+            (Some(false), Some("replayed")),
+            "{v}"
+        );
+        let next = app.generate(now + 30);
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"code": next}),
+            )
+            .await;
+        assert_eq!(v["valid"], true, "{v}");
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"code": next}),
+            )
+            .await;
+        assert_eq!(v["reason"], "replayed", "{v}");
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"code": wrong}),
+            )
+            .await;
+        assert_eq!(v["reason"], "wrong", "{v}");
+        // Recovery codes: once each, typed loosely.
+        let typed = recovery[2].to_uppercase();
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"recovery_code": typed}),
+            )
+            .await;
+        assert_eq!(
+            (v["valid"].as_bool(), v["recovery_codes_left"].as_u64()),
+            (Some(true), Some(9)),
+            "{v}"
+        );
+        let (_, v, _) = s
+            .post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"recovery_code": recovery[2]}),
+            )
+            .await;
+        assert_eq!(v["valid"], false);
+        assert_eq!(
+            s.post("/v1/customers/P1/totp/verify", Some("auth"), &json!({}))
+                .await
+                .0,
+            422
+        );
+        // A second enrolment needs the first removed, by staff, with a reason.
+        assert_eq!(
+            s.post("/v1/customers/P1/totp", Some("auth"), &json!({}))
+                .await
+                .0,
+            409
+        );
+        let del = |key: &'static str, body: Value| {
+            s.send(
+                s.http
+                    .delete(format!("{}/v1/customers/P1/totp", s.base))
+                    .json(&body),
+                Some(key),
+            )
+        };
+        assert_eq!(
+            del("auth", json!({"staff": "ito", "reason": "lost phone"}))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(
+            del("staff", json!({"staff": "ito", "reason": "lost phone"}))
+                .await
+                .0,
+            204
+        );
+        assert_eq!(
+            s.post(
+                "/v1/customers/P1/totp/verify",
+                Some("auth"),
+                &json!({"code": next})
+            )
+            .await
+            .0,
+            404
+        );
+        let (_, v, _) = s.get("/v1/audit/verify", Some("staff")).await;
+        assert_eq!(
+            (v["intact"].as_bool(), v["entries"].as_i64()),
+            (Some(true), Some(8)),
+            "{v}"
+        );
         s.stop().await;
     });
 }

@@ -392,6 +392,75 @@ pub trait Credentials {
     ) -> impl Future<Output = Result<Option<String>>> + Send;
 }
 
+/// A customer's TOTP enrolment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpRecord {
+    pub secret: Vec<u8>,
+    pub created_at: i64,
+    /// `None` until confirmed with a first code.
+    pub confirmed_at: Option<i64>,
+    /// The step of the last code accepted.
+    pub last_step: Option<u64>,
+}
+
+impl std::fmt::Debug for TotpRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpRecord")
+            .field("confirmed_at", &self.confirmed_at)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Capability: second factors (TOTP and recovery codes).
+pub trait SecondFactors {
+    /// Starts an enrolment with a new secret (replacing an unconfirmed one); false if the
+    /// customer has a confirmed one (replacing it is an MFA change, done by
+    /// [`SecondFactors::remove_totp`] first).
+    fn begin_totp(
+        &self,
+        customer_id: &str,
+        secret: &[u8],
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn totp(&self, customer_id: &str) -> impl Future<Output = Result<Option<TotpRecord>>> + Send;
+    /// Confirms the pending enrolment with the step of a first valid code and stores the
+    /// recovery codes' digests (replacing any earlier ones), audited; false if nothing was
+    /// pending.
+    fn confirm_totp(
+        &self,
+        customer_id: &str,
+        step: u64,
+        recovery_digests: &[String],
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Records `step` as used if it is after the last one used (compare-and-set: of two requests
+    /// with the same code, one wins); false otherwise.
+    fn use_totp_step(
+        &self,
+        customer_id: &str,
+        step: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Marks an unused recovery code used; false if there is none with that digest.
+    fn use_recovery_code(
+        &self,
+        customer_id: &str,
+        digest: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Unused recovery codes.
+    fn recovery_codes_left(&self, customer_id: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Removes the TOTP enrolment and recovery codes, audited; false if there was none.
+    fn remove_totp(
+        &self,
+        customer_id: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
 /// Capability: the emergency switches.
 pub trait Switches {
     /// Sets a procedure on or off on a channel, audited in the same transaction.

@@ -9,7 +9,10 @@ use crate::raw::{self, Value};
 use crate::sqlite::{corrupt, kind_of};
 use mamori_auth::password::PasswordKind;
 
-use crate::{AuditLog, AuditNote, Credentials, Customers, Result, SqliteStore, Switches};
+use crate::{
+    AuditLog, AuditNote, Credentials, Customers, Result, SecondFactors, SqliteStore, Switches,
+    TotpRecord,
+};
 
 /// Appends an audit entry inside the caller's write transaction, and moves the head.
 pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> Result<AuditEntry> {
@@ -326,6 +329,151 @@ impl Credentials for SqliteStore {
                     Ok(())
                 })?;
             Ok(out)
+        })
+        .await
+    }
+}
+
+impl SecondFactors for SqliteStore {
+    async fn begin_totp(&self, customer_id: &str, secret: &[u8], at: i64) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare(
+                    "INSERT INTO totp (customer_id, secret, created_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (customer_id) DO UPDATE SET secret = ?2, created_at = ?3, \
+                     last_step = NULL WHERE confirmed_at IS NULL",
+                )?
+                .exec(&[
+                    Value::Text(customer_id),
+                    Value::Blob(secret),
+                    Value::Int(at),
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn totp(&self, customer_id: &str) -> Result<Option<TotpRecord>> {
+        let id = customer_id.to_owned();
+        self.with_raw(move |conn| {
+            let mut out = None;
+            conn.prepare(
+                "SELECT secret, created_at, confirmed_at, last_step FROM totp WHERE customer_id = ?",
+            )?
+            .for_each(&[Value::Text(&id)], |r| {
+                out = Some(TotpRecord {
+                    secret: r.blob(0).unwrap_or_default().to_vec(),
+                    created_at: r.i64(1),
+                    confirmed_at: r.opt_i64(2),
+                    last_step: r.opt_i64(3).map(|s| s as u64),
+                });
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn confirm_totp(
+        &self,
+        customer_id: &str,
+        step: u64,
+        recovery_digests: &[String],
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare(
+                    "UPDATE totp SET confirmed_at = ?, last_step = ? \
+                     WHERE customer_id = ? AND confirmed_at IS NULL",
+                )?
+                .exec(&[
+                    Value::Int(at),
+                    Value::Int(step as i64),
+                    Value::Text(customer_id),
+                ])?;
+            if n != 1 {
+                return Ok(false);
+            }
+            conn.prepare("DELETE FROM recovery_codes WHERE customer_id = ?")?
+                .exec(&[Value::Text(customer_id)])?;
+            let mut put = conn.prepare(
+                "INSERT OR IGNORE INTO recovery_codes (customer_id, digest) VALUES (?, ?)",
+            )?;
+            for d in recovery_digests {
+                put.exec(&[Value::Text(customer_id), Value::Text(d)])?;
+            }
+            drop(put);
+            append_audit(conn, audit, at)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn use_totp_step(&self, customer_id: &str, step: u64) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare(
+                    "UPDATE totp SET last_step = ?1 WHERE customer_id = ?2 \
+                     AND confirmed_at IS NOT NULL AND (last_step IS NULL OR last_step < ?1)",
+                )?
+                .exec(&[Value::Int(step as i64), Value::Text(customer_id)])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        customer_id: &str,
+        digest: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare(
+                    "UPDATE recovery_codes SET used_at = ? \
+                     WHERE customer_id = ? AND digest = ? AND used_at IS NULL",
+                )?
+                .exec(&[
+                    Value::Int(at),
+                    Value::Text(customer_id),
+                    Value::Text(digest),
+                ])?;
+            if n == 1 {
+                append_audit(conn, audit, at)?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn recovery_codes_left(&self, customer_id: &str) -> Result<u64> {
+        let id = customer_id.to_owned();
+        self.with_raw(move |conn| {
+            Ok(conn
+                .prepare(
+                    "SELECT count(*) FROM recovery_codes WHERE customer_id = ? AND used_at IS NULL",
+                )?
+                .query_i64(&[Value::Text(&id)])?
+                .unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn remove_totp(&self, customer_id: &str, at: i64, audit: &AuditNote) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare("DELETE FROM totp WHERE customer_id = ?")?
+                .exec(&[Value::Text(customer_id)])?;
+            conn.prepare("DELETE FROM recovery_codes WHERE customer_id = ?")?
+                .exec(&[Value::Text(customer_id)])?;
+            if n == 1 {
+                append_audit(conn, audit, at)?;
+            }
+            Ok(n == 1)
         })
         .await
     }

@@ -12,7 +12,7 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
-    DecisionLog, EventWriter, HistoryReader, LoginFeatures, Retention, Switches,
+    DecisionLog, EventWriter, HistoryReader, LoginFeatures, Retention, SecondFactors, Switches,
 };
 
 /// A small event for tests.
@@ -47,7 +47,8 @@ pub async fn run_all<
         + Customers
         + AuditLog
         + Switches
-        + Credentials,
+        + Credentials
+        + SecondFactors,
 >(
     s: &S,
 ) {
@@ -60,6 +61,66 @@ pub async fn run_all<
     api_keys(s).await;
     customers_audit_and_switches(s).await;
     passwords(s).await;
+    second_factors(s).await;
+}
+
+async fn second_factors<S: SecondFactors + AuditLog>(s: &S) {
+    let note = AuditNote {
+        actor: "customer:T1".into(),
+        action: "credential.change".into(),
+        target: "customer:T1".into(),
+        detail: serde_json::json!({"credential": "totp"}),
+    };
+    assert_eq!(s.totp("T1").await.unwrap(), None);
+    assert!(
+        s.begin_totp("T1", b"first-secret-0123456", 1)
+            .await
+            .unwrap()
+    );
+    // Not confirmed: steps are not accepted, and a new enrolment replaces it.
+    assert!(!s.use_totp_step("T1", 100).await.unwrap());
+    assert!(
+        s.begin_totp("T1", b"second-secret-012345", 2)
+            .await
+            .unwrap()
+    );
+    let t = s.totp("T1").await.unwrap().unwrap();
+    assert_eq!(
+        (t.secret.as_slice(), t.confirmed_at),
+        (&b"second-secret-012345"[..], None)
+    );
+    let digests: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+    assert!(s.confirm_totp("T1", 100, &digests, 3, &note).await.unwrap());
+    assert!(
+        !s.confirm_totp("T1", 101, &digests, 3, &note).await.unwrap(),
+        "confirmed once"
+    );
+    // Confirmed: no silent replacement.
+    assert!(
+        !s.begin_totp("T1", b"third-secret-0123456", 4)
+            .await
+            .unwrap()
+    );
+    let t = s.totp("T1").await.unwrap().unwrap();
+    assert_eq!((t.confirmed_at, t.last_step), (Some(3), Some(100)));
+    // Each step once, and never an older one.
+    assert!(!s.use_totp_step("T1", 100).await.unwrap());
+    assert!(s.use_totp_step("T1", 101).await.unwrap());
+    assert!(!s.use_totp_step("T1", 101).await.unwrap());
+    assert!(!s.use_totp_step("T1", 99).await.unwrap());
+    assert!(!s.use_totp_step("nobody", 500).await.unwrap());
+    // Recovery codes: single use.
+    assert_eq!(s.recovery_codes_left("T1").await.unwrap(), 10);
+    assert!(s.use_recovery_code("T1", "d3", 5, &note).await.unwrap());
+    assert!(!s.use_recovery_code("T1", "d3", 6, &note).await.unwrap());
+    assert!(!s.use_recovery_code("T1", "nope", 6, &note).await.unwrap());
+    assert_eq!(s.recovery_codes_left("T1").await.unwrap(), 9);
+    let before = s.audit_head().await.unwrap().unwrap().0;
+    assert!(s.remove_totp("T1", 7, &note).await.unwrap());
+    assert!(!s.remove_totp("T1", 8, &note).await.unwrap());
+    assert_eq!(s.totp("T1").await.unwrap(), None);
+    assert_eq!(s.recovery_codes_left("T1").await.unwrap(), 0);
+    assert_eq!(s.audit_head().await.unwrap().unwrap().0, before + 1);
 }
 
 async fn passwords<S: Credentials + AuditLog>(s: &S) {

@@ -73,7 +73,8 @@ pub async fn run(
             server,
             mamori_server::serve::metrics_handle(),
         )
-        .with_passwords(config.password.clone(), bad),
+        .with_passwords(config.password.clone(), bad)
+        .with_mfa(config.mfa.clone()),
     );
     mamori_server::serve::serve(bound, state, mamori_server::serve::signal()).await?;
     Ok(())
