@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod hash;
+pub mod lockout;
 pub mod mask;
 pub mod password;
 pub mod totp;

@@ -50,6 +50,8 @@ pub struct Passwords {
     /// seed's shortest).
     pub withdrawal: mamori_auth::password::PolicyOverrides,
     pub hashing: mamori_auth::hash::HashParams,
+    /// Back-off and locks after wrong passwords; throttles on failed logins per IP and network.
+    pub lockout: mamori_auth::lockout::Lockout,
     /// Passwords refused whatever their score, one per line (e.g. leaked passwords), in addition
     /// to the built-in list and zxcvbn's.
     pub bad_passwords_file: Option<PathBuf>,
@@ -225,6 +227,10 @@ impl Config {
             .validate()
             .map_err(|e| format!("password.hashing.{e}"))?;
         self.password.bad_passwords()?;
+        self.password
+            .lockout
+            .validate()
+            .map_err(|e| format!("password.lockout.{e}"))?;
         if self.mfa.totp_issuer.is_empty()
             || self.mfa.totp_issuer.contains(':')
             || self.mfa.totp_issuer.len() > 64
@@ -301,6 +307,7 @@ mod tests {
         }
         assert_eq!(c.password.hashing, mamori_auth::hash::HashParams::default());
         assert_eq!(c.mfa, Mfa::default());
+        assert_eq!(c.password.lockout, mamori_auth::lockout::Lockout::default());
         assert_eq!(
             Config::parse("", "empty").expect("empty"),
             Config::default()

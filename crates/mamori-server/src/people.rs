@@ -17,7 +17,10 @@ use mamori_core::case::Scope;
 use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState, switchable};
 use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
-use mamori_store::{AuditLog, AuditNote, Credentials, Customers, SecondFactors, Switches};
+use mamori_store::{
+    AuditLog, AuditNote, Credentials, Customers, EventWriter, HistoryReader, Lockouts,
+    SecondFactors, Switches,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -34,6 +37,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route(
             "/v1/customers/{id}/passwords/{kind}/verify",
             post(post_password_verify),
+        )
+        .route(
+            "/v1/customers/{id}/passwords/{kind}/lock",
+            axum::routing::delete(delete_lock),
         )
         .route(
             "/v1/customers/{id}/totp",
@@ -216,30 +223,128 @@ pub struct VerifyOut {
     valid: bool,
 }
 
-#[utoipa::path(post, path = "/v1/customers/{id}/passwords/{kind}/verify", request_body = PasswordIn,
+/// A password to verify, with where the attempt comes from (for the throttles, and so that a
+/// wrong login password reaches the risk engine as a `login_failed` event: do not send that
+/// event again through /v1/events).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyIn {
+    password: String,
+    ip: Option<String>,
+    device_id: Option<String>,
+    user_agent: Option<String>,
+    /// `web` (default) or `app`.
+    channel: Option<String>,
+}
+
+fn locked(status: StatusCode, retry_after: Option<i64>, ja: String, en: String) -> Response {
+    let mut p = Problem::new(status, "locked", en.clone());
+    p.problems = Some(vec![password::Problem {
+        code: "locked",
+        message_ja: ja,
+        message_en: en,
+    }]);
+    let mut r = p.into_response();
+    if let Some(secs) = retry_after
+        && let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string())
+    {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/passwords/{kind}/verify", request_body = VerifyIn,
     params(("id" = String, Path), ("kind" = String, Path, description = "login or withdrawal")),
-    responses((status = 200, body = VerifyOut), (status = 404, body = Problem)),
+    responses((status = 200, body = VerifyOut),
+        (status = 429, body = Problem, description = "locked for a while after wrong passwords, or too many failures from the IP or network (Retry-After)"),
+        (status = 423, body = Problem, description = "locked until staff unlock it"),
+        (status = 404, body = Problem)),
     security(("api_key" = ["auth"])))]
 async fn post_password_verify(
     State(s): St,
     headers: HeaderMap,
     Path((id, kind)): Path<(String, String)>,
     body: Bytes,
-) -> AppResult<Json<VerifyOut>> {
+) -> AppResult<Response> {
+    let now = now_us();
     s.keys
-        .authorize(&s.store, &headers, Scope::Auth, now_us())
+        .authorize(&s.store, &headers, Scope::Auth, now)
         .await?;
     let kind = kind_of(&kind)?;
-    let b: PasswordIn = json_body(&body)?;
-    if b.password.chars().count() > password::HARD_MAX_CHARS {
-        return Ok(Json(VerifyOut { valid: false }));
-    }
+    let b: VerifyIn = json_body(&body)?;
+    let ip: Option<std::net::IpAddr> = match b.ip.as_deref() {
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| Problem::unprocessable("ip: not an IP address"))?,
+        ),
+        None => None,
+    };
     let Some(stored) = s.store.password_hash(&id, kind).await? else {
         return Err(Problem::not_found(format!(
             "customer {id:?} has no {} password",
             kind.as_str()
         )));
     };
+    let lock = s.passwords.lockout;
+    // The account's lock first: while locked, the password is not even checked.
+    if let Some((n, last)) = s.store.failures(&id, kind).await? {
+        match lock.state(n, last, now) {
+            mamori_auth::lockout::LockState::Open => {}
+            mamori_auth::lockout::LockState::Until(t) => {
+                let secs = (t - now + 999_999) / 1_000_000;
+                let minutes = (secs + 59) / 60;
+                return Ok(locked(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(secs),
+                    format!(
+                        "パスワードの誤りが続いたため、しばらくご利用いただけません。{minutes}分ほどお待ちのうえ、再度お試しください。"
+                    ),
+                    format!(
+                        "Too many wrong passwords: please try again in about {minutes} minutes."
+                    ),
+                ));
+            }
+            mamori_auth::lockout::LockState::Hard => {
+                return Ok(locked(
+                    StatusCode::LOCKED,
+                    None,
+                    "パスワードの誤りが続いたため、ロックしました。サポートセンターへご連絡ください。".into(),
+                    "Locked after too many wrong passwords: please contact the support center."
+                        .into(),
+                ));
+            }
+        }
+    }
+    // Failed logins from the address and its network, over every account.
+    if let Some(ip) = ip {
+        let window = i64::from(lock.window_minutes) * 60_000_000;
+        let key = mamori_core::net::ip_key(ip);
+        let checks = [
+            ((key, key), lock.ip_failures),
+            (mamori_core::net::prefix_range(key), lock.network_failures),
+        ];
+        for (range, limit) in checks {
+            let a = s
+                .store
+                .range_activity(&id, range, now - window, now)
+                .await?;
+            if a.failed_logins >= limit {
+                return Ok(locked(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(window / 1_000_000),
+                    "ご利用の接続元からの失敗が多いため、しばらくお待ちのうえ、再度お試しください。".into(),
+                    "Too many failed attempts from your network: please wait and try again."
+                        .into(),
+                ));
+            }
+        }
+    }
+    if b.password.chars().count() > password::HARD_MAX_CHARS {
+        return Err(Problem::unprocessable(format!(
+            "password: longer than {} characters",
+            password::HARD_MAX_CHARS
+        )));
+    }
     let params = s.passwords.hashing;
     let (pw, st) = (b.password, stored.clone());
     let (v, new) = tokio::task::spawn_blocking(move || {
@@ -253,12 +358,92 @@ async fn post_password_verify(
     .await
     .map_err(Problem::internal)?
     .map_err(Problem::internal)?;
+    if v == Verified::No {
+        let n = s.store.add_failure(&id, kind, now).await?;
+        if kind == PasswordKind::Login {
+            // A wrong login password is a failed login: the risk engine's stuffing rules count it.
+            let e = json!({
+                "event_id": format!("mamori-pwfail-{}", uuid_like()),
+                "occurred_at": format_tokyo(now),
+                "customer_id": id,
+                "kind": "login_failed",
+                "channel": b.channel.as_deref().unwrap_or(if ip.is_some() { "web" } else { "support_center" }),
+                "ip": ip.map(|i| i.to_string()),
+                "device_id": b.device_id,
+                "user_agent": b.user_agent,
+            });
+            let ev = mamori_core::parse::parse_json_line(&e.to_string())
+                .map_err(|e| Problem::unprocessable(e.to_string()))?;
+            s.store.insert_events(&[ev]).await?;
+        }
+        let state = lock.state(n, now, now);
+        let before = lock.state(n.saturating_sub(1), now, now);
+        if state != mamori_auth::lockout::LockState::Open
+            && (before == mamori_auth::lockout::LockState::Open
+                || state == mamori_auth::lockout::LockState::Hard && n == lock.hard_lock_after)
+        {
+            let until = match state {
+                mamori_auth::lockout::LockState::Until(t) => json!(format_tokyo(t)),
+                _ => json!("until unlocked by staff"),
+            };
+            let detail = json!({"password": kind.as_str(), "failures": n, "until": until});
+            let note = AuditNote {
+                actor: "system".into(),
+                action: "lockout".into(),
+                target: format!("customer:{id}"),
+                detail: detail.clone(),
+            };
+            s.store.note_lockout(&id, &detail, now, &note).await?;
+        }
+        return Ok(Json(VerifyOut { valid: false }).into_response());
+    }
     if let Some(new) = new {
         s.store.rehash_password(&id, kind, &stored, &new).await?;
     }
-    Ok(Json(VerifyOut {
-        valid: v != Verified::No,
-    }))
+    s.store.clear_failures(&id, kind, now, None).await?;
+    Ok(Json(VerifyOut { valid: true }).into_response())
+}
+
+/// 128 random bits in hex, for ids mamori makes.
+fn uuid_like() -> String {
+    use rand::Rng;
+    let v: u128 = rand::rng().random();
+    format!("{v:032x}")
+}
+
+#[utoipa::path(delete, path = "/v1/customers/{id}/passwords/{kind}/lock", request_body = RevealIn,
+    params(("id" = String, Path), ("kind" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem, description = "not locked")),
+    security(("api_key" = ["admin"])))]
+async fn delete_lock(
+    State(s): St,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<StatusCode> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Admin, now)
+        .await?;
+    let kind = kind_of(&kind)?;
+    let b: RevealIn = json_body(&body)?;
+    if b.staff.trim().is_empty() || b.reason.trim().chars().count() < 4 {
+        return Err(Problem::unprocessable(
+            "staff and reason: who unlocks, and why (4 characters or more)",
+        ));
+    }
+    let note = AuditNote {
+        actor: format!("staff:{}", b.staff.trim()),
+        action: "unlock".into(),
+        target: format!("customer:{id}"),
+        detail: json!({"password": kind.as_str(), "reason": b.reason.trim(), "apikey": key.key_id}),
+    };
+    if s.store.clear_failures(&id, kind, now, Some(&note)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("no failures recorded for that password"))
+    }
 }
 
 #[utoipa::path(get, path = "/v1/customers/{id}",

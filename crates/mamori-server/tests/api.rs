@@ -79,16 +79,26 @@ impl Running {
             .await
             .expect("bind");
         let base = format!("http://{}", bound.addr);
-        let state = Arc::new(AppState::new(
-            store,
-            Policy::default(),
-            Arc::new(NoIntel),
-            Server {
-                max_batch: 50,
-                ..Server::default()
+        let passwords = mamori_server::config::Passwords {
+            lockout: mamori_auth::lockout::Lockout {
+                ip_failures: 8,
+                ..Default::default()
             },
-            mamori_server::serve::metrics_handle(),
-        ));
+            ..Default::default()
+        };
+        let state = Arc::new(
+            AppState::new(
+                store,
+                Policy::default(),
+                Arc::new(NoIntel),
+                Server {
+                    max_batch: 50,
+                    ..Server::default()
+                },
+                mamori_server::serve::metrics_handle(),
+            )
+            .with_passwords(passwords, mamori_auth::password::BadPasswords::builtin()),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(mamori_server::serve::serve(bound, state, async move {
             let _ = rx.await;

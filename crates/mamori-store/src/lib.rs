@@ -461,6 +461,58 @@ pub trait SecondFactors {
     ) -> impl Future<Output = Result<bool>> + Send;
 }
 
+/// A notice to a customer waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub notice_id: i64,
+    pub customer_id: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// Capability: consecutive password failures (brute force) and the notices to customers.
+pub trait Lockouts {
+    /// Consecutive failures and the last one's time, if any.
+    fn failures(
+        &self,
+        customer_id: &str,
+        kind: mamori_auth::password::PasswordKind,
+    ) -> impl Future<Output = Result<Option<(u32, i64)>>> + Send;
+    /// Counts one more failure; returns the consecutive failures now.
+    fn add_failure(
+        &self,
+        customer_id: &str,
+        kind: mamori_auth::password::PasswordKind,
+        at: i64,
+    ) -> impl Future<Output = Result<u32>> + Send;
+    /// Forgets the failures (a success, or staff unlocking: then audited).
+    fn clear_failures(
+        &self,
+        customer_id: &str,
+        kind: mamori_auth::password::PasswordKind,
+        at: i64,
+        audit: Option<&AuditNote>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Records a lockout: the audit entry and a notice to the customer, in one transaction.
+    fn note_lockout(
+        &self,
+        customer_id: &str,
+        detail: &serde_json::Value,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Notices not sent yet, oldest first.
+    fn unsent_notices(&self, limit: usize) -> impl Future<Output = Result<Vec<Notice>>> + Send;
+    /// Marks a notice sent, or records a failed attempt.
+    fn notice_result(
+        &self,
+        notice_id: i64,
+        at: i64,
+        error: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Capability: the emergency switches.
 pub trait Switches {
     /// Sets a procedure on or off on a channel, audited in the same transaction.

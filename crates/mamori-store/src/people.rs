@@ -10,8 +10,8 @@ use crate::sqlite::{corrupt, kind_of};
 use mamori_auth::password::PasswordKind;
 
 use crate::{
-    AuditLog, AuditNote, Credentials, Customers, Result, SecondFactors, SqliteStore, Switches,
-    TotpRecord,
+    AuditLog, AuditNote, Credentials, Customers, Lockouts, Notice, Result, SecondFactors,
+    SqliteStore, Switches, TotpRecord,
 };
 
 /// Appends an audit entry inside the caller's write transaction, and moves the head.
@@ -474,6 +474,133 @@ impl SecondFactors for SqliteStore {
                 append_audit(conn, audit, at)?;
             }
             Ok(n == 1)
+        })
+        .await
+    }
+}
+
+impl Lockouts for SqliteStore {
+    async fn failures(&self, customer_id: &str, kind: PasswordKind) -> Result<Option<(u32, i64)>> {
+        let id = customer_id.to_owned();
+        self.with_raw(move |conn| {
+            let mut out = None;
+            conn.prepare(
+                "SELECT failures, last_failure_at FROM auth_failures \
+                 WHERE customer_id = ? AND kind = ?",
+            )?
+            .for_each(&[Value::Text(&id), Value::Text(kind.as_str())], |r| {
+                out = Some((u32::try_from(r.i64(0)).unwrap_or(u32::MAX), r.i64(1)));
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn add_failure(&self, customer_id: &str, kind: PasswordKind, at: i64) -> Result<u32> {
+        self.write(|conn, _| {
+            conn.prepare(
+                "INSERT INTO auth_failures (customer_id, kind, failures, last_failure_at) \
+                 VALUES (?1, ?2, 1, ?3) ON CONFLICT (customer_id, kind) DO UPDATE \
+                 SET failures = failures + 1, last_failure_at = max(last_failure_at, ?3)",
+            )?
+            .exec(&[
+                Value::Text(customer_id),
+                Value::Text(kind.as_str()),
+                Value::Int(at),
+            ])?;
+            let n = conn
+                .prepare("SELECT failures FROM auth_failures WHERE customer_id = ? AND kind = ?")?
+                .query_i64(&[Value::Text(customer_id), Value::Text(kind.as_str())])?
+                .unwrap_or(0);
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn clear_failures(
+        &self,
+        customer_id: &str,
+        kind: PasswordKind,
+        at: i64,
+        audit: Option<&AuditNote>,
+    ) -> Result<bool> {
+        self.write(|conn, _| {
+            let n = conn
+                .prepare("DELETE FROM auth_failures WHERE customer_id = ? AND kind = ?")?
+                .exec(&[Value::Text(customer_id), Value::Text(kind.as_str())])?;
+            if let Some(a) = audit
+                && n > 0
+            {
+                append_audit(conn, a, at)?;
+            }
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn note_lockout(
+        &self,
+        customer_id: &str,
+        detail: &serde_json::Value,
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<()> {
+        self.write(|conn, _| {
+            conn.prepare(
+                "INSERT INTO notices (customer_id, kind, detail, created_at) \
+                 VALUES (?, 'lockout', ?, ?)",
+            )?
+            .exec(&[
+                Value::Text(customer_id),
+                Value::Text(&detail.to_string()),
+                Value::Int(at),
+            ])?;
+            append_audit(conn, audit, at)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unsent_notices(&self, limit: usize) -> Result<Vec<Notice>> {
+        self.with_raw(move |conn| {
+            let mut out = Vec::new();
+            conn.prepare(
+                "SELECT notice_id, customer_id, kind, detail, created_at FROM notices \
+                 WHERE sent_at IS NULL ORDER BY notice_id LIMIT ?",
+            )?
+            .for_each(
+                &[Value::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
+                |r| {
+                    out.push(Notice {
+                        notice_id: r.i64(0),
+                        customer_id: r.string(1)?,
+                        kind: r.string(2)?,
+                        detail: serde_json::from_str(&r.string(3)?)
+                            .map_err(|_| corrupt("notice detail is not JSON"))?,
+                        created_at: r.i64(4),
+                    });
+                    Ok(())
+                },
+            )?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn notice_result(&self, notice_id: i64, at: i64, error: Option<&str>) -> Result<()> {
+        self.write(|conn, _| {
+            match error {
+                None => conn
+                    .prepare("UPDATE notices SET sent_at = ?, attempts = attempts + 1 WHERE notice_id = ?")?
+                    .exec(&[Value::Int(at), Value::Int(notice_id)])?,
+                Some(e) => conn
+                    .prepare(
+                        "UPDATE notices SET attempts = attempts + 1, last_error = ? WHERE notice_id = ?",
+                    )?
+                    .exec(&[Value::Text(e), Value::Int(notice_id)])?,
+            };
+            Ok(())
         })
         .await
     }

@@ -12,7 +12,8 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
-    DecisionLog, EventWriter, HistoryReader, LoginFeatures, Retention, SecondFactors, Switches,
+    DecisionLog, EventWriter, HistoryReader, Lockouts, LoginFeatures, Retention, SecondFactors,
+    Switches,
 };
 
 /// A small event for tests.
@@ -48,7 +49,8 @@ pub async fn run_all<
         + AuditLog
         + Switches
         + Credentials
-        + SecondFactors,
+        + SecondFactors
+        + Lockouts,
 >(
     s: &S,
 ) {
@@ -62,6 +64,57 @@ pub async fn run_all<
     customers_audit_and_switches(s).await;
     passwords(s).await;
     second_factors(s).await;
+    lockouts(s).await;
+}
+
+async fn lockouts<S: Lockouts + AuditLog>(s: &S) {
+    use mamori_auth::password::PasswordKind::{Login, Withdrawal};
+    assert_eq!(s.failures("L1", Login).await.unwrap(), None);
+    for i in 1..=3 {
+        assert_eq!(s.add_failure("L1", Login, 100 + i).await.unwrap(), i as u32);
+    }
+    // Out of order: the last failure's time does not go back.
+    assert_eq!(s.add_failure("L1", Login, 50).await.unwrap(), 4);
+    assert_eq!(s.failures("L1", Login).await.unwrap(), Some((4, 103)));
+    assert_eq!(s.failures("L1", Withdrawal).await.unwrap(), None);
+    let before = s.audit_head().await.unwrap().map_or(0, |h| h.0);
+    assert!(s.clear_failures("L1", Login, 200, None).await.unwrap());
+    assert!(!s.clear_failures("L1", Login, 200, None).await.unwrap());
+    assert_eq!(s.failures("L1", Login).await.unwrap(), None);
+    let note = AuditNote {
+        actor: "system".into(),
+        action: "lockout".into(),
+        target: "customer:L1".into(),
+        detail: serde_json::json!({"kind": "login"}),
+    };
+    s.note_lockout(
+        "L1",
+        &serde_json::json!({"kind": "login", "until": 5}),
+        300,
+        &note,
+    )
+    .await
+    .unwrap();
+    s.add_failure("L1", Withdrawal, 310).await.unwrap();
+    assert!(
+        s.clear_failures("L1", Withdrawal, 320, Some(&note))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(before + 2));
+    let n = s.unsent_notices(10).await.unwrap();
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        (n[0].customer_id.as_str(), n[0].kind.as_str()),
+        ("L1", "lockout")
+    );
+    assert_eq!(n[0].detail["until"], 5);
+    s.notice_result(n[0].notice_id, 400, Some("smtp down"))
+        .await
+        .unwrap();
+    assert_eq!(s.unsent_notices(10).await.unwrap().len(), 1);
+    s.notice_result(n[0].notice_id, 410, None).await.unwrap();
+    assert!(s.unsent_notices(10).await.unwrap().is_empty());
 }
 
 async fn second_factors<S: SecondFactors + AuditLog>(s: &S) {
