@@ -8,4 +8,5 @@ pub mod hash;
 pub mod lockout;
 pub mod mask;
 pub mod password;
+pub mod stepup;
 pub mod totp;

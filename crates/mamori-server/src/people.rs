@@ -19,7 +19,7 @@ use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
 use mamori_store::{
     AuditLog, AuditNote, Credentials, Customers, EventWriter, HistoryReader, Lockouts,
-    SecondFactors, Switches,
+    SecondFactors, StepUpGrant, StepUps, Switches,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -48,6 +48,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/v1/customers/{id}/totp/confirm", post(post_totp_confirm))
         .route("/v1/customers/{id}/totp/verify", post(post_totp_verify))
+        .route("/v1/customers/{id}/stepup", post(post_stepup))
+        .route("/v1/stepup/consume", post(post_stepup_consume))
         .route("/v1/switches", get(get_switches))
         .route("/v1/switches/{procedure}/{channel}", put(put_switch))
         .route("/v1/audit", get(get_audit))
@@ -842,12 +844,262 @@ async fn delete_totp(
     }
 }
 
+/// Proof of a fresh second factor for one operation.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpIn {
+    /// The sensitive procedure: destination_change, withdrawal, password_change,
+    /// withdrawal_password_change, email_change, phone_change, address_change, mfa_change.
+    operation: String,
+    /// What the operation will do (e.g. the destination account): the token is bound to it.
+    #[schema(value_type = Object)]
+    params: Value,
+    /// A code from the customer's authenticator app…
+    code: Option<String>,
+    /// …or one of their recovery codes.
+    recovery_code: Option<String>,
+    /// Required for a withdrawal.
+    withdrawal_password: Option<String>,
+}
+
+fn refused(kind: &str, code: &'static str, ja: &str, en: &str) -> Problem {
+    let mut p = Problem::new(StatusCode::FORBIDDEN, kind, en.to_owned());
+    p.problems = Some(vec![password::Problem {
+        code,
+        message_ja: ja.into(),
+        message_en: en.into(),
+    }]);
+    p
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/stepup", request_body = StepUpIn,
+    params(("id" = String, Path)),
+    responses((status = 201, description = "{token, operation, expires_at}: single use, bound to the customer, operation and params", body = Object),
+        (status = 403, body = Problem, description = "the second factor (or withdrawal password) failed"),
+        (status = 409, body = Problem, description = "no second factor registered")),
+    security(("api_key" = ["auth"])))]
+async fn post_stepup(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    let b: StepUpIn = json_body(&body)?;
+    let op = Kind::parse(&b.operation)
+        .filter(|k| k.is_sensitive())
+        .ok_or_else(|| {
+            Problem::unprocessable(
+                "operation: a sensitive procedure (destination_change, withdrawal, password_change, …)",
+            )
+        })?;
+    if !b.params.is_object() {
+        return Err(Problem::unprocessable("params: expected a JSON object"));
+    }
+    if op == Kind::Withdrawal {
+        let Some(pw) = b.withdrawal_password.as_deref() else {
+            return Err(Problem::unprocessable(
+                "withdrawal_password: required for a withdrawal",
+            ));
+        };
+        if !withdrawal_password_ok(&s, &id, pw, now).await? {
+            return Err(refused(
+                "stepup-failed",
+                "wrong_withdrawal_password",
+                "出金パスワードが正しくありません。",
+                "The withdrawal password is wrong.",
+            ));
+        }
+    }
+    let t = s
+        .store
+        .totp(&id)
+        .await?
+        .filter(|t| t.confirmed_at.is_some())
+        .ok_or_else(|| {
+            Problem::conflict(
+                "the customer has no second factor registered: enrol an authenticator first",
+            )
+        })?;
+    let method = match (b.code, b.recovery_code) {
+        (Some(code), None) => {
+            let ok = match totp::verify(&t.secret, &code, unix_seconds(now), t.last_step) {
+                Ok(step) => s.store.use_totp_step(&id, step).await?,
+                Err(_) => false,
+            };
+            if !ok {
+                return Err(refused(
+                    "stepup-failed",
+                    "wrong_code",
+                    "確認コードが正しくないか、すでに使われています。新しいコードを入力してください。",
+                    "The code is wrong or was already used: enter a new one.",
+                ));
+            }
+            "totp"
+        }
+        (None, Some(rc)) => {
+            let note = AuditNote {
+                actor: format!("apikey:{}", key.key_id),
+                action: "credential.recovery_code_used".into(),
+                target: format!("customer:{id}"),
+                detail: json!({"operation": op.as_str()}),
+            };
+            if rc.chars().count() > 64
+                || !s
+                    .store
+                    .use_recovery_code(&id, &totp::recovery_digest(&rc), now, &note)
+                    .await?
+            {
+                return Err(refused(
+                    "stepup-failed",
+                    "wrong_code",
+                    "リカバリーコードが正しくないか、すでに使われています。",
+                    "The recovery code is wrong or was already used.",
+                ));
+            }
+            "recovery_code"
+        }
+        _ => {
+            return Err(Problem::unprocessable("send either code or recovery_code"));
+        }
+    };
+    let (token, digest) = mamori_auth::stepup::new_token();
+    let method = if op == Kind::Withdrawal {
+        format!("{method}+withdrawal_password")
+    } else {
+        method.to_owned()
+    };
+    let g = StepUpGrant {
+        token_digest: digest,
+        customer_id: id.clone(),
+        operation: op.as_str().into(),
+        params_digest: mamori_auth::stepup::params_digest(&b.params),
+        method: method.clone(),
+        created_at: now,
+        expires_at: now + mamori_auth::stepup::TTL_SECONDS * 1_000_000,
+    };
+    let note = AuditNote {
+        actor: format!("apikey:{}", key.key_id),
+        action: "stepup.issue".into(),
+        target: format!("customer:{id}"),
+        detail: json!({"operation": op.as_str(), "method": method}),
+    };
+    s.store.issue_stepup(&g, &note).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"token": token, "operation": op.as_str(), "method": method,
+                    "expires_at": format_tokyo(g.expires_at)}),
+        ),
+    )
+        .into_response())
+}
+
+/// Verifies the withdrawal password with the account's lock and back-off.
+async fn withdrawal_password_ok(
+    s: &Arc<AppState>,
+    id: &str,
+    pw: &str,
+    now: i64,
+) -> AppResult<bool> {
+    let kind = PasswordKind::Withdrawal;
+    let Some(stored) = s.store.password_hash(id, kind).await? else {
+        return Err(Problem::conflict("the customer has no withdrawal password"));
+    };
+    if let Some((n, last)) = s.store.failures(id, kind).await?
+        && s.passwords.lockout.state(n, last, now) != mamori_auth::lockout::LockState::Open
+    {
+        return Err(refused(
+            "locked",
+            "locked",
+            "出金パスワードの誤りが続いたため、しばらくご利用いただけません。",
+            "Too many wrong withdrawal passwords: please try again later.",
+        ));
+    }
+    if pw.chars().count() > password::HARD_MAX_CHARS {
+        return Ok(false);
+    }
+    let params = s.passwords.hashing;
+    let (pw, st) = (pw.to_owned(), stored);
+    let v = tokio::task::spawn_blocking(move || hash::verify(&pw, &st, &params))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    if v == Verified::No {
+        s.store.add_failure(id, kind, now).await?;
+        Ok(false)
+    } else {
+        s.store.clear_failures(id, kind, now, None).await?;
+        Ok(true)
+    }
+}
+
+/// A step-up token presented for an operation.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeIn {
+    token: String,
+    customer_id: String,
+    operation: String,
+    #[schema(value_type = Object)]
+    params: Value,
+}
+
+#[utoipa::path(post, path = "/v1/stepup/consume", request_body = ConsumeIn,
+    responses((status = 200, description = "{valid: true, method}: the token is used up", body = Object),
+        (status = 403, body = Problem, description = "refused: unknown, used, expired, other_customer, other_operation or other_parameters")),
+    security(("api_key" = ["auth"])))]
+async fn post_stepup_consume(
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Json<Value>> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    let b: ConsumeIn = json_body(&body)?;
+    let r = s
+        .store
+        .consume_stepup(
+            &mamori_auth::stepup::token_digest(&b.token),
+            &b.customer_id,
+            &b.operation,
+            &mamori_auth::stepup::params_digest(&b.params),
+            now,
+        )
+        .await?;
+    match r {
+        Ok(g) => Ok(Json(json!({"valid": true, "method": g.method}))),
+        Err(why) => {
+            let mut p = Problem::new(
+                StatusCode::FORBIDDEN,
+                "stepup-refused",
+                format!("the step-up token is refused: {}", why.as_str()),
+            );
+            p.problems = Some(vec![password::Problem {
+                code: why.as_str(),
+                message_ja: "本人確認をやり直してください。".into(),
+                message_en: "Please confirm it is you again.".into(),
+            }]);
+            Err(p)
+        }
+    }
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
         post_password_check,
         put_password,
         post_password_verify,
+        delete_lock,
+        post_stepup,
+        post_stepup_consume,
         get_customer,
         post_reveal,
         post_totp,
@@ -864,6 +1116,9 @@ async fn delete_totp(
         PasswordCheckIn,
         PasswordCheckOut,
         VerifyOut,
+        VerifyIn,
+        StepUpIn,
+        ConsumeIn,
         RevealIn,
         CodeIn,
         SwitchOut,

@@ -783,3 +783,71 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
         s.stop().await;
     });
 }
+
+#[test]
+fn stepup_tokens_are_single_use_and_bound_to_customer_operation_and_parameters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let server = Running::start(dir.path()).await;
+        let s = &server;
+        let login = "Vq7#mRt2Lp9x";
+        let wpw = "Glacier7Orb%";
+        assert_eq!(s.put("/v1/customers/P1/passwords/login", Some("auth"), &json!({"password": login})).await.0, 204);
+        assert_eq!(s.put("/v1/customers/P1/passwords/withdrawal", Some("auth"), &json!({"password": wpw})).await.0, 204);
+        let dest = json!({"bank_code": "0005", "branch_code": "001", "account_number": "1111111"});
+        // No second factor yet: no step-up.
+        let (st, p, _) = s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "destination_change", "params": dest, "code": "123456"})).await;
+        assert_eq!(st, 409, "{p}");
+        let (_, e, _) = s.post("/v1/customers/P1/totp", Some("auth"), &json!({})).await;
+        let app = totp_rs::TOTP::from_url(e["uri"].as_str().unwrap()).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let (st, r, _) = s.post("/v1/customers/P1/totp/confirm", Some("auth"), &json!({"code": app.generate(now)})).await;
+        assert_eq!(st, 200, "{r}");
+        let recovery: Vec<String> = serde_json::from_value(r["recovery_codes"].clone()).unwrap();
+
+        let code = app.generate(now + 30);
+        let (st, t, _) = s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "destination_change", "params": dest, "code": code})).await;
+        assert_eq!(st, 201, "{t}");
+        let token = t["token"].as_str().unwrap().to_owned();
+        assert_eq!(t["method"], "totp");
+        // The same code never works twice, not even for another step-up.
+        let (st, p, _) = s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "destination_change", "params": dest, "code": code})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("wrong_code")), "{p}");
+
+        let consume = |token: &str, customer: &str, op: &str, params: &Value| {
+            let body = json!({"token": token, "customer_id": customer, "operation": op, "params": params});
+            async move { s.post("/v1/stepup/consume", Some("auth"), &body).await }
+        };
+        let reordered = json!({"account_number": "1111111", "branch_code": "001", "bank_code": "0005"});
+        let other = json!({"bank_code": "0005", "branch_code": "001", "account_number": "2222222"});
+        for (tok, who, op, params, why) in [
+            ("stp_00", "P1", "destination_change", &dest, "unknown"),
+            (token.as_str(), "P2", "destination_change", &dest, "other_customer"),
+            (token.as_str(), "P1", "withdrawal", &dest, "other_operation"),
+            (token.as_str(), "P1", "destination_change", &other, "other_parameters"),
+        ] {
+            let (st, p, _) = consume(tok, who, op, params).await;
+            assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some(why)), "{p}");
+        }
+        // The refusals did not use it up; the right use does, with the parameters in any order.
+        let (st, v, _) = consume(&token, "P1", "destination_change", &reordered).await;
+        assert_eq!((st, v["valid"].as_bool()), (200, Some(true)), "{v}");
+        let (st, p, _) = consume(&token, "P1", "destination_change", &dest).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("used")), "{p}");
+
+        // A withdrawal needs the withdrawal password too.
+        let w = json!({"amount": 1_000_000, "destination": dest});
+        let (st, _, _) = s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "withdrawal", "params": w, "recovery_code": recovery[0]})).await;
+        assert_eq!(st, 422);
+        let (st, p, _) = s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "withdrawal", "params": w, "recovery_code": recovery[0], "withdrawal_password": login})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("wrong_withdrawal_password")), "{p}");
+        let (st, t, _) = s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "withdrawal", "params": w, "recovery_code": recovery[0], "withdrawal_password": wpw})).await;
+        assert_eq!((st, t["method"].as_str()), (201, Some("recovery_code+withdrawal_password")), "{t}");
+        let (st, _, _) = consume(t["token"].as_str().unwrap(), "P1", "withdrawal", &w).await;
+        assert_eq!(st, 200);
+        // Not a sensitive operation; not an object.
+        assert_eq!(s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "login", "params": {}, "code": "1"})).await.0, 422);
+        assert_eq!(s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "withdrawal", "params": [1], "code": "1"})).await.0, 422);
+        server.stop().await;
+    });
+}

@@ -513,6 +513,38 @@ pub trait Lockouts {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// A step-up token as issued ([`mamori_auth::stepup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpGrant {
+    pub token_digest: String,
+    pub customer_id: String,
+    pub operation: String,
+    pub params_digest: String,
+    pub method: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Capability: step-up tokens.
+pub trait StepUps {
+    /// Stores a new token, audited.
+    fn issue_stepup(
+        &self,
+        grant: &StepUpGrant,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Consumes the token if it is unused, unexpired at `now` and bound to exactly this customer,
+    /// operation and parameters; otherwise why not. Of two consumers of one token, one wins.
+    fn consume_stepup(
+        &self,
+        token_digest: &str,
+        customer_id: &str,
+        operation: &str,
+        params_digest: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Result<StepUpGrant, mamori_auth::stepup::Refusal>>> + Send;
+}
+
 /// Capability: the emergency switches.
 pub trait Switches {
     /// Sets a procedure on or off on a channel, audited in the same transaction.

@@ -11,7 +11,7 @@ use mamori_auth::password::PasswordKind;
 
 use crate::{
     AuditLog, AuditNote, Credentials, Customers, Lockouts, Notice, Result, SecondFactors,
-    SqliteStore, Switches, TotpRecord,
+    SqliteStore, StepUpGrant, StepUps, Switches, TotpRecord,
 };
 
 /// Appends an audit entry inside the caller's write transaction, and moves the head.
@@ -601,6 +601,88 @@ impl Lockouts for SqliteStore {
                     .exec(&[Value::Text(e), Value::Int(notice_id)])?,
             };
             Ok(())
+        })
+        .await
+    }
+}
+
+impl StepUps for SqliteStore {
+    async fn issue_stepup(&self, g: &StepUpGrant, audit: &AuditNote) -> Result<()> {
+        self.write(|conn, _| {
+            conn.prepare(
+                "INSERT INTO stepup_tokens (token_digest, customer_id, operation, params_digest, \
+                 method, created_at, expires_at) VALUES (?,?,?,?,?,?,?)",
+            )?
+            .exec(&[
+                Value::Text(&g.token_digest),
+                Value::Text(&g.customer_id),
+                Value::Text(&g.operation),
+                Value::Text(&g.params_digest),
+                Value::Text(&g.method),
+                Value::Int(g.created_at),
+                Value::Int(g.expires_at),
+            ])?;
+            append_audit(conn, audit, g.created_at)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_stepup(
+        &self,
+        token_digest: &str,
+        customer_id: &str,
+        operation: &str,
+        params_digest: &str,
+        now: i64,
+    ) -> Result<Result<StepUpGrant, mamori_auth::stepup::Refusal>> {
+        use mamori_auth::stepup::Refusal;
+        // In the writer's transaction: the check and the use are one step.
+        self.write(|conn, _| {
+            let mut row: Option<(StepUpGrant, Option<i64>)> = None;
+            conn.prepare(
+                "SELECT token_digest, customer_id, operation, params_digest, method, created_at, \
+                 expires_at, used_at FROM stepup_tokens WHERE token_digest = ?",
+            )?
+            .for_each(&[Value::Text(token_digest)], |r| {
+                row = Some((
+                    StepUpGrant {
+                        token_digest: r.string(0)?,
+                        customer_id: r.string(1)?,
+                        operation: r.string(2)?,
+                        params_digest: r.string(3)?,
+                        method: r.string(4)?,
+                        created_at: r.i64(5),
+                        expires_at: r.i64(6),
+                    },
+                    r.opt_i64(7),
+                ));
+                Ok(())
+            })?;
+            let Some((g, used)) = row else {
+                return Ok(Err(Refusal::Unknown));
+            };
+            let refusal = if used.is_some() {
+                Some(Refusal::Used)
+            } else if g.customer_id != customer_id {
+                Some(Refusal::OtherCustomer)
+            } else if g.operation != operation {
+                Some(Refusal::OtherOperation)
+            } else if g.params_digest != params_digest {
+                Some(Refusal::OtherParameters)
+            } else if g.expires_at <= now {
+                Some(Refusal::Expired)
+            } else {
+                None
+            };
+            if let Some(r) = refusal {
+                return Ok(Err(r));
+            }
+            conn.prepare(
+                "UPDATE stepup_tokens SET used_at = ? WHERE token_digest = ? AND used_at IS NULL",
+            )?
+            .exec(&[Value::Int(now), Value::Text(token_digest)])?;
+            Ok(Ok(g))
         })
         .await
     }

@@ -13,7 +13,7 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
     DecisionLog, EventWriter, HistoryReader, Lockouts, LoginFeatures, Retention, SecondFactors,
-    Switches,
+    StepUpGrant, StepUps, Switches,
 };
 
 /// A small event for tests.
@@ -50,7 +50,8 @@ pub async fn run_all<
         + Switches
         + Credentials
         + SecondFactors
-        + Lockouts,
+        + Lockouts
+        + StepUps,
 >(
     s: &S,
 ) {
@@ -65,6 +66,86 @@ pub async fn run_all<
     passwords(s).await;
     second_factors(s).await;
     lockouts(s).await;
+    stepups(s).await;
+}
+
+async fn stepups<S: StepUps>(s: &S) {
+    use mamori_auth::stepup::Refusal;
+    let g = StepUpGrant {
+        token_digest: "t1".into(),
+        customer_id: "S1".into(),
+        operation: "destination_change".into(),
+        params_digest: "p1".into(),
+        method: "totp".into(),
+        created_at: 100,
+        expires_at: 400,
+    };
+    let note = AuditNote {
+        actor: "customer:S1".into(),
+        action: "stepup.issue".into(),
+        target: "customer:S1".into(),
+        detail: serde_json::json!({"operation": "destination_change"}),
+    };
+    s.issue_stepup(&g, &note).await.unwrap();
+    s.issue_stepup(
+        &StepUpGrant {
+            token_digest: "t2".into(),
+            ..g.clone()
+        },
+        &note,
+    )
+    .await
+    .unwrap();
+    let c = |t: &'static str, who: &'static str, op: &'static str, p: &'static str, now: i64| {
+        s.consume_stepup(t, who, op, p, now)
+    };
+    assert_eq!(
+        c("nope", "S1", "destination_change", "p1", 200)
+            .await
+            .unwrap(),
+        Err(Refusal::Unknown)
+    );
+    assert_eq!(
+        c("t1", "S2", "destination_change", "p1", 200)
+            .await
+            .unwrap(),
+        Err(Refusal::OtherCustomer)
+    );
+    assert_eq!(
+        c("t1", "S1", "withdrawal", "p1", 200).await.unwrap(),
+        Err(Refusal::OtherOperation)
+    );
+    assert_eq!(
+        c("t1", "S1", "destination_change", "p2", 200)
+            .await
+            .unwrap(),
+        Err(Refusal::OtherParameters)
+    );
+    assert_eq!(
+        c("t1", "S1", "destination_change", "p1", 400)
+            .await
+            .unwrap(),
+        Err(Refusal::Expired)
+    );
+    // Refusals do not use the token; the right use does, once.
+    assert_eq!(
+        c("t1", "S1", "destination_change", "p1", 399)
+            .await
+            .unwrap(),
+        Ok(g.clone())
+    );
+    assert_eq!(
+        c("t1", "S1", "destination_change", "p1", 399)
+            .await
+            .unwrap(),
+        Err(Refusal::Used)
+    );
+    assert!(
+        c("t2", "S1", "destination_change", "p1", 300)
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
 async fn lockouts<S: Lockouts + AuditLog>(s: &S) {
