@@ -47,6 +47,7 @@ pub struct AppState {
     pub passwords: crate::config::Passwords,
     pub bad_passwords: Arc<mamori_auth::password::BadPasswords>,
     pub mfa: crate::config::Mfa,
+    pub(crate) switches: crate::people::SwitchBoard,
     /// Populations by the start of their Tokyo day (the last few days).
     populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
     /// One population computed at a time.
@@ -119,6 +120,7 @@ impl AppState {
             passwords: Default::default(),
             bad_passwords: Arc::new(mamori_auth::password::BadPasswords::builtin()),
             mfa: Default::default(),
+            switches: Default::default(),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
             ready: AtomicBool::new(false),
@@ -497,6 +499,26 @@ async fn post_assess(
         .or_insert_with(|| Value::String(format_tokyo(now)));
     let e = parse_json_line(&Value::Object(v).to_string())
         .map_err(|e| Problem::unprocessable(e.to_string()))?;
+    // A procedure switched off on its channel is refused before the engine: blocked, with no
+    // assessment kept and no alert (during a takeover wave every honest attempt would open one).
+    if let Some(sw) = s.switched_off(e.kind, e.channel).await? {
+        metrics::counter!("mamori_switched_off_total", "kind" => e.kind.as_str()).increment(1);
+        return Ok(Json(AssessResult {
+            assessment_id: assessment_id(),
+            decision: mamori_core::assess::Decision::Block.as_str().to_owned(),
+            score: 100,
+            reasons: vec![ReasonOut {
+                code: "procedure_switched_off".into(),
+                points: 100,
+                message_ja: crate::people::SWITCHED_OFF_JA.into(),
+                message_en: crate::people::SWITCHED_OFF_EN.into(),
+                evidence: json!({"procedure": sw.procedure.as_str(), "channel": sw.channel.as_str(),
+                                 "since": format_tokyo(sw.changed_at), "reason": sw.reason,
+                                 "instead": ["support_center", "paper"]}),
+            }],
+            alert_id: None,
+        }));
+    }
     let started = Instant::now();
     let a = decide(&s, &e).await?;
     let decided = started.elapsed();

@@ -121,11 +121,14 @@ async fn problems(
     .map_err(Problem::internal)
 }
 
-/// A password to check or set.
+/// A password to set.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordIn {
     password: String,
+    /// Where the customer does it: `web` (default), `app`, `support_center`, `paper` (the
+    /// emergency switch applies to web and app).
+    channel: Option<String>,
 }
 
 /// A password to check, for feedback while the customer types.
@@ -189,6 +192,16 @@ async fn put_password(
         .await?;
     let kind = kind_of(&kind)?;
     let b: PasswordIn = json_body(&body)?;
+    let procedure = match kind {
+        PasswordKind::Login => Kind::PasswordChange,
+        PasswordKind::Withdrawal => Kind::WithdrawalPasswordChange,
+    };
+    if let Some(sw) = s
+        .switched_off(procedure, channel_of(b.channel.as_deref())?)
+        .await?
+    {
+        return Err(switched_off_problem(&sw));
+    }
     let c = record(&s, &id).await?;
     let found = problems(&s, kind, &b.password, Some(&c)).await?;
     if !found.is_empty() {
@@ -600,6 +613,7 @@ async fn put_switch(
         detail: json!({"enabled": b.enabled, "reason": state.reason, "apikey": key.key_id}),
     };
     s.store.set_switch(&state, &note).await?;
+    s.switches_changed();
     Ok(Json(switch_out(&state)))
 }
 
@@ -659,6 +673,103 @@ async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Respons
         }))
         .into_response()),
         Err(err) => Ok(Json(json!({"intact": false, "error": err.to_string()})).into_response()),
+    }
+}
+
+/// The emergency switches as this node last read them: every node reads them again at least
+/// every [`SWITCH_TTL`], so a switch set anywhere takes effect everywhere within a second.
+#[derive(Debug, Default)]
+pub struct SwitchBoard {
+    cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<SwitchState>>)>>,
+}
+
+/// How long a node trusts its copy of the switches.
+pub const SWITCH_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What a customer is told when a procedure is switched off.
+pub const SWITCHED_OFF_JA: &str = "現在、この手続きはインターネットではお受けしておりません。お手数ですが、サポートセンターへのお電話または書面でお手続きください。";
+pub const SWITCHED_OFF_EN: &str = "This procedure is not available online at the moment. Please call the support center or use the paper form.";
+
+impl AppState {
+    /// The switch that turns `kind` off on `channel`, if one does (only web and app can be
+    /// switched off: the support center and paper forms are where procedures go then).
+    pub async fn switched_off(
+        &self,
+        kind: Kind,
+        channel: mamori_core::event::Channel,
+    ) -> AppResult<Option<SwitchState>> {
+        let ch = match channel {
+            mamori_core::event::Channel::Web => SwitchChannel::Web,
+            mamori_core::event::Channel::App => SwitchChannel::App,
+            _ => return Ok(None),
+        };
+        let fresh = {
+            let c = self
+                .switches
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            c.as_ref()
+                .filter(|(at, _)| at.elapsed() < SWITCH_TTL)
+                .map(|(_, v)| v.clone())
+        };
+        let all = match fresh {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.store.switches().await?);
+                *self
+                    .switches
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), v.clone()));
+                v
+            }
+        };
+        Ok(all
+            .iter()
+            .find(|x| x.procedure == kind && x.channel == ch && !x.enabled)
+            .cloned())
+    }
+
+    /// Forgets the copy (after this node set a switch).
+    pub fn switches_changed(&self) {
+        *self
+            .switches
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// The refusal of a switched-off procedure.
+fn switched_off_problem(sw: &SwitchState) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::FORBIDDEN,
+        "switched-off",
+        format!(
+            "{} is switched off on {} ({}); route the customer to the support center or the paper form",
+            sw.procedure, sw.channel, sw.reason
+        ),
+    );
+    p.problems = Some(vec![password::Problem {
+        code: "switched_off",
+        message_ja: SWITCHED_OFF_JA.into(),
+        message_en: SWITCHED_OFF_EN.into(),
+    }]);
+    p
+}
+
+/// A channel from a request (`web` when absent).
+fn channel_of(text: Option<&str>) -> AppResult<mamori_core::event::Channel> {
+    match text {
+        None => Ok(mamori_core::event::Channel::Web),
+        Some(t) => mamori_core::event::Channel::parse(t).ok_or_else(|| {
+            Problem::unprocessable(format!(
+                "channel: expected one of {}",
+                mamori_core::event::Channel::expected()
+            ))
+        }),
     }
 }
 
@@ -860,6 +971,8 @@ pub struct StepUpIn {
     recovery_code: Option<String>,
     /// Required for a withdrawal.
     withdrawal_password: Option<String>,
+    /// Where the customer does it: `web` (default) or `app` (the emergency switch applies).
+    channel: Option<String>,
 }
 
 fn refused(kind: &str, code: &'static str, ja: &str, en: &str) -> Problem {
@@ -899,6 +1012,12 @@ async fn post_stepup(
         })?;
     if !b.params.is_object() {
         return Err(Problem::unprocessable("params: expected a JSON object"));
+    }
+    if let Some(sw) = s
+        .switched_off(op, channel_of(b.channel.as_deref())?)
+        .await?
+    {
+        return Err(switched_off_problem(&sw));
     }
     if op == Kind::Withdrawal {
         let Some(pw) = b.withdrawal_password.as_deref() else {

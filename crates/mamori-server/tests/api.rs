@@ -608,6 +608,53 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
         let (_, all, _) = s.get("/v1/switches", Some("reader")).await;
         assert_eq!(all[0]["procedure"], "destination_change");
         assert_eq!(all[0]["actor"], "staff:sato");
+        // While off, the web's destination changes are blocked with directions, without an
+        // alert; the support center's and withdrawals are not switched.
+        let (c, home, dev) = regular(&s.events);
+        let mut change = event("sw1", &c, Kind::DestinationChange, "2020-10-03T10:00:00+09:00", &home, &dev);
+        change["destination"] = json!({"bank_code": "0005", "branch_code": "001", "account_number": "1111111", "holder_kana": "ﾃｽﾄ"});
+        let (st, r, _) = s.post("/v1/assess", Some("client"), &change).await;
+        assert_eq!((st, r["decision"].as_str()), (200, Some("block")), "{r}");
+        assert_eq!(r["reasons"][0]["code"], "procedure_switched_off");
+        assert!(r["reasons"][0]["message_ja"].as_str().unwrap().contains("サポートセンター"));
+        assert_eq!(r["alert_id"], Value::Null);
+        let mut by_phone = change.clone();
+        by_phone["event_id"] = json!("sw2");
+        by_phone["channel"] = json!("support_center");
+        let (_, r, _) = s.post("/v1/assess", Some("client"), &by_phone).await;
+        assert_ne!(r["reasons"][0]["code"], "procedure_switched_off", "{r}");
+        let mut withdrawal = event("sw3", &c, Kind::Withdrawal, "2020-10-03T10:05:00+09:00", &home, &dev);
+        withdrawal["amount"] = json!(10_000);
+        let (_, r, _) = s.post("/v1/assess", Some("client"), &withdrawal).await;
+        assert_ne!(r["reasons"][0]["code"], "procedure_switched_off", "{r}");
+        // Another process (a second node, the CLI) switches the app's withdrawals off: this
+        // node refuses them within a second.
+        let other = SqliteStore::open(&dir.path().join("api.db")).await.expect("second handle");
+        let off = mamori_core::customer::SwitchState {
+            procedure: Kind::Withdrawal,
+            channel: mamori_core::customer::SwitchChannel::App,
+            enabled: false,
+            reason: "drill".into(),
+            actor: "cli:ops".into(),
+            changed_at: mamori_server::app::now_us(),
+        };
+        let note = AuditNote { actor: "cli:ops".into(), action: "switch.set".into(), target: "withdrawal/app".into(), detail: json!({}) };
+        mamori_store::Switches::set_switch(&other, &off, &note).await.expect("switch");
+        let flipped = std::time::Instant::now();
+        let mut in_app = withdrawal.clone();
+        in_app["channel"] = json!("app");
+        let mut n = 0;
+        loop {
+            n += 1;
+            in_app["event_id"] = json!(format!("sw-app-{n}"));
+            let (_, r, _) = s.post("/v1/assess", Some("client"), &in_app).await;
+            if r["reasons"][0]["code"] == "procedure_switched_off" {
+                break;
+            }
+            assert!(flipped.elapsed() < std::time::Duration::from_secs(1), "not refused within a second");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        other.close().await;
 
         // The audit log holds the import, the reveal, two password changes and the flip; intact.
         let (st, a, _) = s.get("/v1/audit", Some("staff")).await;
@@ -625,6 +672,7 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
                 "personal.reveal",
                 "credential.change",
                 "credential.change",
+                "switch.set",
                 "switch.set"
             ]
         );
@@ -635,7 +683,7 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
         let (_, v, _) = s.get("/v1/audit/verify", Some("staff")).await;
         assert_eq!(
             (v["intact"].as_bool(), v["entries"].as_i64()),
-            (Some(true), Some(5)),
+            (Some(true), Some(6)),
             "{v}"
         );
         assert_eq!(s.get("/v1/audit", Some("reader")).await.0, 403);
@@ -777,9 +825,55 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
         let (_, v, _) = s.get("/v1/audit/verify", Some("staff")).await;
         assert_eq!(
             (v["intact"].as_bool(), v["entries"].as_i64()),
-            (Some(true), Some(8)),
+            (Some(true), Some(9)),
             "{v}"
         );
+
+        // Brute force: five wrong passwords in a row (a success clears the earlier one) lock the
+        // account for 30 s, even for the right one.
+        let (_, v, _) = s.post("/v1/customers/P1/passwords/login/verify", Some("auth"), &json!({"password": login})).await;
+        assert_eq!(v["valid"], true);
+        let bad = json!({"password": "Wrong#Pass99", "ip": "198.51.100.7", "device_id": "d-x"});
+        for _ in 0..5 {
+            let (st, v, _) = s.post("/v1/customers/P1/passwords/login/verify", Some("auth"), &bad).await;
+            assert_eq!((st, v["valid"].as_bool()), (200, Some(false)), "{v}");
+        }
+        let right = json!({"password": login, "ip": "203.0.113.5"});
+        let r = s.http.post(format!("{}/v1/customers/P1/passwords/login/verify", s.base))
+            .bearer_auth(&s.keys["auth"]).json(&right).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        let retry: i64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&retry), "{retry}");
+        let p: Value = r.json().await.unwrap();
+        assert!(p["problems"][0]["message_ja"].as_str().unwrap().contains("お待ち"), "{p}");
+        // The failures reached the risk engine as failed logins from their IP.
+        let (_, pivot, _) = s.get("/v1/ips/198.51.100.7", Some("reader")).await;
+        assert!(pivot.to_string().contains("P1"), "{pivot}");
+        // Audited, and a notice waits for the customer; staff unlock.
+        let (_, a, _) = s.get("/v1/audit?from=10", Some("staff")).await;
+        assert_eq!(a["entries"][0]["action"], "lockout", "{a}");
+        assert_eq!(a["entries"][0]["detail"].as_str().map(|d| d.contains("\"failures\":5")), Some(true), "{a}");
+        let unlock = |body: Value| {
+            s.send(s.http.delete(format!("{}/v1/customers/P1/passwords/login/lock", s.base)).json(&body), Some("staff"))
+        };
+        assert_eq!(unlock(json!({"staff": "ito", "reason": "called in, identity checked"})).await.0, 204);
+        assert_eq!(unlock(json!({"staff": "ito", "reason": "again"})).await.0, 404);
+        let (st, v, _) = s.post("/v1/customers/P1/passwords/login/verify", Some("auth"), &right).await;
+        assert_eq!((st, v["valid"].as_bool()), (200, Some(true)), "{v}");
+        // Stuffing from one address over other accounts throttles it for everyone.
+        let at = mamori_core::time::format_tokyo(mamori_server::app::now_us() - 60_000_000);
+        let stuffing: Vec<Value> = (0..8)
+            .map(|i| json!({"event_id": format!("st{i}"), "customer_id": format!("victim{i}"), "kind": "login_failed",
+                            "channel": "web", "occurred_at": at, "ip": "192.0.2.66"}))
+            .collect();
+        let (st, _, _) = s.post("/v1/events", Some("client"), &json!({"events": stuffing})).await;
+        assert_eq!(st, 200);
+        let from_there = json!({"password": login, "ip": "192.0.2.66"});
+        let (st, p, _) = s.post("/v1/customers/P1/passwords/login/verify", Some("auth"), &from_there).await;
+        assert_eq!(st, 429, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("your network"), "{p}");
+        let (_, v, _) = s.get("/v1/audit/verify", Some("staff")).await;
+        assert_eq!((v["intact"].as_bool(), v["entries"].as_i64()), (Some(true), Some(11)), "{v}");
         s.stop().await;
     });
 }
@@ -848,6 +942,25 @@ fn stepup_tokens_are_single_use_and_bound_to_customer_operation_and_parameters()
         // Not a sensitive operation; not an object.
         assert_eq!(s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "login", "params": {}, "code": "1"})).await.0, 422);
         assert_eq!(s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "withdrawal", "params": [1], "code": "1"})).await.0, 422);
+        // Switched off on the web: no step-up there (the app is not switched).
+        let (st, _, _) = s.put("/v1/switches/destination_change/web", Some("staff"),
+            &json!({"enabled": false, "reason": "takeover wave", "staff": "sato"})).await;
+        assert_eq!(st, 200);
+        let (st, p, _) = s.post("/v1/customers/P1/stepup", Some("auth"),
+            &json!({"operation": "destination_change", "params": dest, "recovery_code": recovery[1]})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("switched_off")), "{p}");
+        assert!(p["problems"][0]["message_ja"].as_str().unwrap().contains("書面"), "{p}");
+        let (st, t, _) = s.post("/v1/customers/P1/stepup", Some("auth"),
+            &json!({"operation": "destination_change", "params": dest, "recovery_code": recovery[1], "channel": "app"})).await;
+        assert_eq!(st, 201, "{t}");
+        // So is a password change on the web, once switched.
+        let (st, _, _) = s.put("/v1/switches/password_change/web", Some("staff"),
+            &json!({"enabled": false, "reason": "takeover wave", "staff": "sato"})).await;
+        assert_eq!(st, 200);
+        let (st, p, _) = s.put("/v1/customers/P1/passwords/login", Some("auth"), &json!({"password": "Orbit%Mango42x"})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("switched_off")), "{p}");
+        let (st, p, _) = s.put("/v1/customers/P1/passwords/login", Some("auth"), &json!({"password": "Orbit%Mango42x", "channel": "support_center"})).await;
+        assert_eq!(st, 204, "{p}");
         server.stop().await;
     });
 }
