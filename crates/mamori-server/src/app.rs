@@ -48,6 +48,7 @@ pub struct AppState {
     pub bad_passwords: Arc<mamori_auth::password::BadPasswords>,
     pub mfa: crate::config::Mfa,
     pub(crate) switches: crate::people::SwitchBoard,
+    pub destinations: crate::config::DestinationRules,
     /// Populations by the start of their Tokyo day (the last few days).
     populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
     /// One population computed at a time.
@@ -121,6 +122,7 @@ impl AppState {
             bad_passwords: Arc::new(mamori_auth::password::BadPasswords::builtin()),
             mfa: Default::default(),
             switches: Default::default(),
+            destinations: Default::default(),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
             ready: AtomicBool::new(false),
@@ -135,6 +137,12 @@ impl AppState {
     ) -> Self {
         self.passwords = passwords;
         self.bad_passwords = Arc::new(bad);
+        self
+    }
+
+    /// With these destination rules (the configuration's `[destinations]`).
+    pub fn with_destinations(mut self, d: crate::config::DestinationRules) -> Self {
+        self.destinations = d;
         self
     }
 
@@ -437,7 +445,7 @@ pub struct AssessResult {
     alert_id: Option<i64>,
 }
 
-fn assessment_id() -> String {
+pub(crate) fn assessment_id() -> String {
     use rand::Rng;
     let b: [u8; 16] = rand::rng().random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -465,7 +473,7 @@ pub async fn decide(s: &AppState, e: &Event) -> AppResult<mamori_core::assess::A
     .await?)
 }
 
-fn reasons_json(a: &mamori_core::assess::Assessment) -> Vec<ReasonOut> {
+pub(crate) fn reasons_json(a: &mamori_core::assess::Assessment) -> Vec<ReasonOut> {
     a.reasons
         .iter()
         .map(|r| ReasonOut {
@@ -554,7 +562,7 @@ async fn post_assess(
     }))
 }
 
-fn case_problem(e: CaseError) -> Problem {
+pub(crate) fn case_problem(e: CaseError) -> Problem {
     match e {
         CaseError::NoAssessment(_) | CaseError::NoAlert(_) => Problem::not_found(e.to_string()),
         CaseError::DuplicateAssessment(_) | CaseError::AlreadyResolved(_) => {

@@ -22,6 +22,23 @@ pub struct Config {
     pub policy: Policy,
     pub password: Passwords,
     pub mfa: Mfa,
+    pub destinations: DestinationRules,
+}
+
+/// Withdrawal destinations registered through mamori's flow.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DestinationRules {
+    /// Hours after a destination is registered before withdrawals to it may start (0: at once).
+    pub cooling_off_hours: u32,
+}
+
+impl Default for DestinationRules {
+    fn default() -> Self {
+        DestinationRules {
+            cooling_off_hours: 24,
+        }
+    }
 }
 
 /// Second factors.
@@ -231,6 +248,12 @@ impl Config {
             .lockout
             .validate()
             .map_err(|e| format!("password.lockout.{e}"))?;
+        if self.destinations.cooling_off_hours > 24 * 90 {
+            return Err(format!(
+                "destinations.cooling_off_hours = {}: at most 2160 (90 days)",
+                self.destinations.cooling_off_hours
+            ));
+        }
         if self.mfa.totp_issuer.is_empty()
             || self.mfa.totp_issuer.contains(':')
             || self.mfa.totp_issuer.len() > 64
@@ -307,6 +330,7 @@ mod tests {
         }
         assert_eq!(c.password.hashing, mamori_auth::hash::HashParams::default());
         assert_eq!(c.mfa, Mfa::default());
+        assert_eq!(c.destinations, DestinationRules::default());
         assert_eq!(c.password.lockout, mamori_auth::lockout::Lockout::default());
         assert_eq!(
             Config::parse("", "empty").expect("empty"),

@@ -18,8 +18,8 @@ use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState, switchab
 use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
 use mamori_store::{
-    AuditLog, AuditNote, Credentials, Customers, EventWriter, HistoryReader, Lockouts,
-    SecondFactors, StepUpGrant, StepUps, Switches,
+    AuditLog, AuditNote, Credentials, Customers, Destinations, EventWriter, HistoryReader,
+    Lockouts, RegisteredDestination, SecondFactors, StepUpGrant, StepUps, Switches,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -50,6 +50,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/customers/{id}/totp/verify", post(post_totp_verify))
         .route("/v1/customers/{id}/stepup", post(post_stepup))
         .route("/v1/stepup/consume", post(post_stepup_consume))
+        .route(
+            "/v1/customers/{id}/destinations",
+            post(post_destination).get(get_destinations),
+        )
         .route("/v1/switches", get(get_switches))
         .route("/v1/switches/{procedure}/{channel}", put(put_switch))
         .route("/v1/audit", get(get_audit))
@@ -1210,6 +1214,231 @@ async fn post_stepup_consume(
     }
 }
 
+/// A withdrawal destination to register or change to.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationIn {
+    /// bank_code (4 digits), branch_code (3), account_type, account_number (7), holder_kana;
+    /// for the web and app exactly the `params` the step-up token was issued for.
+    #[schema(value_type = Object)]
+    destination: Value,
+    /// `web` (default), `app`, `support_center` or `paper`.
+    channel: Option<String>,
+    /// From POST /v1/customers/{id}/stepup with operation destination_change (web and app).
+    stepup_token: Option<String>,
+    /// Support center and paper: the staff member registering it on the customer's behalf…
+    staff: Option<String>,
+    /// …and the identity checks made (e.g. "callback to registered phone", "ID document").
+    identity_checks: Option<Vec<String>>,
+    ip: Option<String>,
+    device_id: Option<String>,
+    user_agent: Option<String>,
+    /// The broker's id for the procedure (idempotency of the event); made up when absent.
+    event_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/destinations", request_body = DestinationIn,
+    params(("id" = String, Path)),
+    responses((status = 201, description = "{status: effective | pending_review, effective_at, assessment_id, decision, reasons, alert_id}", body = Object),
+        (status = 403, body = Problem, description = "switched off, the step-up token refused, or the change blocked"),
+        (status = 422, body = Problem)),
+    security(("api_key" = ["auth"])))]
+async fn post_destination(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let now = now_us();
+    let key = s
+        .keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
+        .await?;
+    let b: DestinationIn = json_body(&body)?;
+    let channel = channel_of(b.channel.as_deref())?;
+    record(&s, &id).await?;
+    if let Some(sw) = s.switched_off(Kind::DestinationChange, channel).await? {
+        return Err(switched_off_problem(&sw));
+    }
+    let text = |f: &str| b.destination.get(f).and_then(Value::as_str);
+    let dest = mamori_core::parse::RawDestinationFields {
+        bank_code: text("bank_code"),
+        branch_code: text("branch_code"),
+        account_type: text("account_type"),
+        account_number: text("account_number"),
+        holder_kana: text("holder_kana"),
+    }
+    .destination()
+    .map_err(|e| Problem::unprocessable(e.to_string()))?
+    .ok_or_else(|| Problem::unprocessable("destination: missing (required)"))?;
+    // Who vouches for the customer: a fresh second factor online, staff's identity checks offline.
+    let online = channel.is_online();
+    let (actor, proof) = if online {
+        let token = b
+            .stepup_token
+            .as_deref()
+            .ok_or_else(|| Problem::unprocessable("stepup_token: required on the web and app"))?;
+        let r = s
+            .store
+            .consume_stepup(
+                &mamori_auth::stepup::token_digest(token),
+                &id,
+                Kind::DestinationChange.as_str(),
+                &mamori_auth::stepup::params_digest(&b.destination),
+                now,
+            )
+            .await?;
+        match r {
+            Ok(g) => (format!("customer:{id}"), json!({"stepup": g.method})),
+            Err(why) => {
+                let mut p = Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "stepup-refused",
+                    format!("the step-up token is refused: {}", why.as_str()),
+                );
+                p.problems = Some(vec![password::Problem {
+                    code: why.as_str(),
+                    message_ja: "本人確認をやり直してください。".into(),
+                    message_en: "Please confirm it is you again.".into(),
+                }]);
+                return Err(p);
+            }
+        }
+    } else {
+        let staff = b.staff.as_deref().map(str::trim).unwrap_or_default();
+        let checks = b.identity_checks.clone().unwrap_or_default();
+        if staff.is_empty() || checks.iter().all(|c| c.trim().is_empty()) {
+            return Err(Problem::unprocessable(
+                "staff and identity_checks: who registers it for the customer, and how their identity was checked",
+            ));
+        }
+        (format!("staff:{staff}"), json!({"identity_checks": checks}))
+    };
+    let e = json!({
+        "event_id": b.event_id.clone().unwrap_or_else(|| format!("mamori-dest-{}", uuid_like())),
+        "occurred_at": format_tokyo(now),
+        "customer_id": id,
+        "kind": "destination_change",
+        "channel": channel.as_str(),
+        "ip": b.ip,
+        "device_id": b.device_id,
+        "user_agent": b.user_agent,
+        "destination": {"bank_code": dest.bank_code, "branch_code": dest.branch_code,
+                        "account_type": dest.account_type, "account_number": dest.account_number,
+                        "holder_kana": dest.holder_kana},
+    });
+    let e = mamori_core::parse::parse_json_line(&e.to_string())
+        .map_err(|e| Problem::unprocessable(e.to_string()))?;
+    let a = crate::app::decide(&s, &e).await?;
+    let assessment_id = crate::app::assessment_id();
+    let reasons = crate::app::reasons_json(&a);
+    let rec = mamori_store::AssessmentRecord {
+        assessment_id: assessment_id.clone(),
+        created_at: now,
+        event: e.clone(),
+        decision: a.decision,
+        score: a.score,
+        reasons: serde_json::to_value(&reasons).unwrap_or(Value::Null),
+        outcome: None,
+        outcome_at: None,
+    };
+    use mamori_core::assess::Decision;
+    if a.decision == Decision::Block {
+        let alert_id = s.record(rec).await.map_err(crate::app::case_problem)?;
+        let mut p = Problem::new(
+            StatusCode::FORBIDDEN,
+            "blocked",
+            format!(
+                "the destination change was blocked (assessment {assessment_id}, alert {alert_id:?})"
+            ),
+        );
+        p.problems = Some(vec![password::Problem {
+            code: "blocked",
+            message_ja:
+                "このお手続きはお受けできませんでした。サポートセンターへお問い合わせください。"
+                    .into(),
+            message_en: "This procedure could not be accepted. Please contact the support center."
+                .into(),
+        }]);
+        return Err(p);
+    }
+    // A challenge was met by the step-up (online) or the identity checks (offline).
+    let status = if a.decision == Decision::Hold {
+        "pending_review"
+    } else {
+        "effective"
+    };
+    let effective_at = (status == "effective" && s.destinations.cooling_off_hours > 0)
+        .then(|| now + i64::from(s.destinations.cooling_off_hours) * 3_600_000_000);
+    let reg = RegisteredDestination {
+        destination: dest.clone(),
+        status: status.into(),
+        registered_at: now,
+        effective_at,
+        assessment_id: Some(assessment_id.clone()),
+    };
+    let masked = mamori_auth::mask::account_number(&dest.account_number);
+    let notice = json!({"bank_code": dest.bank_code, "account_number": masked, "status": status,
+                        "effective_at": effective_at.map(format_tokyo), "channel": channel.as_str(),
+                        "event_id": e.event_id});
+    let mut detail = json!({"bank_code": dest.bank_code, "account_number": masked, "status": status,
+                            "channel": channel.as_str(), "decision": a.decision.as_str(),
+                            "assessment_id": assessment_id, "apikey": key.key_id});
+    if let (Value::Object(d), Value::Object(p)) = (&mut detail, proof) {
+        d.extend(p);
+    }
+    let note = AuditNote {
+        actor,
+        action: "destination.register".into(),
+        target: format!("customer:{id}"),
+        detail,
+    };
+    let alert_id = s
+        .store
+        .register_destination(&rec, &reg, &notice, &note)
+        .await
+        .map_err(crate::app::case_problem)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "status": status,
+            "effective_at": effective_at.map(format_tokyo),
+            "assessment_id": assessment_id,
+            "decision": a.decision.as_str(),
+            "score": a.score,
+            "reasons": reasons,
+            "alert_id": alert_id,
+        })),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}/destinations",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The customer's destinations, masked, with status and effective_at", body = Object)),
+    security(("api_key" = ["read"])))]
+async fn get_destinations(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let now = now_us();
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now)
+        .await?;
+    let all = s.store.destinations(&id).await?;
+    Ok(Json(json!({"destinations": all.iter().map(|d| json!({
+        "bank_code": d.destination.bank_code,
+        "branch_code": mamori_auth::mask::branch(&d.destination.branch_code),
+        "account_type": d.destination.account_type,
+        "account_number": mamori_auth::mask::account_number(&d.destination.account_number),
+        "status": d.status,
+        "registered_at": format_tokyo(d.registered_at),
+        "effective_at": d.effective_at.map(format_tokyo),
+        "withdrawals_allowed": d.status == "effective" && d.effective_at.is_none_or(|t| t <= now),
+    })).collect::<Vec<_>>()})))
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
@@ -1219,6 +1448,8 @@ async fn post_stepup_consume(
         delete_lock,
         post_stepup,
         post_stepup_consume,
+        post_destination,
+        get_destinations,
         get_customer,
         post_reveal,
         post_totp,
@@ -1238,6 +1469,7 @@ async fn post_stepup_consume(
         VerifyIn,
         StepUpIn,
         ConsumeIn,
+        DestinationIn,
         RevealIn,
         CodeIn,
         SwitchOut,

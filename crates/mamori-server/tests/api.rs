@@ -942,6 +942,52 @@ fn stepup_tokens_are_single_use_and_bound_to_customer_operation_and_parameters()
         // Not a sensitive operation; not an object.
         assert_eq!(s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "login", "params": {}, "code": "1"})).await.0, 422);
         assert_eq!(s.post("/v1/customers/P1/stepup", Some("auth"), &json!({"operation": "withdrawal", "params": [1], "code": "1"})).await.0, 422);
+        // The destination-change flow: step-up for exactly this destination, then registration.
+        let (st, t, _) = s.post("/v1/customers/P1/stepup", Some("auth"),
+            &json!({"operation": "destination_change", "params": dest, "recovery_code": recovery[3]})).await;
+        assert_eq!(st, 201, "{t}");
+        let token = t["token"].as_str().unwrap().to_owned();
+        let (st, p, _) = s.post("/v1/customers/P1/destinations", Some("auth"), &json!({"destination": dest})).await;
+        assert_eq!(st, 422, "online without a step-up token: {p}");
+        let (st, p, _) = s.post("/v1/customers/P1/destinations", Some("auth"),
+            &json!({"destination": other, "stepup_token": token, "ip": "203.0.113.5"})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("other_parameters")), "{p}");
+        let (st, r, _) = s.post("/v1/customers/P1/destinations", Some("auth"),
+            &json!({"destination": dest, "stepup_token": token, "ip": "203.0.113.5", "device_id": "d-1"})).await;
+        assert_eq!(st, 201, "{r}");
+        let status = r["status"].as_str().unwrap().to_owned();
+        match r["decision"].as_str().unwrap() {
+            "hold" => assert_eq!(status, "pending_review", "{r}"),
+            "allow" | "challenge" => {
+                assert_eq!(status, "effective", "{r}");
+                assert!(r["effective_at"].is_string(), "24 h cooling-off: {r}");
+            }
+            other => panic!("decision {other}: {r}"),
+        }
+        let (st, p, _) = s.post("/v1/customers/P1/destinations", Some("auth"),
+            &json!({"destination": dest, "stepup_token": token})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("used")), "{p}");
+        let (_, ds, _) = s.get("/v1/customers/P1/destinations", Some("reader")).await;
+        let mine = ds["destinations"].as_array().unwrap().iter()
+            .find(|d| d["account_number"] == "****111").expect("registered").clone();
+        assert_eq!((mine["status"].as_str(), mine["withdrawals_allowed"].as_bool()), (Some(status.as_str()), Some(false)), "{ds}");
+        assert!(!ds.to_string().contains("1111111"), "masked: {ds}");
+        // At the support center: staff and the identity checks they made, no step-up.
+        let phone_dest = json!({"bank_code": "0009", "branch_code": "010", "account_number": "3333333"});
+        let (st, _, _) = s.post("/v1/customers/P1/destinations", Some("auth"),
+            &json!({"destination": phone_dest, "channel": "support_center", "staff": "ito"})).await;
+        assert_eq!(st, 422);
+        let (st, r, _) = s.post("/v1/customers/P1/destinations", Some("auth"),
+            &json!({"destination": phone_dest, "channel": "support_center", "staff": "ito",
+                    "identity_checks": ["callback to the registered phone", "date of birth"]})).await;
+        assert_eq!(st, 201, "{r}");
+        let (_, a, _) = s.get("/v1/audit?from=1&limit=100", Some("staff")).await;
+        let regs: Vec<&Value> = a["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "destination.register").collect();
+        assert_eq!(regs.len(), 2, "{a}");
+        assert_eq!(regs[1]["actor"], "staff:ito");
+        assert!(regs[1]["detail"].as_str().unwrap().contains("callback to the registered phone"));
+        assert!(!a.to_string().contains("3333333"), "no account numbers in the audit log");
+
         // Switched off on the web: no step-up there (the app is not switched).
         let (st, _, _) = s.put("/v1/switches/destination_change/web", Some("staff"),
             &json!({"enabled": false, "reason": "takeover wave", "staff": "sato"})).await;

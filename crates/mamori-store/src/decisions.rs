@@ -117,62 +117,7 @@ impl DecisionLog for SqliteStore {
         &self,
         recs: &[AssessmentRecord],
     ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
-        let texts: Vec<(String, String)> = recs
-            .iter()
-            .map(|r| (r.event.to_json(), r.reasons.to_string()))
-            .collect();
-        self.write(|conn, w| {
-            let mut out = Vec::with_capacity(recs.len());
-            let mut allowed: Vec<Event> = Vec::new();
-            let mut insert = conn.prepare(
-                "INSERT INTO assessments (assessment_id, created_at, customer_id, \
-                 event_id, occurred_at, kind, channel, ip, device_hash, decision, score, \
-                 reasons, event) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
-                 ON CONFLICT (assessment_id) DO NOTHING",
-            )?;
-            for (rec, (event_json, reasons)) in recs.iter().zip(&texts) {
-                let e = &rec.event;
-                let ip = ip_blob(e);
-                let n = insert.exec(&[
-                    Value::Text(&rec.assessment_id),
-                    Value::Int(rec.created_at),
-                    Value::Text(&e.customer_id),
-                    Value::Text(&e.event_id),
-                    Value::Int(e.occurred_at),
-                    Value::Int(i64::from(e.kind.code())),
-                    Value::Int(i64::from(e.channel.code())),
-                    ip.as_ref().map_or(Value::Null, |b| Value::Blob(b)),
-                    e.device_id
-                        .as_deref()
-                        .map(|d| mamori_core::history::device_hash(d) as i64)
-                        .into(),
-                    Value::Text(rec.decision.as_str()),
-                    Value::Int(i64::from(rec.score)),
-                    Value::Text(reasons),
-                    Value::Text(event_json),
-                ])?;
-                if n == 0 {
-                    out.push(Err(CaseError::DuplicateAssessment(
-                        rec.assessment_id.clone(),
-                    )));
-                    continue;
-                }
-                let effect = on_decision(rec.decision);
-                if effect.store_event {
-                    allowed.push(e.clone());
-                }
-                out.push(Ok(effect
-                    .alert
-                    .map(|t| open_alert(conn, &rec.assessment_id, rec.created_at, t))
-                    .transpose()?));
-            }
-            drop(insert);
-            if !allowed.is_empty() {
-                w.events(conn, &allowed)?;
-            }
-            Ok(out)
-        })
-        .await
+        self.write(|conn, w| record_in(conn, w, recs)).await
     }
 
     async fn assessment(&self, id: &str) -> Result<Option<AssessmentRecord>> {
@@ -468,4 +413,66 @@ impl ApiKeys for SqliteStore {
         })
         .await
     }
+}
+
+/// Records assessments inside the caller's write transaction: each with its event when allowed
+/// and its alert when one opens.
+pub(crate) fn record_in(
+    conn: &raw::Conn<'_>,
+    w: &mut crate::sqlite::Writes<'_>,
+    recs: &[AssessmentRecord],
+) -> Result<Vec<Result<Option<i64>, CaseError>>> {
+    let texts: Vec<(String, String)> = recs
+        .iter()
+        .map(|r| (r.event.to_json(), r.reasons.to_string()))
+        .collect();
+    let mut out = Vec::with_capacity(recs.len());
+    let mut allowed: Vec<Event> = Vec::new();
+    let mut insert = conn.prepare(
+        "INSERT INTO assessments (assessment_id, created_at, customer_id, \
+         event_id, occurred_at, kind, channel, ip, device_hash, decision, score, \
+         reasons, event) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT (assessment_id) DO NOTHING",
+    )?;
+    for (rec, (event_json, reasons)) in recs.iter().zip(&texts) {
+        let e = &rec.event;
+        let ip = ip_blob(e);
+        let n = insert.exec(&[
+            Value::Text(&rec.assessment_id),
+            Value::Int(rec.created_at),
+            Value::Text(&e.customer_id),
+            Value::Text(&e.event_id),
+            Value::Int(e.occurred_at),
+            Value::Int(i64::from(e.kind.code())),
+            Value::Int(i64::from(e.channel.code())),
+            ip.as_ref().map_or(Value::Null, |b| Value::Blob(b)),
+            e.device_id
+                .as_deref()
+                .map(|d| mamori_core::history::device_hash(d) as i64)
+                .into(),
+            Value::Text(rec.decision.as_str()),
+            Value::Int(i64::from(rec.score)),
+            Value::Text(reasons),
+            Value::Text(event_json),
+        ])?;
+        if n == 0 {
+            out.push(Err(CaseError::DuplicateAssessment(
+                rec.assessment_id.clone(),
+            )));
+            continue;
+        }
+        let effect = on_decision(rec.decision);
+        if effect.store_event {
+            allowed.push(e.clone());
+        }
+        out.push(Ok(effect
+            .alert
+            .map(|t| open_alert(conn, &rec.assessment_id, rec.created_at, t))
+            .transpose()?));
+    }
+    drop(insert);
+    if !allowed.is_empty() {
+        w.events(conn, &allowed)?;
+    }
+    Ok(out)
 }

@@ -545,6 +545,38 @@ pub trait StepUps {
     ) -> impl Future<Output = Result<Result<StepUpGrant, mamori_auth::stepup::Refusal>>> + Send;
 }
 
+/// A registered destination with where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredDestination {
+    pub destination: mamori_core::event::Destination,
+    /// `effective` or `pending_review`.
+    pub status: String,
+    pub registered_at: i64,
+    /// Withdrawals to it may start then (the cooling-off period); `None`: at once.
+    pub effective_at: Option<i64>,
+    pub assessment_id: Option<String>,
+}
+
+/// Capability: destinations registered through the destination-change flow.
+pub trait Destinations {
+    /// Registers a destination decided by an assessment, in one transaction: the assessment (its
+    /// event when allowed, its alert when held), the destination with its status, a notice to
+    /// the customer and the audit entry. Killed midway, nothing of it stays. Returns the alert
+    /// opened, if any.
+    fn register_destination(
+        &self,
+        rec: &AssessmentRecord,
+        destination: &RegisteredDestination,
+        notice: &serde_json::Value,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<Option<i64>, CaseError>> + Send;
+    /// The customer's destinations, oldest first.
+    fn destinations(
+        &self,
+        customer_id: &str,
+    ) -> impl Future<Output = Result<Vec<RegisteredDestination>>> + Send;
+}
+
 /// Capability: the emergency switches.
 pub trait Switches {
     /// Sets a procedure on or off on a channel, audited in the same transaction.

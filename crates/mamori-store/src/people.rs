@@ -9,6 +9,7 @@ use crate::raw::{self, Value};
 use crate::sqlite::{corrupt, kind_of};
 use mamori_auth::password::PasswordKind;
 
+use crate::{AssessmentRecord, CaseError, Destinations, RegisteredDestination};
 use crate::{
     AuditLog, AuditNote, Credentials, Customers, Lockouts, Notice, Result, SecondFactors,
     SqliteStore, StepUpGrant, StepUps, Switches, TotpRecord,
@@ -683,6 +684,86 @@ impl StepUps for SqliteStore {
             )?
             .exec(&[Value::Int(now), Value::Text(token_digest)])?;
             Ok(Ok(g))
+        })
+        .await
+    }
+}
+
+impl Destinations for SqliteStore {
+    async fn register_destination(
+        &self,
+        rec: &AssessmentRecord,
+        d: &RegisteredDestination,
+        notice: &serde_json::Value,
+        audit: &AuditNote,
+    ) -> Result<Option<i64>, CaseError> {
+        self.write(|conn, w| {
+            let alert = crate::decisions::record_in(conn, w, std::slice::from_ref(rec))?
+                .pop()
+                .unwrap_or(Ok(None))?;
+            let c = &rec.event.customer_id;
+            let x = &d.destination;
+            conn.prepare(
+                "INSERT INTO customer_destinations (customer_id, bank_code, branch_code, \
+                 account_type, account_number, holder_kana, registered_at, status, effective_at, \
+                 assessment_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+                 ON CONFLICT (customer_id, bank_code, branch_code, account_type, account_number) \
+                 DO UPDATE SET holder_kana = ?6, registered_at = ?7, status = ?8, \
+                 effective_at = ?9, assessment_id = ?10",
+            )?
+            .exec(&[
+                Value::Text(c),
+                Value::Text(&x.bank_code),
+                Value::Text(&x.branch_code),
+                Value::Text(&x.account_type),
+                Value::Text(&x.account_number),
+                Value::Text(&x.holder_kana),
+                Value::Int(d.registered_at),
+                Value::Text(&d.status),
+                d.effective_at.into(),
+                d.assessment_id.as_deref().map_or(Value::Null, Value::Text),
+            ])?;
+            conn.prepare(
+                "INSERT INTO notices (customer_id, kind, detail, created_at) \
+                 VALUES (?, 'destination_change', ?, ?)",
+            )?
+            .exec(&[
+                Value::Text(c),
+                Value::Text(&notice.to_string()),
+                Value::Int(d.registered_at),
+            ])?;
+            append_audit(conn, audit, d.registered_at)?;
+            Ok::<_, CaseError>(alert)
+        })
+        .await
+    }
+
+    async fn destinations(&self, customer_id: &str) -> Result<Vec<RegisteredDestination>> {
+        let id = customer_id.to_owned();
+        self.with_raw(move |conn| {
+            let mut out = Vec::new();
+            conn.prepare(
+                "SELECT bank_code, branch_code, account_type, account_number, holder_kana, \
+                 status, registered_at, effective_at, assessment_id FROM customer_destinations \
+                 WHERE customer_id = ? ORDER BY registered_at, bank_code, branch_code, account_number",
+            )?
+            .for_each(&[Value::Text(&id)], |r| {
+                out.push(RegisteredDestination {
+                    destination: Destination {
+                        bank_code: r.string(0)?,
+                        branch_code: r.string(1)?,
+                        account_type: r.string(2)?,
+                        account_number: r.string(3)?,
+                        holder_kana: r.string(4)?,
+                    },
+                    status: r.string(5)?,
+                    registered_at: r.i64(6),
+                    effective_at: r.opt_i64(7),
+                    assessment_id: r.text(8)?.map(str::to_owned),
+                });
+                Ok(())
+            })?;
+            Ok(out)
         })
         .await
     }

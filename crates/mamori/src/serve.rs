@@ -74,7 +74,8 @@ pub async fn run(
             mamori_server::serve::metrics_handle(),
         )
         .with_passwords(config.password.clone(), bad)
-        .with_mfa(config.mfa.clone()),
+        .with_mfa(config.mfa.clone())
+        .with_destinations(config.destinations.clone()),
     );
     mamori_server::serve::serve(bound, state, mamori_server::serve::signal()).await?;
     Ok(())
