@@ -257,13 +257,9 @@ pub struct VerifyIn {
 }
 
 fn locked(status: StatusCode, retry_after: Option<i64>, ja: String, en: String) -> Response {
-    let mut p = Problem::new(status, "locked", en.clone());
-    p.problems = Some(vec![password::Problem {
-        code: "locked",
-        message_ja: ja,
-        message_en: en,
-    }]);
-    let mut r = p.into_response();
+    let mut r = Problem::new(status, "locked", en.clone())
+        .telling("locked", ja, en)
+        .into_response();
     if let Some(secs) = retry_after
         && let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string())
     {
@@ -447,16 +443,12 @@ async fn delete_lock(
         .await?;
     let kind = kind_of(&kind)?;
     let b: RevealIn = json_body(&body)?;
-    if b.staff.trim().is_empty() || b.reason.trim().chars().count() < 4 {
-        return Err(Problem::unprocessable(
-            "staff and reason: who unlocks, and why (4 characters or more)",
-        ));
-    }
+    let (staff, reason) = b.checked("why you unlock it")?;
     let note = AuditNote {
-        actor: format!("staff:{}", b.staff.trim()),
+        actor: format!("staff:{staff}"),
         action: "unlock".into(),
         target: format!("customer:{id}"),
-        detail: json!({"password": kind.as_str(), "reason": b.reason.trim(), "apikey": key.key_id}),
+        detail: json!({"password": kind.as_str(), "reason": reason, "apikey": key.key_id}),
     };
     if s.store.clear_failures(&id, kind, now, Some(&note)).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -481,14 +473,39 @@ async fn get_customer(
     Ok(Json(mamori_auth::mask::customer(&c)))
 }
 
-/// Who reveals, and why.
+/// Which staff member acts, and why (both kept in the audit log).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevealIn {
-    /// The staff member (kept in the audit log).
+    /// The staff member.
     staff: String,
-    /// Why (e.g. a support ticket), kept in the audit log.
+    /// Why (e.g. a support ticket).
     reason: String,
+}
+
+impl RevealIn {
+    fn checked(&self, why: &str) -> AppResult<(&str, &str)> {
+        staff_and_reason(&self.staff, &self.reason, why)
+    }
+}
+
+/// A staff member's name and reason, trimmed, or what is wrong with them (`why`: what the reason
+/// must say).
+fn staff_and_reason<'a>(
+    staff: &'a str,
+    reason: &'a str,
+    why: &str,
+) -> AppResult<(&'a str, &'a str)> {
+    let (staff, reason) = (staff.trim(), reason.trim());
+    if staff.is_empty() || staff.len() > 100 {
+        return Err(Problem::unprocessable("staff: 1 to 100 characters"));
+    }
+    if reason.chars().count() < 4 || reason.len() > 1000 {
+        return Err(Problem::unprocessable(format!(
+            "reason: say {why} (4 to 1000 characters)"
+        )));
+    }
+    Ok((staff, reason))
 }
 
 #[utoipa::path(post, path = "/v1/customers/{id}/reveal", request_body = RevealIn,
@@ -507,15 +524,7 @@ async fn post_reveal(
         .authorize(&s.store, &headers, Scope::Admin, now)
         .await?;
     let b: RevealIn = json_body(&body)?;
-    let (staff, reason) = (b.staff.trim(), b.reason.trim());
-    if staff.is_empty() || staff.len() > 100 {
-        return Err(Problem::unprocessable("staff: 1 to 100 characters"));
-    }
-    if reason.chars().count() < 4 || reason.len() > 1000 {
-        return Err(Problem::unprocessable(
-            "reason: say why the data is revealed (4 to 1000 characters)",
-        ));
-    }
+    let (staff, reason) = b.checked("why the data is revealed")?;
     let c = record(&s, &id).await?;
     let note = AuditNote {
         actor: format!("staff:{staff}"),
@@ -594,20 +603,13 @@ async fn put_switch(
     let channel =
         SwitchChannel::parse(&channel).ok_or_else(|| Problem::not_found("channel: web or app"))?;
     let b: SwitchIn = json_body(&body)?;
-    if b.reason.trim().chars().count() < 4 {
-        return Err(Problem::unprocessable(
-            "reason: say why (4 characters or more)",
-        ));
-    }
-    if b.staff.trim().is_empty() || b.staff.len() > 100 {
-        return Err(Problem::unprocessable("staff: 1 to 100 characters"));
-    }
+    let (staff, reason) = staff_and_reason(&b.staff, &b.reason, "why the switch is set")?;
     let state = SwitchState {
         procedure: kind,
         channel,
         enabled: b.enabled,
-        reason: b.reason.trim().to_owned(),
-        actor: format!("staff:{}", b.staff.trim()),
+        reason: reason.to_owned(),
+        actor: format!("staff:{staff}"),
         changed_at: now,
     };
     let note = AuditNote {
@@ -652,32 +654,20 @@ async fn get_audit(
 #[utoipa::path(get, path = "/v1/audit/verify",
     responses((status = 200, body = Object, description = "{intact, entries, head} or {intact: false, error}")),
     security(("api_key" = ["admin"])))]
-async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Response> {
+async fn get_audit_verify(State(s): St, headers: HeaderMap) -> AppResult<Json<Value>> {
     s.keys
         .authorize(&s.store, &headers, Scope::Admin, now_us())
         .await?;
-    let head = s.store.audit_head().await?;
-    let mut v = mamori_auth::audit::Verifier::default();
-    let mut from = 1;
-    loop {
-        let page = s.store.audit_entries(from, 10_000).await?;
-        let Some(last) = page.last() else { break };
-        from = last.seq + 1;
-        for e in &page {
-            if let Err(err) = v.push(e) {
-                return Ok(Json(json!({"intact": false, "error": err.to_string()})).into_response());
-            }
-        }
-    }
-    match v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
-        Ok(n) => Ok(Json(json!({
-            "intact": true,
-            "entries": n,
-            "head": head.map(|(s, h)| format!("{s}:{h}")),
-        }))
-        .into_response()),
-        Err(err) => Ok(Json(json!({"intact": false, "error": err.to_string()})).into_response()),
-    }
+    Ok(Json(
+        match mamori_store::verify_audit(&s.store, None).await? {
+            Ok((n, head)) => json!({
+                "intact": true,
+                "entries": n,
+                "head": head.map(|(s, h)| format!("{s}:{h}")),
+            }),
+            Err(e) => json!({"intact": false, "error": e}),
+        },
+    ))
 }
 
 /// The emergency switches as this node last read them: every node reads them again at least
@@ -748,7 +738,7 @@ impl AppState {
 
 /// The refusal of a switched-off procedure.
 fn switched_off_problem(sw: &SwitchState) -> Problem {
-    let mut p = Problem::new(
+    let p = Problem::new(
         StatusCode::FORBIDDEN,
         "switched-off",
         format!(
@@ -756,12 +746,7 @@ fn switched_off_problem(sw: &SwitchState) -> Problem {
             sw.procedure, sw.channel, sw.reason
         ),
     );
-    p.problems = Some(vec![password::Problem {
-        code: "switched_off",
-        message_ja: SWITCHED_OFF_JA.into(),
-        message_en: SWITCHED_OFF_EN.into(),
-    }]);
-    p
+    p.telling("switched_off", SWITCHED_OFF_JA, SWITCHED_OFF_EN)
 }
 
 /// A channel from a request (`web` when absent).
@@ -887,37 +872,65 @@ async fn post_totp_verify(
         .ok_or_else(|| {
             Problem::not_found(format!("customer {id:?} has no confirmed authenticator"))
         })?;
-    match (b.code, b.recovery_code) {
-        (Some(code), None) => {
-            let r = match totp::verify(&t.secret, &code, unix_seconds(now), t.last_step) {
-                // The store's compare-and-set decides between two requests with one code.
-                Ok(step) if s.store.use_totp_step(&id, step).await? => Ok(()),
-                Ok(_) => Err(TotpError::Replayed),
-                Err(e) => Err(e),
-            };
-            Ok(Json(match r {
-                Ok(()) => json!({"valid": true, "method": "totp"}),
-                Err(TotpError::Replayed) => json!({"valid": false, "reason": "replayed"}),
-                Err(_) => json!({"valid": false, "reason": "wrong"}),
-            }))
-        }
+    let r = second_factor(
+        &s,
+        &id,
+        &t,
+        b.code,
+        b.recovery_code,
+        &key.key_id,
+        json!({}),
+        now,
+    )
+    .await?;
+    let mut out = match r {
+        Ok(method) => json!({"valid": true, "method": method}),
+        Err(reason) => json!({"valid": false, "reason": reason}),
+    };
+    if out["method"] == "recovery_code" || out["reason"] == "wrong_recovery_code" {
+        out["recovery_codes_left"] = json!(s.store.recovery_codes_left(&id).await?);
+    }
+    Ok(Json(out))
+}
+
+/// Checks a TOTP code (its step then used up, by the store's compare-and-set, so two requests
+/// with one code cannot both pass) or a recovery code (used up, audited): the method that
+/// passed, or why not (`wrong`, `replayed`, `wrong_recovery_code`).
+#[allow(clippy::too_many_arguments)]
+async fn second_factor(
+    s: &AppState,
+    id: &str,
+    t: &mamori_store::TotpRecord,
+    code: Option<String>,
+    recovery_code: Option<String>,
+    key_id: &str,
+    detail: Value,
+    now: i64,
+) -> AppResult<Result<&'static str, &'static str>> {
+    match (code, recovery_code) {
+        (Some(code), None) => Ok(
+            match totp::verify(&t.secret, &code, unix_seconds(now), t.last_step) {
+                Ok(step) if s.store.use_totp_step(id, step).await? => Ok("totp"),
+                Ok(_) | Err(TotpError::Replayed) => Err("replayed"),
+                Err(_) => Err("wrong"),
+            },
+        ),
         (None, Some(rc)) => {
             let note = AuditNote {
-                actor: format!("apikey:{}", key.key_id),
+                actor: format!("apikey:{key_id}"),
                 action: "credential.recovery_code_used".into(),
                 target: format!("customer:{id}"),
-                detail: json!({}),
+                detail,
             };
             let ok = rc.chars().count() <= 64
                 && s.store
-                    .use_recovery_code(&id, &totp::recovery_digest(&rc), now, &note)
+                    .use_recovery_code(id, &totp::recovery_digest(&rc), now, &note)
                     .await?;
-            let left = s.store.recovery_codes_left(&id).await?;
-            Ok(Json(if ok {
-                json!({"valid": true, "method": "recovery_code", "recovery_codes_left": left})
+            Ok(if ok {
+                Ok("recovery_code")
             } else {
-                json!({"valid": false, "reason": "wrong", "recovery_codes_left": left})
-            }))
+                Err("wrong_recovery_code")
+            })
         }
         _ => Err(Problem::unprocessable("send either code or recovery_code")),
     }
@@ -939,16 +952,12 @@ async fn delete_totp(
         .authorize(&s.store, &headers, Scope::Admin, now)
         .await?;
     let b: RevealIn = json_body(&body)?;
-    if b.staff.trim().is_empty() || b.reason.trim().chars().count() < 4 {
-        return Err(Problem::unprocessable(
-            "staff and reason: who removes the authenticator, and why (4 characters or more)",
-        ));
-    }
+    let (staff, reason) = b.checked("why the authenticator is removed")?;
     let note = AuditNote {
-        actor: format!("staff:{}", b.staff.trim()),
+        actor: format!("staff:{staff}"),
         action: "credential.change".into(),
         target: format!("customer:{id}"),
-        detail: json!({"credential": "totp", "change": "removed", "reason": b.reason.trim(), "apikey": key.key_id}),
+        detail: json!({"credential": "totp", "change": "removed", "reason": reason, "apikey": key.key_id}),
     };
     if s.store.remove_totp(&id, now, &note).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -980,13 +989,21 @@ pub struct StepUpIn {
 }
 
 fn refused(kind: &str, code: &'static str, ja: &str, en: &str) -> Problem {
-    let mut p = Problem::new(StatusCode::FORBIDDEN, kind, en.to_owned());
-    p.problems = Some(vec![password::Problem {
-        code,
-        message_ja: ja.into(),
-        message_en: en.into(),
-    }]);
-    p
+    Problem::new(StatusCode::FORBIDDEN, kind, en.to_owned()).telling(code, ja, en)
+}
+
+/// A step-up token refused: the customer confirms it is them again.
+fn stepup_refused(why: mamori_auth::stepup::Refusal) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "stepup-refused",
+        format!("the step-up token is refused: {}", why.as_str()),
+    )
+    .telling(
+        why.as_str(),
+        "本人確認をやり直してください。",
+        "Please confirm it is you again.",
+    )
 }
 
 #[utoipa::path(post, path = "/v1/customers/{id}/stepup", request_body = StepUpIn,
@@ -1048,46 +1065,35 @@ async fn post_stepup(
                 "the customer has no second factor registered: enrol an authenticator first",
             )
         })?;
-    let method = match (b.code, b.recovery_code) {
-        (Some(code), None) => {
-            let ok = match totp::verify(&t.secret, &code, unix_seconds(now), t.last_step) {
-                Ok(step) => s.store.use_totp_step(&id, step).await?,
-                Err(_) => false,
-            };
-            if !ok {
-                return Err(refused(
-                    "stepup-failed",
-                    "wrong_code",
-                    "確認コードが正しくないか、すでに使われています。新しいコードを入力してください。",
-                    "The code is wrong or was already used: enter a new one.",
-                ));
-            }
-            "totp"
+    let detail = json!({"operation": op.as_str()});
+    let method = match second_factor(
+        &s,
+        &id,
+        &t,
+        b.code,
+        b.recovery_code,
+        &key.key_id,
+        detail,
+        now,
+    )
+    .await?
+    {
+        Ok(m) => m,
+        Err("wrong_recovery_code") => {
+            return Err(refused(
+                "stepup-failed",
+                "wrong_code",
+                "リカバリーコードが正しくないか、すでに使われています。",
+                "The recovery code is wrong or was already used.",
+            ));
         }
-        (None, Some(rc)) => {
-            let note = AuditNote {
-                actor: format!("apikey:{}", key.key_id),
-                action: "credential.recovery_code_used".into(),
-                target: format!("customer:{id}"),
-                detail: json!({"operation": op.as_str()}),
-            };
-            if rc.chars().count() > 64
-                || !s
-                    .store
-                    .use_recovery_code(&id, &totp::recovery_digest(&rc), now, &note)
-                    .await?
-            {
-                return Err(refused(
-                    "stepup-failed",
-                    "wrong_code",
-                    "リカバリーコードが正しくないか、すでに使われています。",
-                    "The recovery code is wrong or was already used.",
-                ));
-            }
-            "recovery_code"
-        }
-        _ => {
-            return Err(Problem::unprocessable("send either code or recovery_code"));
+        Err(_) => {
+            return Err(refused(
+                "stepup-failed",
+                "wrong_code",
+                "確認コードが正しくないか、すでに使われています。新しいコードを入力してください。",
+                "The code is wrong or was already used: enter a new one.",
+            ));
         }
     };
     let (token, digest) = mamori_auth::stepup::new_token();
@@ -1198,19 +1204,7 @@ async fn post_stepup_consume(
         .await?;
     match r {
         Ok(g) => Ok(Json(json!({"valid": true, "method": g.method}))),
-        Err(why) => {
-            let mut p = Problem::new(
-                StatusCode::FORBIDDEN,
-                "stepup-refused",
-                format!("the step-up token is refused: {}", why.as_str()),
-            );
-            p.problems = Some(vec![password::Problem {
-                code: why.as_str(),
-                message_ja: "本人確認をやり直してください。".into(),
-                message_en: "Please confirm it is you again.".into(),
-            }]);
-            Err(p)
-        }
+        Err(why) => Err(stepup_refused(why)),
     }
 }
 
@@ -1290,19 +1284,7 @@ async fn post_destination(
             .await?;
         match r {
             Ok(g) => (format!("customer:{id}"), json!({"stepup": g.method})),
-            Err(why) => {
-                let mut p = Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "stepup-refused",
-                    format!("the step-up token is refused: {}", why.as_str()),
-                );
-                p.problems = Some(vec![password::Problem {
-                    code: why.as_str(),
-                    message_ja: "本人確認をやり直してください。".into(),
-                    message_en: "Please confirm it is you again.".into(),
-                }]);
-                return Err(p);
-            }
+            Err(why) => return Err(stepup_refused(why)),
         }
     } else {
         let staff = b.staff.as_deref().map(str::trim).unwrap_or_default();
@@ -1345,22 +1327,15 @@ async fn post_destination(
     use mamori_core::assess::Decision;
     if a.decision == Decision::Block {
         let alert_id = s.record(rec).await.map_err(crate::app::case_problem)?;
-        let mut p = Problem::new(
-            StatusCode::FORBIDDEN,
+        return Err(refused(
             "blocked",
-            format!(
-                "the destination change was blocked (assessment {assessment_id}, alert {alert_id:?})"
-            ),
-        );
-        p.problems = Some(vec![password::Problem {
-            code: "blocked",
-            message_ja:
-                "このお手続きはお受けできませんでした。サポートセンターへお問い合わせください。"
-                    .into(),
-            message_en: "This procedure could not be accepted. Please contact the support center."
-                .into(),
-        }]);
-        return Err(p);
+            "blocked",
+            "このお手続きはお受けできませんでした。サポートセンターへお問い合わせください。",
+            "This procedure could not be accepted. Please contact the support center.",
+        )
+        .with_detail(format!(
+            "the destination change was blocked (assessment {assessment_id}, alert {alert_id:?})"
+        )));
     }
     // A challenge was met by the step-up (online) or the identity checks (offline).
     let status = if a.decision == Decision::Hold {

@@ -33,6 +33,27 @@ impl Problem {
             problems: None,
         }
     }
+    /// With one thing to tell the customer, in Japanese and English.
+    pub fn telling(
+        mut self,
+        code: &'static str,
+        ja: impl Into<String>,
+        en: impl Into<String>,
+    ) -> Self {
+        self.problems = Some(vec![mamori_auth::password::Problem {
+            code,
+            message_ja: ja.into(),
+            message_en: en.into(),
+        }]);
+        self
+    }
+
+    /// With another detail (for the broker's systems; the customer's text is in `problems`).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
     }

@@ -401,25 +401,9 @@ impl Hot {
         to: i64,
     ) -> Result<IpActivity, IpNeed> {
         let mut s = self.state();
-        s.tick += 1;
-        let tick = s.tick;
-        if from >= to {
+        let Some((h, first, last, edges)) = window(&mut s, net, ip, from, to)? else {
             return Ok(IpActivity::default());
-        }
-        let (first, last) = (utc_day(from), utc_day(to - 1));
-        let Some(h) = s.ips.get_mut(&(net, ip)) else {
-            s.misses += 1;
-            return Err(IpNeed::Days);
         };
-        if h.from_day > first {
-            s.misses += 1;
-            return Err(IpNeed::Days);
-        }
-        h.used = tick;
-        let edges = [
-            (from.rem_euclid(DAY_US) != 0).then_some(first),
-            (to.rem_euclid(DAY_US) != 0).then_some(last),
-        ];
         let mut edge_events = Vec::with_capacity(2);
         for day in edges.iter().flatten() {
             if let Some(d) = h.days.get(day) {
@@ -484,25 +468,9 @@ impl Hot {
         g: impl FnOnce(&[IpUse<&str>]) -> R,
     ) -> Result<R, IpNeed> {
         let mut s = self.state();
-        s.tick += 1;
-        let tick = s.tick;
-        if from >= to {
+        let Some((h, first, last, edges)) = window(&mut s, net, ip, from, to)? else {
             return Ok(g(&[]));
-        }
-        let (first, last) = (utc_day(from), utc_day(to - 1));
-        let Some(h) = s.ips.get_mut(&(net, ip)) else {
-            s.misses += 1;
-            return Err(IpNeed::Days);
         };
-        if h.from_day > first {
-            s.misses += 1;
-            return Err(IpNeed::Days);
-        }
-        h.used = tick;
-        let edges = [
-            (from.rem_euclid(DAY_US) != 0).then_some(first),
-            (to.rem_euclid(DAY_US) != 0).then(|| utc_day(to)),
-        ];
         let mut uses: Vec<IpUse<&str>> = Vec::new();
         for (&day, d) in h.days.range(first..=last) {
             if edges.contains(&Some(day)) {
@@ -688,6 +656,38 @@ impl Hot {
         }
         self.state().marks = Some((by, fraud));
     }
+}
+
+/// The held range for the window `[from, to)`, marked used, with the window's first and last UTC
+/// day and the days its edges fall inside (`None` for an edge at midnight); `None` for an empty
+/// window; what is missing if the range's days are not held from the window's start.
+#[allow(clippy::type_complexity)]
+fn window(
+    s: &mut State,
+    net: bool,
+    ip: u128,
+    from: i64,
+    to: i64,
+) -> Result<Option<(&mut HeldIp, i64, i64, [Option<i64>; 2])>, IpNeed> {
+    s.tick += 1;
+    let tick = s.tick;
+    if from >= to {
+        return Ok(None);
+    }
+    let (first, last) = (utc_day(from), utc_day(to - 1));
+    if s.ips.get(&(net, ip)).is_none_or(|h| h.from_day > first) {
+        s.misses += 1;
+        return Err(IpNeed::Days);
+    }
+    let Some(h) = s.ips.get_mut(&(net, ip)) else {
+        return Err(IpNeed::Days);
+    };
+    h.used = tick;
+    let edges = [
+        (from.rem_euclid(DAY_US) != 0).then_some(first),
+        (to.rem_euclid(DAY_US) != 0).then_some(last),
+    ];
+    Ok(Some((h, first, last, edges)))
 }
 
 /// Puts `value` under `key` in `map`, whose entries hold `total` rows (`size` gives an entry's

@@ -577,6 +577,42 @@ pub trait Destinations {
     ) -> impl Future<Output = Result<Vec<RegisteredDestination>>> + Send;
 }
 
+/// Checks the whole audit log, page by page: every entry's hash and link, the last against the
+/// stored head and, if given, that the log still holds a head recorded elsewhere earlier.
+/// Returns the entries checked and the head, or what is broken.
+pub async fn verify_audit<S: AuditLog>(
+    s: &S,
+    recorded: Option<(i64, &str)>,
+) -> Result<Result<(i64, Option<(i64, String)>), String>> {
+    let head = s.audit_head().await?;
+    let mut v = mamori_auth::audit::Verifier::default();
+    let mut holds_recorded = false;
+    let mut from = 1;
+    loop {
+        let page = s.audit_entries(from, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for e in &page {
+            if let Err(err) = v.push(e) {
+                return Ok(Err(err.to_string()));
+            }
+            holds_recorded |= recorded.is_some_and(|(s, h)| s == e.seq && h == e.hash);
+        }
+    }
+    let n = match v.finish(head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+        Ok(n) => n,
+        Err(err) => return Ok(Err(err.to_string())),
+    };
+    if let Some((s, _)) = recorded
+        && !holds_recorded
+    {
+        return Ok(Err(format!(
+            "entry {s} is missing or differs from the head recorded earlier"
+        )));
+    }
+    Ok(Ok((n, head)))
+}
+
 /// Capability: the emergency switches.
 pub trait Switches {
     /// Sets a procedure on or off on a channel, audited in the same transaction.

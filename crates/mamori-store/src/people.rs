@@ -17,12 +17,7 @@ use crate::{
 
 /// Appends an audit entry inside the caller's write transaction, and moves the head.
 pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> Result<AuditEntry> {
-    let mut head: Option<(i64, String)> = None;
-    conn.prepare("SELECT seq, hash FROM audit_head WHERE id = 0")?
-        .for_each(&[], |r| {
-            head = Some((r.i64(0), r.string(1)?));
-            Ok(())
-        })?;
+    let head = read_head(conn)?;
     let detail = note.detail.to_string();
     let e = AuditEntry::next(
         head.as_ref().map(|(s, h)| (*s, h.as_str())),
@@ -49,6 +44,17 @@ pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> R
     conn.prepare("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (0, ?, ?)")?
         .exec(&[Value::Int(e.seq), Value::Text(&e.hash)])?;
     Ok(e)
+}
+
+/// The audit log's head: its last entry's seq and hash.
+fn read_head(conn: &raw::Conn<'_>) -> Result<Option<(i64, String)>> {
+    let mut head = None;
+    conn.prepare("SELECT seq, hash FROM audit_head WHERE id = 0")?
+        .for_each(&[], |r| {
+            head = Some((r.i64(0), r.string(1)?));
+            Ok(())
+        })?;
+    Ok(head)
 }
 
 impl AuditLog for SqliteStore {
@@ -88,16 +94,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>> {
-        self.with_raw(|conn| {
-            let mut head = None;
-            conn.prepare("SELECT seq, hash FROM audit_head WHERE id = 0")?
-                .for_each(&[], |r| {
-                    head = Some((r.i64(0), r.string(1)?));
-                    Ok(())
-                })?;
-            Ok(head)
-        })
-        .await
+        self.with_raw(read_head).await
     }
 }
 
@@ -193,21 +190,10 @@ impl Customers for SqliteStore {
                 Ok(())
             })?;
             if let Some(c) = &mut rec {
-                conn.prepare(
-                    "SELECT bank_code, branch_code, account_type, account_number, holder_kana \
-                     FROM customer_destinations WHERE customer_id = ? \
-                     ORDER BY registered_at, bank_code, branch_code, account_number",
-                )?
-                .for_each(&[Value::Text(&id)], |r| {
-                    c.destinations.push(Destination {
-                        bank_code: r.string(0)?,
-                        branch_code: r.string(1)?,
-                        account_type: r.string(2)?,
-                        account_number: r.string(3)?,
-                        holder_kana: r.string(4)?,
-                    });
-                    Ok(())
-                })?;
+                c.destinations = destination_rows(conn, &id)?
+                    .into_iter()
+                    .map(|d| d.destination)
+                    .collect();
             }
             Ok(rec)
         })
@@ -740,31 +726,33 @@ impl Destinations for SqliteStore {
 
     async fn destinations(&self, customer_id: &str) -> Result<Vec<RegisteredDestination>> {
         let id = customer_id.to_owned();
-        self.with_raw(move |conn| {
-            let mut out = Vec::new();
-            conn.prepare(
-                "SELECT bank_code, branch_code, account_type, account_number, holder_kana, \
-                 status, registered_at, effective_at, assessment_id FROM customer_destinations \
-                 WHERE customer_id = ? ORDER BY registered_at, bank_code, branch_code, account_number",
-            )?
-            .for_each(&[Value::Text(&id)], |r| {
-                out.push(RegisteredDestination {
-                    destination: Destination {
-                        bank_code: r.string(0)?,
-                        branch_code: r.string(1)?,
-                        account_type: r.string(2)?,
-                        account_number: r.string(3)?,
-                        holder_kana: r.string(4)?,
-                    },
-                    status: r.string(5)?,
-                    registered_at: r.i64(6),
-                    effective_at: r.opt_i64(7),
-                    assessment_id: r.text(8)?.map(str::to_owned),
-                });
-                Ok(())
-            })?;
-            Ok(out)
-        })
-        .await
+        self.with_raw(move |conn| destination_rows(conn, &id)).await
     }
+}
+
+/// A customer's destinations, oldest first.
+fn destination_rows(conn: &raw::Conn<'_>, customer_id: &str) -> Result<Vec<RegisteredDestination>> {
+    let mut out = Vec::new();
+    conn.prepare(
+        "SELECT bank_code, branch_code, account_type, account_number, holder_kana, status, \
+         registered_at, effective_at, assessment_id FROM customer_destinations \
+         WHERE customer_id = ? ORDER BY registered_at, bank_code, branch_code, account_number",
+    )?
+    .for_each(&[Value::Text(customer_id)], |r| {
+        out.push(RegisteredDestination {
+            destination: Destination {
+                bank_code: r.string(0)?,
+                branch_code: r.string(1)?,
+                account_type: r.string(2)?,
+                account_number: r.string(3)?,
+                holder_kana: r.string(4)?,
+            },
+            status: r.string(5)?,
+            registered_at: r.i64(6),
+            effective_at: r.opt_i64(7),
+            assessment_id: r.text(8)?.map(str::to_owned),
+        });
+        Ok(())
+    })?;
+    Ok(out)
 }

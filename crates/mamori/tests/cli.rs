@@ -1430,7 +1430,7 @@ fn customers_switches_and_a_tampered_audit_log() {
                 "DELETE FROM audit_log WHERE seq = 3",
                 "UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)",
             ],
-            "missing or differs from the head given with --head",
+            "missing or differs from the head recorded earlier",
         ),
     ];
     for (what, sql, want) in cases {
