@@ -49,6 +49,7 @@ pub struct AppState {
     pub mfa: crate::config::Mfa,
     pub(crate) switches: crate::people::SwitchBoard,
     pub destinations: crate::config::DestinationRules,
+    pub friction: crate::config::Friction,
     /// Populations by the start of their Tokyo day (the last few days).
     populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
     /// One population computed at a time.
@@ -123,6 +124,7 @@ impl AppState {
             mfa: Default::default(),
             switches: Default::default(),
             destinations: Default::default(),
+            friction: Default::default(),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
             ready: AtomicBool::new(false),
@@ -143,6 +145,12 @@ impl AppState {
     /// With these destination rules (the configuration's `[destinations]`).
     pub fn with_destinations(mut self, d: crate::config::DestinationRules) -> Self {
         self.destinations = d;
+        self
+    }
+
+    /// With this friction per decision (the configuration's `[friction]`).
+    pub fn with_friction(mut self, f: crate::config::Friction) -> Self {
+        self.friction = f;
         self
     }
 
@@ -443,6 +451,9 @@ pub struct AssessResult {
     reasons: Vec<ReasonOut>,
     /// The alert a hold or block opened.
     alert_id: Option<i64>,
+    /// What the customer must do: proceed, second_factor (then POST /v1/customers/{id}/stepup),
+    /// review (staff look first) or refuse (`[friction]` in the configuration).
+    next: &'static str,
 }
 
 pub(crate) fn assessment_id() -> String {
@@ -525,6 +536,7 @@ async fn post_assess(
                                  "instead": ["support_center", "paper"]}),
             }],
             alert_id: None,
+            next: "refuse",
         }));
     }
     let started = Instant::now();
@@ -559,6 +571,7 @@ async fn post_assess(
         score: a.score,
         reasons,
         alert_id,
+        next: s.friction.next(e.kind, a.decision),
     }))
 }
 

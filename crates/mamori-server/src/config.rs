@@ -23,6 +23,49 @@ pub struct Config {
     pub password: Passwords,
     pub mfa: Mfa,
     pub destinations: DestinationRules,
+    pub friction: Friction,
+}
+
+/// What the customer must do after a decision: `challenge` asks for a second factor, `hold`
+/// queues the procedure for staff review, `block` refuses it; `allow` lets it proceed, except for
+/// the procedures listed here, which need a registered second factor even then (the seed: two-factor
+/// authentication for destination changes and withdrawals).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Friction {
+    pub second_factor_on_allow: Vec<mamori_core::event::Kind>,
+}
+
+impl Default for Friction {
+    fn default() -> Self {
+        use mamori_core::event::Kind;
+        Friction {
+            second_factor_on_allow: vec![
+                Kind::DestinationChange,
+                Kind::Withdrawal,
+                Kind::WithdrawalPasswordChange,
+                Kind::MfaChange,
+            ],
+        }
+    }
+}
+
+impl Friction {
+    /// `proceed`, `second_factor`, `review` or `refuse`.
+    pub fn next(
+        &self,
+        kind: mamori_core::event::Kind,
+        d: mamori_core::assess::Decision,
+    ) -> &'static str {
+        use mamori_core::assess::Decision;
+        match d {
+            Decision::Allow if self.second_factor_on_allow.contains(&kind) => "second_factor",
+            Decision::Allow => "proceed",
+            Decision::Challenge => "second_factor",
+            Decision::Hold => "review",
+            Decision::Block => "refuse",
+        }
+    }
 }
 
 /// Withdrawal destinations registered through mamori's flow.
@@ -331,11 +374,30 @@ mod tests {
         assert_eq!(c.password.hashing, mamori_auth::hash::HashParams::default());
         assert_eq!(c.mfa, Mfa::default());
         assert_eq!(c.destinations, DestinationRules::default());
+        assert_eq!(c.friction, Friction::default());
         assert_eq!(c.password.lockout, mamori_auth::lockout::Lockout::default());
         assert_eq!(
             Config::parse("", "empty").expect("empty"),
             Config::default()
         );
+    }
+
+    #[test]
+    fn friction_follows_the_decision_and_the_procedure() {
+        use mamori_core::assess::Decision::*;
+        use mamori_core::event::Kind;
+        let f = Friction::default();
+        assert_eq!(f.next(Kind::Login, Allow), "proceed");
+        assert_eq!(f.next(Kind::Withdrawal, Allow), "second_factor");
+        assert_eq!(f.next(Kind::Login, Challenge), "second_factor");
+        assert_eq!(f.next(Kind::Withdrawal, Hold), "review");
+        assert_eq!(f.next(Kind::Login, Block), "refuse");
+        let c = Config::parse("[friction]\nsecond_factor_on_allow = []\n", "m.toml").unwrap();
+        assert_eq!(c.friction.next(Kind::Withdrawal, Allow), "proceed");
+        let e = Config::parse("[friction]\nsecond_factor_on_allow = [\"wire\"]\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("friction.second_factor_on_allow"), "{e}");
     }
 
     #[test]

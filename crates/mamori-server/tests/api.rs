@@ -265,6 +265,7 @@ fn the_api_decides_records_alerts_and_learns() {
             .await;
         assert_eq!(st, 200, "{ok}");
         assert_eq!(ok["decision"], "allow", "{ok}");
+        assert_eq!(ok["next"], "proceed", "an allowed login goes ahead: {ok}");
         let (_, h, _) = s.get(&format!("/v1/customers/{c}/history?at=2020-10-04"), Some("reader")).await;
         assert!(h["ips"].as_array().expect("ips").iter().any(|i| i["value"] == home.as_str()), "{h}");
         assert!(h["events"].as_u64().unwrap_or(0) > 10);
@@ -275,6 +276,7 @@ fn the_api_decides_records_alerts_and_learns() {
             .post("/v1/assess", Some("client"), &event("x1", &c, Kind::Login, "2020-10-03T22:00:00+09:00", evil, "evil-pc"))
             .await;
         assert_eq!(login["decision"], "challenge", "{login}");
+        assert_eq!(login["next"], "second_factor");
         let r = &login["reasons"][0];
         assert_eq!(r["code"], "unusual_login");
         assert!(r["message_ja"].as_str().unwrap_or("").contains("ログイン") && r["message_en"].as_str().is_some());
@@ -310,6 +312,7 @@ fn the_api_decides_records_alerts_and_learns() {
         w["amount"] = json!(3_000_000);
         let (_, wd, _) = s.post("/v1/assess", Some("client"), &w).await;
         assert!(wd["decision"] == "hold" || wd["decision"] == "block", "{wd}");
+        assert_eq!(wd["next"], if wd["decision"] == "hold" { "review" } else { "refuse" });
         let codes: Vec<&str> = wd["reasons"].as_array().expect("reasons").iter().filter_map(|r| r["code"].as_str()).collect();
         assert!(codes.contains(&"same_unfamiliar_ip_for_destination_change_and_withdrawal"), "{wd}");
         let alert = wd["alert_id"].as_i64().expect("an alert opened");
@@ -338,6 +341,7 @@ fn the_api_decides_records_alerts_and_learns() {
         now.as_object_mut().expect("object").remove("occurred_at");
         let (_, next, _) = s.post("/v1/assess", Some("client"), &now).await;
         assert_eq!(next["decision"], "block", "{next}");
+        assert_eq!(next["next"], "refuse");
         assert!(next["reasons"].as_array().expect("r").iter().any(|r| r["code"] == "confirmed_fraud_ip"));
         let (st, _, _) = s.get("/v1/ips/not-an-ip", Some("reader")).await;
         assert_eq!(st, 400);
@@ -616,6 +620,7 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
         let (st, r, _) = s.post("/v1/assess", Some("client"), &change).await;
         assert_eq!((st, r["decision"].as_str()), (200, Some("block")), "{r}");
         assert_eq!(r["reasons"][0]["code"], "procedure_switched_off");
+        assert_eq!(r["next"], "refuse");
         assert!(r["reasons"][0]["message_ja"].as_str().unwrap().contains("サポートセンター"));
         assert_eq!(r["alert_id"], Value::Null);
         let mut by_phone = change.clone();
@@ -627,6 +632,10 @@ fn passwords_masking_switches_and_the_audit_log_over_http() {
         withdrawal["amount"] = json!(10_000);
         let (_, r, _) = s.post("/v1/assess", Some("client"), &withdrawal).await;
         assert_ne!(r["reasons"][0]["code"], "procedure_switched_off", "{r}");
+        // An allowed withdrawal still needs a second factor (the seed's rule, [friction]).
+        if r["decision"] == "allow" {
+            assert_eq!(r["next"], "second_factor", "{r}");
+        }
         // Another process (a second node, the CLI) switches the app's withdrawals off: this
         // node refuses them within a second.
         let other = SqliteStore::open(&dir.path().join("api.db")).await.expect("second handle");

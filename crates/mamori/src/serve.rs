@@ -75,7 +75,8 @@ pub async fn run(
         )
         .with_passwords(config.password.clone(), bad)
         .with_mfa(config.mfa.clone())
-        .with_destinations(config.destinations.clone()),
+        .with_destinations(config.destinations.clone())
+        .with_friction(config.friction.clone()),
     );
     mamori_server::serve::serve(bound, state, mamori_server::serve::signal()).await?;
     Ok(())
