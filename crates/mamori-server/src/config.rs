@@ -394,9 +394,12 @@ mod tests {
         assert_eq!(f.next(Kind::Login, Block), "refuse");
         let c = Config::parse("[friction]\nsecond_factor_on_allow = []\n", "m.toml").unwrap();
         assert_eq!(c.friction.next(Kind::Withdrawal, Allow), "proceed");
-        let e = Config::parse("[friction]\nsecond_factor_on_allow = [\"wire\"]\n", "m.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "[friction]\nsecond_factor_on_allow = [\"wire\"]\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("friction.second_factor_on_allow"), "{e}");
     }
 
