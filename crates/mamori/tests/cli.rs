@@ -1457,3 +1457,131 @@ fn customers_switches_and_a_tampered_audit_log() {
     let r = std::panic::catch_unwind(|| tamper(&copy, &["DELETE FROM audit_log WHERE seq = 1"]));
     assert!(r.is_err(), "the trigger let a delete through");
 }
+
+/// Destinations registered while the server is killed with `kill -9`: every acknowledged one is
+/// there afterwards, and each stored one is whole (its assessment, its notice to the customer,
+/// its audit entry), with the audit log intact.
+#[test]
+fn a_killed_server_leaves_no_half_registered_destination() {
+    use mamori_store::{AuditLog, DecisionLog, Destinations, Lockouts};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut csv = String::from("customer_id,name,name_kana\n");
+    for t in 0..4 {
+        csv.push_str(&format!("K{t},山田 太郎,ヤマダ タロウ\n"));
+    }
+    std::fs::write(d.join("customers.csv"), csv).expect("write");
+    ok(d, &["customers", "import", "customers.csv"]);
+    let key = ok(
+        d,
+        &["apikey", "create", "--name", "desk", "--scopes", "auth"],
+    );
+    let key = key.trim().to_owned();
+    let server = ServeProcess::start(d);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for t in 0..4 {
+        let (acked, stop, base, key) = (
+            acked.clone(),
+            stop.clone(),
+            server.base.clone(),
+            key.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let client = blocking_http::client();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let number = format!("{:07}", t * 100_000 + i);
+                let body = serde_json::json!({
+                    "destination": {"bank_code": "0001", "branch_code": "001", "account_number": number},
+                    "channel": "support_center", "staff": "ito",
+                    "identity_checks": ["callback to the registered phone"]});
+                match client
+                    .post(format!("{base}/v1/customers/K{t}/destinations"))
+                    .bearer(&key)
+                    .json(&body)
+                    .send()
+                {
+                    Ok(r) if r.status() == 201 => {
+                        acked.lock().expect("lock").push((format!("K{t}"), number));
+                    }
+                    Ok(r) if r.status() == 403 => {} // blocked by the engine: nothing registered
+                    Ok(r) => panic!("unexpected answer {}: {}", r.status(), r.body),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    let started = std::time::Instant::now();
+    while acked.lock().expect("lock").len() < 200 && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(server); // kill -9, registrations in flight
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= 50,
+        "only {} registrations acknowledged",
+        acked.len()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let store = mamori_store::SqliteStore::open(&d.join("mamori.db"))
+            .await
+            .expect("open");
+        let mut stored = Vec::new();
+        for t in 0..4 {
+            let c = format!("K{t}");
+            for x in store.destinations(&c).await.expect("destinations") {
+                // Each with the assessment that decided it.
+                let id = x.assessment_id.clone().expect("assessment id");
+                let a = store
+                    .assessment(&id)
+                    .await
+                    .expect("read")
+                    .expect("its assessment");
+                assert_eq!(a.event.customer_id, c);
+                stored.push((c.clone(), x.destination.account_number));
+            }
+        }
+        for a in &acked {
+            assert!(stored.contains(a), "acknowledged {a:?} lost");
+        }
+        let notices = store.unsent_notices(100_000).await.expect("notices");
+        let registered = store
+            .audit_entries(1, 100_000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "destination.register")
+            .count();
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| n.kind == "destination_change")
+                .count(),
+            stored.len()
+        );
+        assert_eq!(registered, stored.len());
+        let verified = mamori_store::verify_audit(&store, None)
+            .await
+            .expect("read");
+        assert!(verified.is_ok(), "{verified:?}");
+        eprintln!(
+            "{} acknowledged, {} stored after kill -9",
+            acked.len(),
+            stored.len()
+        );
+        store.close().await;
+    });
+}
