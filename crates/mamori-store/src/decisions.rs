@@ -244,6 +244,18 @@ impl DecisionLog for SqliteStore {
                     }
                 }
             }
+            // A destination this assessment held for review: staff's answer decides it.
+            conn.prepare(
+                "UPDATE customer_destinations SET status = ? \
+                 WHERE assessment_id = ? AND status = 'pending_review'",
+            )?
+            .exec(&[
+                Value::Text(match resolution {
+                    Resolution::Legitimate => "effective",
+                    Resolution::ConfirmedFraud => "refused",
+                }),
+                Value::Text(&alert.assessment.assessment_id),
+            ])?;
             one_alert(conn, id)?.ok_or(CaseError::NoAlert(id))
         })
         .await

@@ -337,7 +337,7 @@ pub trait Customers {
         at: i64,
         audit: &AuditNote,
     ) -> impl Future<Output = Result<(u64, u64)>> + Send;
-    /// A customer's record with their registered destinations.
+    /// A customer's record with their effective destinations.
     fn customer(
         &self,
         customer_id: &str,
@@ -549,7 +549,7 @@ pub trait StepUps {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredDestination {
     pub destination: mamori_core::event::Destination,
-    /// `effective` or `pending_review`.
+    /// `effective`, `pending_review` (held: staff decide), or `refused` (staff confirmed fraud).
     pub status: String,
     pub registered_at: i64,
     /// Withdrawals to it may start then (the cooling-off period); `None`: at once.

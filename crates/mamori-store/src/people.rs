@@ -192,6 +192,7 @@ impl Customers for SqliteStore {
             if let Some(c) = &mut rec {
                 c.destinations = destination_rows(conn, &id)?
                     .into_iter()
+                    .filter(|d| d.status == "effective")
                     .map(|d| d.destination)
                     .collect();
             }

@@ -12,8 +12,8 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
-    DecisionLog, EventWriter, HistoryReader, Lockouts, LoginFeatures, Retention, SecondFactors,
-    StepUpGrant, StepUps, Switches,
+    DecisionLog, Destinations, EventWriter, HistoryReader, Lockouts, LoginFeatures,
+    RegisteredDestination, Retention, SecondFactors, StepUpGrant, StepUps, Switches,
 };
 
 /// A small event for tests.
@@ -51,7 +51,8 @@ pub async fn run_all<
         + Credentials
         + SecondFactors
         + Lockouts
-        + StepUps,
+        + StepUps
+        + Destinations,
 >(
     s: &S,
 ) {
@@ -67,6 +68,93 @@ pub async fn run_all<
     second_factors(s).await;
     lockouts(s).await;
     stepups(s).await;
+    destinations(s).await;
+}
+
+async fn destinations<S: Destinations + DecisionLog>(s: &S) {
+    let dest = |n: &str| Destination {
+        bank_code: "0005".into(),
+        branch_code: "001".into(),
+        account_type: "ordinary".into(),
+        account_number: n.into(),
+        holder_kana: String::new(),
+    };
+    let note = AuditNote {
+        actor: "staff:ito".into(),
+        action: "destination.register".into(),
+        target: "customer:D1".into(),
+        detail: serde_json::json!({}),
+    };
+    let reg = |id: &str, n: &str, decision: Decision, status: &str, effective_at| {
+        let mut e = ev(
+            id,
+            "2021-06-01T10:00:00+09:00",
+            "D1",
+            Kind::DestinationChange,
+            None,
+        );
+        e.destination = Some(dest(n));
+        (
+            record(&format!("a-{id}"), &e, decision),
+            RegisteredDestination {
+                destination: dest(n),
+                status: status.into(),
+                registered_at: e.occurred_at,
+                effective_at,
+                assessment_id: Some(format!("a-{id}")),
+            },
+        )
+    };
+    let (r1, d1) = reg("dd1", "1000001", Decision::Allow, "effective", Some(99));
+    assert_eq!(
+        s.register_destination(&r1, &d1, &serde_json::json!({}), &note)
+            .await
+            .unwrap(),
+        None
+    );
+    let (r2, d2) = reg("dd2", "1000002", Decision::Hold, "pending_review", None);
+    let held = s
+        .register_destination(&r2, &d2, &serde_json::json!({}), &note)
+        .await
+        .unwrap();
+    let (r3, d3) = reg("dd3", "1000003", Decision::Hold, "pending_review", None);
+    let fraud = s
+        .register_destination(&r3, &d3, &serde_json::json!({}), &note)
+        .await
+        .unwrap();
+    let all = s.destinations("D1").await.unwrap();
+    assert_eq!(all, vec![d1.clone(), d2.clone(), d3.clone()]);
+    // The allowed change joined the history; the held ones wait for staff.
+    assert_eq!(
+        s.assessment("a-dd1").await.unwrap().map(|a| a.decision),
+        Some(Decision::Allow)
+    );
+    s.resolve_alert(
+        held.expect("an alert"),
+        Resolution::Legitimate,
+        "called",
+        "ito",
+        5,
+    )
+    .await
+    .unwrap();
+    s.resolve_alert(
+        fraud.expect("an alert"),
+        Resolution::ConfirmedFraud,
+        "not them",
+        "ito",
+        6,
+    )
+    .await
+    .unwrap();
+    let status: Vec<String> = s
+        .destinations("D1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.status)
+        .collect();
+    assert_eq!(status, ["effective", "effective", "refused"]);
 }
 
 async fn stepups<S: StepUps>(s: &S) {
