@@ -1054,6 +1054,15 @@ impl Drop for ServeProcess {
 
 impl ServeProcess {
     fn start(dir: &Path) -> ServeProcess {
+        Self::start_logging(dir, "warn", None)
+    }
+
+    /// With `RUST_LOG=level`, its standard error (the JSON logs) into `log` if given.
+    fn start_logging(dir: &Path, level: &str, log: Option<&Path>) -> ServeProcess {
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => Stdio::null(),
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -1062,10 +1071,10 @@ impl ServeProcess {
             .current_dir(dir)
             .env_remove("MAMORI_DB")
             .env_remove("MAMORI_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start mamori serve");
         let base = format!("http://127.0.0.1:{port}");
@@ -1584,4 +1593,107 @@ fn a_killed_server_leaves_no_half_registered_destination() {
         );
         store.close().await;
     });
+}
+
+/// Personal data and secrets never reach the logs: a server logging at debug level goes through
+/// the customer-side procedures, and its log holds none of the values sent.
+#[test]
+fn personal_data_and_secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("customers.csv"),
+        "customer_id,name,name_kana,birth_date,address,phone,email,bank_code,branch_code,account_number\n\
+         C1,山田 太郎,ヤマダ タロウ,1985-03-15,東京都千代田区丸の内1-1-1,090-1234-5678,taro.yamada@example.co.jp,0001,123,7654321\n",
+    )
+    .expect("write");
+    ok(d, &["customers", "import", "customers.csv"]);
+    let key = ok(
+        d,
+        &[
+            "apikey",
+            "create",
+            "--name",
+            "all",
+            "--scopes",
+            "auth,read,admin,assess",
+        ],
+    );
+    let key = key.trim().to_owned();
+    let log = d.join("serve.log");
+    let server = ServeProcess::start_logging(d, "debug", Some(&log));
+    let c = blocking_http::client();
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        let url = format!("{}{path}", server.base);
+        let r = match method {
+            "GET" => c.get(url),
+            _ => c.post(url),
+        };
+        r.bearer(&key).json(&body).send().expect("request")
+    };
+    let password = "Orbit%Mango42x";
+    for (m, path, body) in [
+        ("GET", "/v1/customers/C1", serde_json::json!({})),
+        (
+            "POST",
+            "/v1/customers/C1/reveal",
+            serde_json::json!({"staff": "ito", "reason": "ticket 4711"}),
+        ),
+        (
+            "POST",
+            "/v1/passwords/check",
+            serde_json::json!({"kind": "login", "password": password, "customer_id": "C1"}),
+        ),
+        (
+            "POST",
+            "/v1/passwords/check",
+            serde_json::json!({"kind": "login", "password": "Yamada1985!!", "customer_id": "C1"}),
+        ),
+        (
+            "POST",
+            "/v1/customers/C1/passwords/login/verify",
+            serde_json::json!({"password": "Secret#Guess77", "ip": "198.51.100.9"}),
+        ),
+        (
+            "POST",
+            "/v1/customers/C1/destinations",
+            serde_json::json!({"destination": {"bank_code": "0009", "branch_code": "010", "account_number": "3333333"},
+            "channel": "support_center", "staff": "ito", "identity_checks": ["date of birth 1985-03-15"]}),
+        ),
+        (
+            "POST",
+            "/v1/assess",
+            serde_json::json!({"event_id": "x", "customer_id": "C1", "kind": "destination_change", "channel": "web",
+            "ip": "198.51.100.9", "destination": {"bank_code": "0009", "branch_code": "010", "account_number": "4444444", "holder_kana": "ﾔﾏﾀﾞ ﾀﾛｳ"}}),
+        ),
+    ] {
+        let r = call(m, path, body);
+        assert!(r.status() < 500, "{path}: {} {}", r.status(), r.body);
+    }
+    drop(server);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.lines().count() > 5, "the server logged: {text}");
+    eprintln!(
+        "{} log lines, e.g. {}",
+        text.lines().count(),
+        text.lines().last().unwrap_or("")
+    );
+    for secret in [
+        "山田",
+        "ヤマダ",
+        "ﾔﾏﾀﾞ",
+        "1985",
+        "丸の内",
+        "090-1234",
+        "5678",
+        "taro.yamada",
+        "7654321",
+        "3333333",
+        "4444444",
+        password,
+        "Secret#Guess77",
+        "Yamada1985",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} in the server's log");
+    }
 }
