@@ -1176,56 +1176,31 @@ fn acknowledged_events_survive_kill_9() {
     let key = key.trim().to_owned();
     assert!(key.starts_with("mmr_"), "{key}");
     let server = ServeProcess::start(d);
-    // Four clients send batches until the server dies; each remembers what was acknowledged.
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut threads = Vec::new();
-    for t in 0..4 {
-        let (acked, stop, base, key) = (
-            acked.clone(),
-            stop.clone(),
-            server.base.clone(),
-            key.clone(),
-        );
-        threads.push(std::thread::spawn(move || {
-            let client = blocking_http::client();
-            for i in 0.. {
-                if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                let ids: Vec<String> = (0..200).map(|j| format!("k{t}-{i}-{j}")).collect();
-                let events: Vec<serde_json::Value> = ids
-                    .iter()
-                    .map(|id| serde_json::json!({"event_id": id, "customer_id": format!("K{t}"),
-                        "kind": "login", "channel": "web", "occurred_at": "2020-10-01T10:00:00+09:00",
-                        "ip": "192.0.2.1"}))
-                    .collect();
-                match client
-                    .post(format!("{base}/v1/events"))
-                    .bearer(&key)
-                    .json(&serde_json::json!({"events": events}))
-                    .send()
-                {
-                    Ok(r) if r.status() == 200 => {
-                        assert!(r.body.contains("\"accepted\":200"), "{}", r.body);
-                        acked.lock().expect("lock").extend(ids);
-                    }
-                    Ok(r) => panic!("unexpected answer {}: {}", r.status(), r.body),
-                    Err(_) => break, // the server died mid-request: not acknowledged
-                }
+    // Four clients send batches until the server dies; what was acknowledged is kept.
+    let acked = load_then_kill(server, &key, 20_000, |client, base, key, t, i| {
+        let ids: Vec<String> = (0..200).map(|j| format!("k{t}-{i}-{j}")).collect();
+        let events: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| {
+                serde_json::json!({"event_id": id, "customer_id": format!("K{t}"),
+                "kind": "login", "channel": "web", "occurred_at": "2020-10-01T10:00:00+09:00",
+                "ip": "192.0.2.1"})
+            })
+            .collect();
+        match client
+            .post(format!("{base}/v1/events"))
+            .bearer(key)
+            .json(&serde_json::json!({"events": events}))
+            .send()
+        {
+            Ok(r) if r.status() == 200 => {
+                assert!(r.body.contains("\"accepted\":200"), "{}", r.body);
+                Some(ids)
             }
-        }));
-    }
-    // Kill -9 while batches are in flight.
-    while acked.lock().expect("lock").len() < 20_000 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    drop(server); // kill -9
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    let acked = acked.lock().expect("lock").clone();
+            Ok(r) => panic!("unexpected answer {}: {}", r.status(), r.body),
+            Err(_) => None, // the server died mid-request: not acknowledged
+        }
+    });
     assert!(acked.len() >= 20_000);
     // The server starts again on the same store, and every acknowledged event is there.
     drop(ServeProcess::start(d));
@@ -1487,53 +1462,24 @@ fn a_killed_server_leaves_no_half_registered_destination() {
     );
     let key = key.trim().to_owned();
     let server = ServeProcess::start(d);
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut threads = Vec::new();
-    for t in 0..4 {
-        let (acked, stop, base, key) = (
-            acked.clone(),
-            stop.clone(),
-            server.base.clone(),
-            key.clone(),
-        );
-        threads.push(std::thread::spawn(move || {
-            let client = blocking_http::client();
-            for i in 0.. {
-                if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                let number = format!("{:07}", t * 100_000 + i);
-                let body = serde_json::json!({
-                    "destination": {"bank_code": "0001", "branch_code": "001", "account_number": number},
-                    "channel": "support_center", "staff": "ito",
-                    "identity_checks": ["callback to the registered phone"]});
-                match client
-                    .post(format!("{base}/v1/customers/K{t}/destinations"))
-                    .bearer(&key)
-                    .json(&body)
-                    .send()
-                {
-                    Ok(r) if r.status() == 201 => {
-                        acked.lock().expect("lock").push((format!("K{t}"), number));
-                    }
-                    Ok(r) if r.status() == 403 => {} // blocked by the engine: nothing registered
-                    Ok(r) => panic!("unexpected answer {}: {}", r.status(), r.body),
-                    Err(_) => break,
-                }
-            }
-        }));
-    }
-    let started = std::time::Instant::now();
-    while acked.lock().expect("lock").len() < 200 && started.elapsed().as_secs() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    drop(server); // kill -9, registrations in flight
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    let acked = acked.lock().expect("lock").clone();
+    let acked = load_then_kill(server, &key, 200, |client, base, key, t, i| {
+        let number = format!("{:07}", t * 100_000 + i);
+        let body = serde_json::json!({
+            "destination": {"bank_code": "0001", "branch_code": "001", "account_number": number},
+            "channel": "support_center", "staff": "ito",
+            "identity_checks": ["callback to the registered phone"]});
+        match client
+            .post(format!("{base}/v1/customers/K{t}/destinations"))
+            .bearer(key)
+            .json(&body)
+            .send()
+        {
+            Ok(r) if r.status() == 201 => Some(vec![(format!("K{t}"), number)]),
+            Ok(r) if r.status() == 403 => Some(vec![]), // blocked: nothing registered
+            Ok(r) => panic!("unexpected answer {}: {}", r.status(), r.body),
+            Err(_) => None,
+        }
+    });
     assert!(
         acked.len() >= 50,
         "only {} registrations acknowledged",
@@ -1696,4 +1642,50 @@ fn personal_data_and_secrets_never_reach_the_logs() {
     ] {
         assert!(!text.contains(secret), "{secret:?} in the server's log");
     }
+}
+
+/// Four clients call `send(client, base, key, client number, call number)` until `enough`
+/// items are acknowledged (or 20 s pass), then the server is killed with `kill -9` while calls
+/// are in flight; returns the acknowledged items. `send` gives the items a call acknowledged, or
+/// `None` when the server is gone.
+fn load_then_kill<T: Send + Clone + 'static>(
+    server: ServeProcess,
+    key: &str,
+    enough: usize,
+    send: impl Fn(&blocking_http::Blocking, &str, &str, usize, usize) -> Option<Vec<T>>
+    + Send
+    + Sync
+    + 'static,
+) -> Vec<T> {
+    let send = std::sync::Arc::new(send);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<T>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (acked, stop, send) = (acked.clone(), stop.clone(), send.clone());
+            let (base, key) = (server.base.clone(), key.to_owned());
+            std::thread::spawn(move || {
+                let client = blocking_http::client();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    match send(&client, &base, &key, t, i) {
+                        Some(items) => acked.lock().expect("lock").extend(items),
+                        None => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    while acked.lock().expect("lock").len() < enough && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(server); // kill -9
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    acked.lock().expect("lock").clone()
 }
