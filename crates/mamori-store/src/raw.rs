@@ -44,6 +44,23 @@ const CACHED_STATEMENTS: usize = 64;
 pub(crate) struct OwnedConn {
     db: NonNull<ffi::sqlite3>,
     cache: StmtCache,
+    /// Where the WAL hook writes the frames in the WAL after each commit (kept alive as long as
+    /// the connection, which holds a pointer to it).
+    wal_frames: Option<std::sync::Arc<std::sync::atomic::AtomicI64>>,
+}
+
+/// SQLite's WAL hook: called after each commit with the frames now in the WAL.
+unsafe extern "C" fn note_wal_frames(
+    arg: *mut std::ffi::c_void,
+    _db: *mut ffi::sqlite3,
+    _name: *const std::ffi::c_char,
+    frames: c_int,
+) -> c_int {
+    // SAFETY: `arg` is the AtomicI64 of the OwnedConn that installed the hook, which outlives
+    // the connection (it is dropped after sqlite3_close).
+    let frames_now = unsafe { &*(arg as *const std::sync::atomic::AtomicI64) };
+    frames_now.store(i64::from(frames), std::sync::atomic::Ordering::Relaxed);
+    ffi::SQLITE_OK
 }
 
 impl std::fmt::Debug for OwnedConn {
@@ -77,8 +94,9 @@ impl OwnedConn {
     pub(crate) fn open_writer(
         path: &std::path::Path,
         synchronous_full: bool,
+        wal_frames: std::sync::Arc<std::sync::atomic::AtomicI64>,
     ) -> Result<Self, StoreError> {
-        Self::open_with(
+        let mut conn = Self::open_with(
             path,
             &[
                 "PRAGMA busy_timeout = 30000",
@@ -92,7 +110,18 @@ impl OwnedConn {
                     "PRAGMA synchronous = NORMAL"
                 },
             ],
-        )
+        )?;
+        // SAFETY: the hook's argument points into the Arc the connection keeps until after it
+        // is closed (fields drop after Drop::drop, which closes the connection).
+        unsafe {
+            ffi::sqlite3_wal_hook(
+                conn.db.as_ptr(),
+                Some(note_wal_frames),
+                std::sync::Arc::as_ptr(&wal_frames) as *mut std::ffi::c_void,
+            );
+        }
+        conn.wal_frames = Some(wal_frames);
+        Ok(conn)
     }
 
     fn open_with(path: &std::path::Path, pragmas: &[&str]) -> Result<Self, StoreError> {
@@ -121,6 +150,7 @@ impl OwnedConn {
         let conn = OwnedConn {
             db,
             cache: RefCell::default(),
+            wal_frames: None,
         };
         if rc != ffi::SQLITE_OK {
             return Err(conn.conn().error(rc));
