@@ -360,21 +360,7 @@ async fn post_password_verify(
             password::HARD_MAX_CHARS
         )));
     }
-    let params = s.passwords.hashing;
-    let (pw, st) = (b.password, stored.clone());
-    let (v, new) = tokio::task::spawn_blocking(move || {
-        let v = hash::verify(&pw, &st, &params)?;
-        let new = match v {
-            Verified::YesRehash => Some(hash::hash(&pw, &params)?),
-            _ => None,
-        };
-        Ok::<_, hash::HashError>((v, new))
-    })
-    .await
-    .map_err(Problem::internal)?
-    .map_err(Problem::internal)?;
-    if v == Verified::No {
-        let n = s.store.add_failure(&id, kind, now).await?;
+    if let Some(n) = check_stored(&s, &id, kind, stored, b.password, now).await? {
         if kind == PasswordKind::Login {
             // A wrong login password is a failed login: the risk engine's stuffing rules count it.
             let e = json!({
@@ -412,11 +398,41 @@ async fn post_password_verify(
         }
         return Ok(Json(VerifyOut { valid: false }).into_response());
     }
-    if let Some(new) = new {
-        s.store.rehash_password(&id, kind, &stored, &new).await?;
-    }
-    s.store.clear_failures(&id, kind, now, None).await?;
     Ok(Json(VerifyOut { valid: true }).into_response())
+}
+
+/// Verifies a password against its stored hash, off the async workers. A right one clears the
+/// consecutive failures (and is hashed again if the costs changed): `None`. A wrong one counts:
+/// the consecutive failures now.
+async fn check_stored(
+    s: &AppState,
+    id: &str,
+    kind: PasswordKind,
+    stored: String,
+    pw: String,
+    now: i64,
+) -> AppResult<Option<u32>> {
+    let params = s.passwords.hashing;
+    let st = stored.clone();
+    let (v, new) = tokio::task::spawn_blocking(move || {
+        let v = hash::verify(&pw, &st, &params)?;
+        let new = match v {
+            Verified::YesRehash => Some(hash::hash(&pw, &params)?),
+            _ => None,
+        };
+        Ok::<_, hash::HashError>((v, new))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    if v == Verified::No {
+        return Ok(Some(s.store.add_failure(id, kind, now).await?));
+    }
+    if let Some(new) = new {
+        s.store.rehash_password(id, kind, &stored, &new).await?;
+    }
+    s.store.clear_failures(id, kind, now, None).await?;
+    Ok(None)
 }
 
 /// 128 random bits in hex, for ids mamori makes.
@@ -1152,19 +1168,9 @@ async fn withdrawal_password_ok(
     if pw.chars().count() > password::HARD_MAX_CHARS {
         return Ok(false);
     }
-    let params = s.passwords.hashing;
-    let (pw, st) = (pw.to_owned(), stored);
-    let v = tokio::task::spawn_blocking(move || hash::verify(&pw, &st, &params))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
-    if v == Verified::No {
-        s.store.add_failure(id, kind, now).await?;
-        Ok(false)
-    } else {
-        s.store.clear_failures(id, kind, now, None).await?;
-        Ok(true)
-    }
+    Ok(check_stored(s, id, kind, stored, pw.to_owned(), now)
+        .await?
+        .is_none())
 }
 
 /// A step-up token presented for an operation.

@@ -46,6 +46,26 @@ pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> R
     Ok(e)
 }
 
+/// Puts a notice to the customer in the outbox, inside the caller's write transaction.
+fn queue_notice(
+    conn: &raw::Conn<'_>,
+    customer_id: &str,
+    kind: &str,
+    detail: &serde_json::Value,
+    at: i64,
+) -> Result<()> {
+    conn.prepare(
+        "INSERT INTO notices (customer_id, kind, detail, created_at) VALUES (?, ?, ?, ?)",
+    )?
+    .exec(&[
+        Value::Text(customer_id),
+        Value::Text(kind),
+        Value::Text(&detail.to_string()),
+        Value::Int(at),
+    ])?;
+    Ok(())
+}
+
 /// The audit log's head: its last entry's seq and hash.
 fn read_head(conn: &raw::Conn<'_>) -> Result<Option<(i64, String)>> {
     let mut head = None;
@@ -535,15 +555,7 @@ impl Lockouts for SqliteStore {
         audit: &AuditNote,
     ) -> Result<()> {
         self.write(|conn, _| {
-            conn.prepare(
-                "INSERT INTO notices (customer_id, kind, detail, created_at) \
-                 VALUES (?, 'lockout', ?, ?)",
-            )?
-            .exec(&[
-                Value::Text(customer_id),
-                Value::Text(&detail.to_string()),
-                Value::Int(at),
-            ])?;
+            queue_notice(conn, customer_id, "lockout", detail, at)?;
             append_audit(conn, audit, at)?;
             Ok(())
         })
@@ -710,15 +722,7 @@ impl Destinations for SqliteStore {
                 d.effective_at.into(),
                 d.assessment_id.as_deref().map_or(Value::Null, Value::Text),
             ])?;
-            conn.prepare(
-                "INSERT INTO notices (customer_id, kind, detail, created_at) \
-                 VALUES (?, 'destination_change', ?, ?)",
-            )?
-            .exec(&[
-                Value::Text(c),
-                Value::Text(&notice.to_string()),
-                Value::Int(d.registered_at),
-            ])?;
+            queue_notice(conn, c, "destination_change", notice, d.registered_at)?;
             append_audit(conn, audit, d.registered_at)?;
             Ok::<_, CaseError>(alert)
         })
