@@ -32,6 +32,7 @@ code_enum!(
         Hold = 1 => "hold",
         Block = 2 => "block",
         ChallengeFailed = 3 => "challenge_failed",
+        CustomerReport = 4 => "customer_report",
     }
 );
 

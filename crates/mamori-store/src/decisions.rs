@@ -91,7 +91,7 @@ fn one_assessment(conn: &raw::Conn<'_>, id: &str) -> Result<Option<AssessmentRec
     Ok(out)
 }
 
-fn open_alert(conn: &raw::Conn<'_>, assessment_id: &str, at: i64, t: Trigger) -> Result<i64> {
+pub(crate) fn open_alert(conn: &raw::Conn<'_>, assessment_id: &str, at: i64, t: Trigger) -> Result<i64> {
     conn.prepare("INSERT INTO alerts (assessment_id, opened_at, trigger) VALUES (?, ?, ?)")?
         .insert(&[
             Value::Text(assessment_id),
@@ -194,71 +194,8 @@ impl DecisionLog for SqliteStore {
         by: &str,
         at: i64,
     ) -> Result<Alert, CaseError> {
-        self.write(|conn, w| {
-            let alert = one_alert(conn, id)?.ok_or(CaseError::NoAlert(id))?;
-            if alert.status == AlertStatus::Resolved {
-                return Err(CaseError::AlreadyResolved(id));
-            }
-            conn.prepare(
-                "UPDATE alerts SET status = 'resolved', resolution = ?, note = ?, \
-                 resolved_by = ?, resolved_at = ? WHERE alert_id = ?",
-            )?
-            .exec(&[
-                Value::Text(resolution.as_str()),
-                Value::Text(note),
-                Value::Text(by),
-                Value::Int(at),
-                Value::Int(id),
-            ])?;
-            let e = &alert.assessment.event;
-            let ip = ip_blob(e);
-            let ip_value = || ip.as_ref().map_or(Value::Null, |b| Value::Blob(b));
-            w.marks_changed();
-            match resolution {
-                Resolution::Legitimate => {
-                    conn.prepare(
-                        "INSERT INTO familiar (customer_id, ip, device_hash, at, alert_id) \
-                         VALUES (?, ?, ?, ?, ?)",
-                    )?
-                    .exec(&[
-                        Value::Text(&e.customer_id),
-                        ip_value(),
-                        e.device_id
-                            .as_deref()
-                            .map(|d| mamori_core::history::device_hash(d) as i64)
-                            .into(),
-                        Value::Int(at),
-                        Value::Int(id),
-                    ])?;
-                }
-                Resolution::ConfirmedFraud => {
-                    if ip.is_some() {
-                        conn.prepare(
-                            "INSERT OR IGNORE INTO fraud_ips (ip, at, alert_id) VALUES (?, ?, ?)",
-                        )?
-                        .exec(&[
-                            ip_value(),
-                            Value::Int(at),
-                            Value::Int(id),
-                        ])?;
-                    }
-                }
-            }
-            // A destination this assessment held for review: staff's answer decides it.
-            conn.prepare(
-                "UPDATE customer_destinations SET status = ? \
-                 WHERE assessment_id = ? AND status = 'pending_review'",
-            )?
-            .exec(&[
-                Value::Text(match resolution {
-                    Resolution::Legitimate => "effective",
-                    Resolution::ConfirmedFraud => "refused",
-                }),
-                Value::Text(&alert.assessment.assessment_id),
-            ])?;
-            one_alert(conn, id)?.ok_or(CaseError::NoAlert(id))
-        })
-        .await
+        self.write(|conn, w| resolve_in(conn, w, id, resolution, note, by, at, false))
+            .await
     }
 
     async fn marks(
@@ -446,6 +383,13 @@ pub(crate) fn record_in(
          reasons, event) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT (assessment_id) DO NOTHING",
     )?;
+    // Every assessed withdrawal is told to the customer (with a "this wasn't me" link), if the
+    // store knows where to write to them.
+    let mut notice = conn.prepare(
+        "INSERT INTO notices (customer_id, kind, detail, created_at, assessment_id) \
+         SELECT customer_id, 'withdrawal', ?2, ?3, ?4 FROM customer_records \
+         WHERE customer_id = ?1 AND coalesce(email, '') != ''",
+    )?;
     for (rec, (event_json, reasons)) in recs.iter().zip(&texts) {
         let e = &rec.event;
         let ip = ip_blob(e);
@@ -473,6 +417,14 @@ pub(crate) fn record_in(
             )));
             continue;
         }
+        if e.kind == mamori_core::event::Kind::Withdrawal {
+            notice.exec(&[
+                Value::Text(&e.customer_id),
+                Value::Text(&withdrawal_notice(rec).to_string()),
+                Value::Int(rec.created_at),
+                Value::Text(&rec.assessment_id),
+            ])?;
+        }
         let effect = on_decision(rec.decision);
         if effect.store_event {
             allowed.push(e.clone());
@@ -482,9 +434,127 @@ pub(crate) fn record_in(
             .map(|t| open_alert(conn, &rec.assessment_id, rec.created_at, t))
             .transpose()?));
     }
-    drop(insert);
+    drop((insert, notice));
     if !allowed.is_empty() {
         w.events(conn, &allowed)?;
     }
     Ok(out)
+}
+
+/// Resolves an alert inside the caller's write transaction: what the resolution teaches the
+/// engine (a familiar IP and device, or an IP confirmed in fraud) and a destination the assessment
+/// held. A resolved alert is refused, unless `relabel` (a customer's report overrides staff's
+/// `legitimate`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resolve_in(
+    conn: &raw::Conn<'_>,
+    w: &mut crate::sqlite::Writes<'_>,
+    id: i64,
+    resolution: Resolution,
+    note: &str,
+    by: &str,
+    at: i64,
+    relabel: bool,
+) -> Result<Alert, CaseError> {
+    let alert = one_alert(conn, id)?.ok_or(CaseError::NoAlert(id))?;
+    if alert.status == AlertStatus::Resolved {
+        if !relabel || alert.resolution == Some(resolution) {
+            return Err(CaseError::AlreadyResolved(id));
+        }
+        // Relabelled: what the earlier resolution taught is withdrawn.
+        conn.prepare("DELETE FROM familiar WHERE alert_id = ?")?
+            .exec(&[Value::Int(id)])?;
+        conn.prepare("DELETE FROM fraud_ips WHERE alert_id = ?")?
+            .exec(&[Value::Int(id)])?;
+    }
+    conn.prepare(
+        "UPDATE alerts SET status = 'resolved', resolution = ?, note = ?, \
+         resolved_by = ?, resolved_at = ? WHERE alert_id = ?",
+    )?
+    .exec(&[
+        Value::Text(resolution.as_str()),
+        Value::Text(note),
+        Value::Text(by),
+        Value::Int(at),
+        Value::Int(id),
+    ])?;
+    let e = &alert.assessment.event;
+    let ip = ip_blob(e);
+    let ip_value = || ip.as_ref().map_or(Value::Null, |b| Value::Blob(b));
+    w.marks_changed();
+    match resolution {
+        Resolution::Legitimate => {
+            conn.prepare(
+                "INSERT INTO familiar (customer_id, ip, device_hash, at, alert_id) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )?
+            .exec(&[
+                Value::Text(&e.customer_id),
+                ip_value(),
+                e.device_id
+                    .as_deref()
+                    .map(|d| mamori_core::history::device_hash(d) as i64)
+                    .into(),
+                Value::Int(at),
+                Value::Int(id),
+            ])?;
+        }
+        Resolution::ConfirmedFraud => {
+            if ip.is_some() {
+                conn.prepare(
+                    "INSERT OR IGNORE INTO fraud_ips (ip, at, alert_id) VALUES (?, ?, ?)",
+                )?
+                .exec(&[
+                    ip_value(),
+                    Value::Int(at),
+                    Value::Int(id),
+                ])?;
+            }
+        }
+    }
+    // A destination this assessment held for review: staff's answer decides it.
+    conn.prepare(
+        "UPDATE customer_destinations SET status = ? \
+         WHERE assessment_id = ? AND status = 'pending_review'",
+    )?
+    .exec(&[
+        Value::Text(match resolution {
+            Resolution::Legitimate => "effective",
+            Resolution::ConfirmedFraud => "refused",
+        }),
+        Value::Text(&alert.assessment.assessment_id),
+    ])?;
+    one_alert(conn, id)?.ok_or(CaseError::NoAlert(id))
+}
+
+/// The customer of an assessment, if it exists.
+pub(crate) fn assessment_customer(conn: &raw::Conn<'_>, id: &str) -> Result<Option<String>> {
+    let mut out = None;
+    conn.prepare("SELECT customer_id FROM assessments WHERE assessment_id = ?")?
+        .for_each(&[Value::Text(id)], |r| {
+            out = Some(r.string(0)?);
+            Ok(())
+        })?;
+    Ok(out)
+}
+
+/// The alert of an assessment, if one was opened.
+pub(crate) fn alert_of(conn: &raw::Conn<'_>, assessment_id: &str) -> Result<Option<i64>> {
+    conn.prepare("SELECT alert_id FROM alerts WHERE assessment_id = ?")?
+        .query_i64(&[Value::Text(assessment_id)])
+}
+
+/// What a withdrawal's notice says: masked, no secrets.
+fn withdrawal_notice(rec: &AssessmentRecord) -> serde_json::Value {
+    let e = &rec.event;
+    serde_json::json!({
+        "event_id": e.event_id,
+        "occurred_at": e.occurred_at,
+        "channel": e.channel.as_str(),
+        "amount": e.amount,
+        "decision": rec.decision.as_str(),
+        "bank_code": e.destination.as_ref().map(|d| d.bank_code.as_str()),
+        "account_number": e.destination.as_ref()
+            .map(|d| mamori_auth::mask::account_number(&d.account_number)),
+    })
 }

@@ -17,6 +17,7 @@ pub mod assess;
 mod decisions;
 pub mod hot;
 pub mod investigate;
+mod notices;
 mod people;
 mod raw;
 pub mod sqlite;
@@ -461,17 +462,167 @@ pub trait SecondFactors {
     ) -> impl Future<Output = Result<bool>> + Send;
 }
 
-/// A notice to a customer waiting in the outbox.
+/// A notice to a customer in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub notice_id: i64,
     pub customer_id: String,
+    /// `lockout`, `destination_change`, `withdrawal`, `mfa_change`, `withdrawals_frozen`, …
     pub kind: String,
+    /// What the message says (masked; no secrets).
     pub detail: serde_json::Value,
+    /// The assessment it tells of, if any (a report from its link labels it as fraud).
+    pub assessment_id: Option<String>,
     pub created_at: i64,
+    pub sent_at: Option<i64>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
 }
 
-/// Capability: consecutive password failures (brute force) and the notices to customers.
+/// Attempts at sending a notice before the outbox gives up on it.
+pub const MAX_NOTICE_ATTEMPTS: u32 = 10;
+
+impl Notice {
+    /// `sent`, `waiting` (not tried yet), `failing` (will be tried again) or `given_up`.
+    pub fn state(&self) -> &'static str {
+        if self.sent_at.is_some() {
+            "sent"
+        } else if self.attempts >= MAX_NOTICE_ATTEMPTS {
+            "given_up"
+        } else if self.attempts > 0 {
+            "failing"
+        } else {
+            "waiting"
+        }
+    }
+}
+
+/// Which notices to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoticeFilter {
+    pub customer_id: Option<String>,
+    /// Only those the outbox gave up on.
+    pub given_up: bool,
+    pub limit: usize,
+}
+
+/// Capability: the outbox of notices to customers.
+pub trait Outbox {
+    /// Puts a notice in the outbox.
+    fn queue_notice(
+        &self,
+        customer_id: &str,
+        kind: &str,
+        detail: &serde_json::Value,
+        assessment_id: Option<&str>,
+        at: i64,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// Notices due at `now`: not sent, not given up, not waiting for a retry; oldest first.
+    fn due_notices(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Notice>>> + Send;
+    /// Marks a notice sent (`error` None), or records a failed attempt and when to try again
+    /// (after [`MAX_NOTICE_ATTEMPTS`] attempts it is given up whatever `retry_at` says).
+    fn notice_result(
+        &self,
+        notice_id: i64,
+        at: i64,
+        error: Option<&str>,
+        retry_at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Notices, newest first.
+    fn notices(&self, filter: &NoticeFilter)
+    -> impl Future<Output = Result<Vec<Notice>>> + Send;
+}
+
+/// A "this wasn't me" link sent in a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportLink {
+    /// SHA-256 of the token in the link.
+    pub token_digest: String,
+    pub customer_id: String,
+    pub notice_id: i64,
+    pub notice_kind: String,
+    pub assessment_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// What a customer's report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub customer_id: String,
+    /// The alert now resolved as confirmed fraud, if the link named an assessment.
+    pub alert_id: Option<i64>,
+    /// Destinations refused because the reported assessment registered them.
+    pub destinations_refused: u64,
+}
+
+/// Why a report link did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReportRefusal {
+    #[error("unknown link")]
+    Unknown,
+    #[error("the link was already used")]
+    Used,
+    #[error("the link has expired")]
+    Expired,
+}
+
+/// Capability: customers' "this wasn't me" reports.
+pub trait Reports {
+    /// Stores a link about to be sent.
+    fn add_report_link(&self, link: &ReportLink) -> impl Future<Output = Result<()>> + Send;
+    /// A link by its token's digest.
+    fn report_link(
+        &self,
+        token_digest: &str,
+    ) -> impl Future<Output = Result<Option<ReportLink>>> + Send;
+    /// The customer's report, in one transaction: uses the link up, freezes the customer's
+    /// withdrawals, labels the reported assessment as fraud (its alert, opened with trigger
+    /// `customer_report` if it had none, resolved `confirmed_fraud` by `customer:ID`, so its IP
+    /// is marked for the engine), refuses a destination it registered, queues a notice and
+    /// writes `audit`.
+    fn report(
+        &self,
+        token_digest: &str,
+        now: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<Result<Reported, ReportRefusal>>> + Send;
+}
+
+/// A customer's withdrawals frozen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    pub customer_id: String,
+    pub frozen_at: i64,
+    /// `customer_report` or `staff`.
+    pub source: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// Capability: frozen withdrawals.
+pub trait Freezes {
+    /// Freezes the customer's withdrawals (kept as it was if already frozen), with a notice to
+    /// the customer, audited; false if it was already frozen.
+    fn freeze(&self, f: &Freeze, audit: &AuditNote) -> impl Future<Output = Result<bool>> + Send;
+    /// Lifts a freeze, audited; false if there was none.
+    fn unfreeze(
+        &self,
+        customer_id: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// The customer's freeze, if frozen.
+    fn frozen(&self, customer_id: &str) -> impl Future<Output = Result<Option<Freeze>>> + Send;
+}
+
+/// Capability: consecutive password failures (brute force).
 pub trait Lockouts {
     /// Consecutive failures and the last one's time, if any.
     fn failures(
@@ -501,15 +652,6 @@ pub trait Lockouts {
         detail: &serde_json::Value,
         at: i64,
         audit: &AuditNote,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Notices not sent yet, oldest first.
-    fn unsent_notices(&self, limit: usize) -> impl Future<Output = Result<Vec<Notice>>> + Send;
-    /// Marks a notice sent, or records a failed attempt.
-    fn notice_result(
-        &self,
-        notice_id: i64,
-        at: i64,
-        error: Option<&str>,
     ) -> impl Future<Output = Result<()>> + Send;
 }
 

@@ -5,13 +5,14 @@ use mamori_auth::audit::AuditEntry;
 use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState};
 use mamori_core::event::Destination;
 
+use crate::notices::queue_notice;
 use crate::raw::{self, Value};
 use crate::sqlite::{corrupt, kind_of};
 use mamori_auth::password::PasswordKind;
 
 use crate::{AssessmentRecord, CaseError, Destinations, RegisteredDestination};
 use crate::{
-    AuditLog, AuditNote, Credentials, Customers, Lockouts, Notice, Result, SecondFactors,
+    AuditLog, AuditNote, Credentials, Customers, Lockouts, Result, SecondFactors,
     SqliteStore, StepUpGrant, StepUps, Switches, TotpRecord,
 };
 
@@ -44,26 +45,6 @@ pub(crate) fn append_audit(conn: &raw::Conn<'_>, note: &AuditNote, at: i64) -> R
     conn.prepare("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (0, ?, ?)")?
         .exec(&[Value::Int(e.seq), Value::Text(&e.hash)])?;
     Ok(e)
-}
-
-/// Puts a notice to the customer in the outbox, inside the caller's write transaction.
-fn queue_notice(
-    conn: &raw::Conn<'_>,
-    customer_id: &str,
-    kind: &str,
-    detail: &serde_json::Value,
-    at: i64,
-) -> Result<()> {
-    conn.prepare(
-        "INSERT INTO notices (customer_id, kind, detail, created_at) VALUES (?, ?, ?, ?)",
-    )?
-    .exec(&[
-        Value::Text(customer_id),
-        Value::Text(kind),
-        Value::Text(&detail.to_string()),
-        Value::Int(at),
-    ])?;
-    Ok(())
 }
 
 /// The audit log's head: its last entry's seq and hash.
@@ -555,51 +536,8 @@ impl Lockouts for SqliteStore {
         audit: &AuditNote,
     ) -> Result<()> {
         self.write(|conn, _| {
-            queue_notice(conn, customer_id, "lockout", detail, at)?;
+            queue_notice(conn, customer_id, "lockout", detail, None, at)?;
             append_audit(conn, audit, at)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn unsent_notices(&self, limit: usize) -> Result<Vec<Notice>> {
-        self.with_raw(move |conn| {
-            let mut out = Vec::new();
-            conn.prepare(
-                "SELECT notice_id, customer_id, kind, detail, created_at FROM notices \
-                 WHERE sent_at IS NULL ORDER BY notice_id LIMIT ?",
-            )?
-            .for_each(
-                &[Value::Int(i64::try_from(limit).unwrap_or(i64::MAX))],
-                |r| {
-                    out.push(Notice {
-                        notice_id: r.i64(0),
-                        customer_id: r.string(1)?,
-                        kind: r.string(2)?,
-                        detail: serde_json::from_str(&r.string(3)?)
-                            .map_err(|_| corrupt("notice detail is not JSON"))?,
-                        created_at: r.i64(4),
-                    });
-                    Ok(())
-                },
-            )?;
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn notice_result(&self, notice_id: i64, at: i64, error: Option<&str>) -> Result<()> {
-        self.write(|conn, _| {
-            match error {
-                None => conn
-                    .prepare("UPDATE notices SET sent_at = ?, attempts = attempts + 1 WHERE notice_id = ?")?
-                    .exec(&[Value::Int(at), Value::Int(notice_id)])?,
-                Some(e) => conn
-                    .prepare(
-                        "UPDATE notices SET attempts = attempts + 1, last_error = ? WHERE notice_id = ?",
-                    )?
-                    .exec(&[Value::Text(e), Value::Int(notice_id)])?,
-            };
             Ok(())
         })
         .await
@@ -722,7 +660,14 @@ impl Destinations for SqliteStore {
                 d.effective_at.into(),
                 d.assessment_id.as_deref().map_or(Value::Null, Value::Text),
             ])?;
-            queue_notice(conn, c, "destination_change", notice, d.registered_at)?;
+            queue_notice(
+                conn,
+                c,
+                "destination_change",
+                notice,
+                d.assessment_id.as_deref(),
+                d.registered_at,
+            )?;
             append_audit(conn, audit, d.registered_at)?;
             Ok::<_, CaseError>(alert)
         })

@@ -13,7 +13,8 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
     DecisionLog, Destinations, EventWriter, HistoryReader, Lockouts, LoginFeatures,
-    RegisteredDestination, Retention, SecondFactors, StepUpGrant, StepUps, Switches,
+    Freeze, Freezes, MAX_NOTICE_ATTEMPTS, NoticeFilter, Outbox, RegisteredDestination,
+    ReportLink, ReportRefusal, Reports, Retention, SecondFactors, StepUpGrant, StepUps, Switches,
 };
 
 /// A small event for tests.
@@ -52,7 +53,10 @@ pub async fn run_all<
         + SecondFactors
         + Lockouts
         + StepUps
-        + Destinations,
+        + Destinations
+        + Outbox
+        + Reports
+        + Freezes,
 >(
     s: &S,
 ) {
@@ -69,6 +73,8 @@ pub async fn run_all<
     lockouts(s).await;
     stepups(s).await;
     destinations(s).await;
+    outbox(s).await;
+    reports_and_freezes(s).await;
 }
 
 async fn destinations<S: Destinations + DecisionLog>(s: &S) {
@@ -236,7 +242,7 @@ async fn stepups<S: StepUps>(s: &S) {
     );
 }
 
-async fn lockouts<S: Lockouts + AuditLog>(s: &S) {
+async fn lockouts<S: Lockouts + AuditLog + Outbox>(s: &S) {
     use mamori_auth::password::PasswordKind::{Login, Withdrawal};
     assert_eq!(s.failures("L1", Login).await.unwrap(), None);
     for i in 1..=3 {
@@ -271,19 +277,80 @@ async fn lockouts<S: Lockouts + AuditLog>(s: &S) {
             .unwrap()
     );
     assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(before + 2));
-    let n = s.unsent_notices(10).await.unwrap();
+    let n = s.due_notices(1_000, 10).await.unwrap();
     assert_eq!(n.len(), 1);
     assert_eq!(
         (n[0].customer_id.as_str(), n[0].kind.as_str()),
         ("L1", "lockout")
     );
     assert_eq!(n[0].detail["until"], 5);
-    s.notice_result(n[0].notice_id, 400, Some("smtp down"))
+    assert_eq!(n[0].state(), "waiting");
+    // A failure waits for its retry time.
+    s.notice_result(n[0].notice_id, 400, Some("smtp down"), 500)
         .await
         .unwrap();
-    assert_eq!(s.unsent_notices(10).await.unwrap().len(), 1);
-    s.notice_result(n[0].notice_id, 410, None).await.unwrap();
-    assert!(s.unsent_notices(10).await.unwrap().is_empty());
+    assert!(s.due_notices(499, 10).await.unwrap().is_empty());
+    let n = s.due_notices(500, 10).await.unwrap();
+    assert_eq!((n.len(), n[0].attempts, n[0].state()), (1, 1, "failing"));
+    assert_eq!(n[0].last_error.as_deref(), Some("smtp down"));
+    s.notice_result(n[0].notice_id, 510, None, 0).await.unwrap();
+    assert!(s.due_notices(i64::MAX, 10).await.unwrap().is_empty());
+    let log = s
+        .notices(&NoticeFilter {
+            customer_id: Some("L1".into()),
+            given_up: false,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!((log.len(), log[0].state(), log[0].sent_at), (1, "sent", Some(510)));
+}
+
+async fn outbox<S: Outbox>(s: &S) {
+    let id = s
+        .queue_notice("O1", "mfa_change", &serde_json::json!({"x": 1}), Some("a-o1"), 10)
+        .await
+        .unwrap();
+    let other = s
+        .queue_notice("O2", "lockout", &serde_json::json!({}), None, 11)
+        .await
+        .unwrap();
+    assert_ne!(id, other);
+    for i in 0..MAX_NOTICE_ATTEMPTS {
+        let due = s.due_notices(i64::MAX - 1, 100).await.unwrap();
+        assert!(due.iter().any(|n| n.notice_id == id), "attempt {i}");
+        s.notice_result(id, 20 + i64::from(i), Some("550 no"), 0)
+            .await
+            .unwrap();
+    }
+    // Given up after the last attempt, whatever its retry time said.
+    let due = s.due_notices(i64::MAX - 1, 100).await.unwrap();
+    assert!(due.iter().all(|n| n.notice_id != id));
+    assert!(due.iter().any(|n| n.notice_id == other));
+    let given_up = s
+        .notices(&NoticeFilter {
+            customer_id: None,
+            given_up: true,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(given_up.len(), 1);
+    let n = &given_up[0];
+    assert_eq!(
+        (n.notice_id, n.state(), n.attempts, n.assessment_id.as_deref()),
+        (id, "given_up", MAX_NOTICE_ATTEMPTS, Some("a-o1"))
+    );
+    let o2 = s
+        .notices(&NoticeFilter {
+            customer_id: Some("O2".into()),
+            given_up: false,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(o2.len(), 1);
+    assert_eq!(o2[0].kind, "lockout");
 }
 
 async fn second_factors<S: SecondFactors + AuditLog>(s: &S) {
@@ -1141,4 +1208,264 @@ async fn api_keys<S: ApiKeys>(s: &S) {
         (listed[0].revoked_at, listed[0].last_used_at),
         (Some(9), Some(5))
     );
+}
+
+async fn reports_and_freezes<
+    S: Reports + Freezes + Outbox + DecisionLog + Customers + Destinations + AuditLog,
+>(
+    s: &S,
+) {
+    let person = |id: &str, email: Option<&str>| mamori_core::customer::CustomerRecord {
+        customer_id: id.into(),
+        name: "報告 太郎".into(),
+        name_kana: "ホウコク タロウ".into(),
+        birth_date: None,
+        postal_code: None,
+        address: None,
+        phone: None,
+        email: email.map(str::to_owned),
+        destinations: Vec::new(),
+    };
+    let import = AuditNote {
+        actor: "test".into(),
+        action: "customers.import".into(),
+        target: "customers".into(),
+        detail: serde_json::json!({}),
+    };
+    s.put_customers(
+        &[person("R1", Some("r1@example.jp")), person("R2", None)],
+        1,
+        &import,
+    )
+    .await
+    .unwrap();
+    let dest = Destination {
+        bank_code: "0009".into(),
+        branch_code: "001".into(),
+        account_type: "ordinary".into(),
+        account_number: "1234567".into(),
+        holder_kana: String::new(),
+    };
+    let withdrawal = |id: &str, customer: &str, decision| {
+        let mut e = ev(
+            id,
+            "2021-07-01T10:00:00+09:00",
+            customer,
+            Kind::Withdrawal,
+            Some("198.51.100.7"),
+        );
+        e.amount = Some(2_345_678);
+        e.destination = Some(dest.clone());
+        record(&format!("a-{id}"), &e, decision)
+    };
+    let recs = [
+        withdrawal("rw1", "R1", Decision::Allow),
+        withdrawal("rw2", "R2", Decision::Allow),
+        withdrawal("rw3", "R1", Decision::Hold),
+    ];
+    let alerts: Vec<Option<i64>> = s
+        .record_assessments(&recs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    // Withdrawals are told to customers with an e-mail address, masked.
+    let r1 = |given_up| NoticeFilter {
+        customer_id: Some("R1".into()),
+        given_up,
+        limit: 100,
+    };
+    let told = s.notices(&r1(false)).await.unwrap();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.iter().all(|n| n.kind == "withdrawal"));
+    assert_eq!(told[1].assessment_id.as_deref(), Some("a-rw1"));
+    assert_eq!(told[1].detail["amount"], 2_345_678);
+    assert_eq!(told[1].detail["account_number"], "****567");
+    assert!(!told[1].detail.to_string().contains("1234567"));
+    assert!(
+        s.notices(&NoticeFilter {
+            customer_id: Some("R2".into()),
+            given_up: false,
+            limit: 100
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    let link = |digest: &str, assessment: Option<&str>, expires_at| ReportLink {
+        token_digest: digest.into(),
+        customer_id: "R1".into(),
+        notice_id: told[1].notice_id,
+        notice_kind: "withdrawal".into(),
+        assessment_id: assessment.map(str::to_owned),
+        created_at: 100,
+        expires_at,
+        used_at: None,
+    };
+    s.add_report_link(&link("dig-w", Some("a-rw1"), 1_000))
+        .await
+        .unwrap();
+    s.add_report_link(&link("dig-old", Some("a-rw1"), 200))
+        .await
+        .unwrap();
+    // Another customer's assessment named in R1's link is not labelled.
+    s.add_report_link(&link("dig-r2", Some("a-rw2"), 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.report_link("dig-w").await.unwrap(),
+        Some(link("dig-w", Some("a-rw1"), 1_000))
+    );
+    let why = AuditNote {
+        actor: "customer:R1".into(),
+        action: "customer.report".into(),
+        target: "customer:R1".into(),
+        detail: serde_json::json!({}),
+    };
+    let head = s.audit_head().await.unwrap().map_or(0, |h| h.0);
+    assert_eq!(
+        s.report("nope", 500, &why).await.unwrap(),
+        Err(ReportRefusal::Unknown)
+    );
+    assert_eq!(
+        s.report("dig-old", 500, &why).await.unwrap(),
+        Err(ReportRefusal::Expired)
+    );
+    assert_eq!(s.frozen("R1").await.unwrap(), None);
+    let done = s.report("dig-w", 500, &why).await.unwrap().unwrap();
+    assert_eq!(done.customer_id, "R1");
+    let alert = s
+        .alert(done.alert_id.expect("an alert"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            alert.trigger,
+            alert.status,
+            alert.resolution,
+            alert.resolved_by.as_deref(),
+            alert.assessment.assessment_id.as_str()
+        ),
+        (
+            Trigger::CustomerReport,
+            AlertStatus::Resolved,
+            Some(Resolution::ConfirmedFraud),
+            Some("customer:R1"),
+            "a-rw1"
+        )
+    );
+    assert_eq!(
+        s.report("dig-w", 501, &why).await.unwrap(),
+        Err(ReportRefusal::Used)
+    );
+    let f = s.frozen("R1").await.unwrap().expect("frozen");
+    assert_eq!((f.source.as_str(), f.frozen_at), ("customer_report", 500));
+    assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(head + 1));
+    let last = s.audit_entries(head + 1, 1).await.unwrap();
+    assert!(last[0].detail.contains("a-rw1"), "{}", last[0].detail);
+    // The reported IP now raises the risk of whoever it touches.
+    let ip = ip_key("198.51.100.7".parse().unwrap());
+    assert!(s.marks("X9", Some(ip), 600, &[]).await.unwrap().fraud_ip);
+    let frozen_notices: Vec<_> = s
+        .notices(&r1(false))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "withdrawals_frozen")
+        .collect();
+    assert_eq!(frozen_notices.len(), 1);
+    // R2's assessment in R1's link: R1 frozen (already), nothing of R2's labelled.
+    let other = s.report("dig-r2", 510, &why).await.unwrap().unwrap();
+    assert_eq!(other.alert_id, None);
+    assert_eq!(s.frozen("R2").await.unwrap(), None);
+    // A held withdrawal staff called legitimate: the customer's report relabels it.
+    let held = alerts[2].expect("held");
+    s.resolve_alert(held, Resolution::Legitimate, "called", "ito", 520)
+        .await
+        .unwrap();
+    assert!(
+        s.marks("R1", Some(ip), 530, &[])
+            .await
+            .unwrap()
+            .familiar_ips
+            .contains(&ip)
+    );
+    s.add_report_link(&link("dig-h", Some("a-rw3"), 1_000))
+        .await
+        .unwrap();
+    let relabelled = s.report("dig-h", 540, &why).await.unwrap().unwrap();
+    assert_eq!(relabelled.alert_id, Some(held));
+    let a = s.alert(held).await.unwrap().unwrap();
+    assert_eq!(a.resolution, Some(Resolution::ConfirmedFraud));
+    assert!(
+        !s.marks("R1", Some(ip), 550, &[])
+            .await
+            .unwrap()
+            .familiar_ips
+            .contains(&ip)
+    );
+    // A reported destination change: its destination is refused.
+    let mut e = ev(
+        "rd1",
+        "2021-07-01T11:00:00+09:00",
+        "R1",
+        Kind::DestinationChange,
+        Some("198.51.100.8"),
+    );
+    e.destination = Some(dest.clone());
+    let reg = RegisteredDestination {
+        destination: dest.clone(),
+        status: "effective".into(),
+        registered_at: e.occurred_at,
+        effective_at: None,
+        assessment_id: Some("a-rd1".into()),
+    };
+    s.register_destination(
+        &record("a-rd1", &e, Decision::Allow),
+        &reg,
+        &serde_json::json!({}),
+        &why,
+    )
+    .await
+    .unwrap();
+    let dn = s.notices(&r1(false)).await.unwrap();
+    assert_eq!(dn[0].kind, "destination_change");
+    assert_eq!(dn[0].assessment_id.as_deref(), Some("a-rd1"));
+    s.add_report_link(&link("dig-d", Some("a-rd1"), 1_000))
+        .await
+        .unwrap();
+    let r = s.report("dig-d", 560, &why).await.unwrap().unwrap();
+    assert_eq!(r.destinations_refused, 1);
+    let st: Vec<String> = s
+        .destinations("R1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.status)
+        .collect();
+    assert_eq!(st, vec!["refused".to_owned()]);
+    // Staff freeze and lift, audited once each.
+    let staff = AuditNote {
+        actor: "staff:ito".into(),
+        action: "withdrawals.freeze".into(),
+        target: "customer:R3".into(),
+        detail: serde_json::json!({"reason": "call from the customer"}),
+    };
+    let head = s.audit_head().await.unwrap().map_or(0, |h| h.0);
+    let fr = Freeze {
+        customer_id: "R3".into(),
+        frozen_at: 600,
+        source: "staff".into(),
+        actor: "staff:ito".into(),
+        reason: "call from the customer".into(),
+    };
+    assert!(s.freeze(&fr, &staff).await.unwrap());
+    assert!(!s.freeze(&fr, &staff).await.unwrap());
+    assert_eq!(s.frozen("R3").await.unwrap(), Some(fr));
+    assert!(s.unfreeze("R3", 610, &staff).await.unwrap());
+    assert!(!s.unfreeze("R3", 611, &staff).await.unwrap());
+    assert_eq!(s.frozen("R3").await.unwrap(), None);
+    assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(head + 2));
 }

@@ -1447,7 +1447,7 @@ fn customers_switches_and_a_tampered_audit_log() {
 /// its audit entry), with the audit log intact.
 #[test]
 fn a_killed_server_leaves_no_half_registered_destination() {
-    use mamori_store::{AuditLog, DecisionLog, Destinations, Lockouts};
+    use mamori_store::{AuditLog, DecisionLog, Destinations, Outbox};
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let mut csv = String::from("customer_id,name,name_kana\n");
@@ -1512,7 +1512,14 @@ fn a_killed_server_leaves_no_half_registered_destination() {
         for a in &acked {
             assert!(stored.contains(a), "acknowledged {a:?} lost");
         }
-        let notices = store.unsent_notices(100_000).await.expect("notices");
+        let notices = store
+            .notices(&mamori_store::NoticeFilter {
+                customer_id: None,
+                given_up: false,
+                limit: 100_000,
+            })
+            .await
+            .expect("notices");
         let registered = store
             .audit_entries(1, 100_000)
             .await
