@@ -16,9 +16,14 @@ fn hex(b: &[u8]) -> String {
 
 /// A new token (`stp_` and 64 hex digits) and its digest, to store.
 pub fn new_token() -> (String, String) {
+    new_token_with("stp")
+}
+
+/// A new token of 256 random bits (`{prefix}_` and 64 hex digits) and its digest, to store.
+pub fn new_token_with(prefix: &str) -> (String, String) {
     let mut b = [0u8; 32];
     rand::rng().fill(&mut b);
-    let token = format!("stp_{}", hex(&b));
+    let token = format!("{prefix}_{}", hex(&b));
     let d = token_digest(&token);
     (token, d)
 }

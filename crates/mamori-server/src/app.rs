@@ -23,7 +23,8 @@ use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
 use mamori_store::assess::{population, tokyo_day_start};
 use mamori_store::{
-    Alert, AssessmentRecord, CaseError, DecisionLog, EventWriter, HistoryReader, SqliteStore,
+    Alert, AssessmentRecord, AuditNote, CaseError, DecisionLog, EventWriter, HistoryReader,
+    SqliteStore,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,7 @@ pub struct AppState {
     pub(crate) switches: crate::people::SwitchBoard,
     pub destinations: crate::config::DestinationRules,
     pub friction: crate::config::Friction,
+    pub mail: crate::mail::Mail,
     /// Populations by the start of their Tokyo day (the last few days).
     populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
     /// One population computed at a time.
@@ -125,6 +127,7 @@ impl AppState {
             switches: Default::default(),
             destinations: Default::default(),
             friction: Default::default(),
+            mail: Default::default(),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
             ready: AtomicBool::new(false),
@@ -151,6 +154,12 @@ impl AppState {
     /// With this friction per decision (the configuration's `[friction]`).
     pub fn with_friction(mut self, f: crate::config::Friction) -> Self {
         self.friction = f;
+        self
+    }
+
+    /// With these notice settings (the configuration's `[mail]`).
+    pub fn with_mail(mut self, mail: crate::mail::Mail) -> Self {
+        self.mail = mail;
         self
     }
 
@@ -260,6 +269,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/customers/{id}/history", get(get_history))
         .route("/v1/ips/{ip}", get(get_ip))
         .merge(crate::people::routes())
+        .merge(crate::notices::routes())
         .fallback(|| async { Problem::not_found("no such route; see /openapi.json") })
         .layer(axum::middleware::from_fn(observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -352,6 +362,7 @@ async fn metrics(State(s): St) -> Response {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
+    doc.merge(crate::notices::NoticesDoc::openapi());
     doc.merge(crate::people::PeopleDoc::openapi());
     Json(doc)
 }
@@ -432,12 +443,12 @@ async fn post_events(
 /// One reason of a decision.
 #[derive(Serialize, ToSchema)]
 pub struct ReasonOut {
-    code: String,
-    points: u8,
-    message_ja: String,
-    message_en: String,
+    pub(crate) code: String,
+    pub(crate) points: u8,
+    pub(crate) message_ja: String,
+    pub(crate) message_en: String,
     #[schema(value_type = Object)]
-    evidence: Value,
+    pub(crate) evidence: Value,
 }
 
 /// The decision on an attempt.
@@ -538,6 +549,40 @@ async fn post_assess(
             alert_id: None,
             next: "refuse",
         }));
+    }
+    // A withdrawal the customer's account or its destination does not allow is blocked before
+    // the engine, and recorded with an alert: these are signals for staff.
+    if e.kind == mamori_core::event::Kind::Withdrawal {
+        let reasons = crate::notices::withdrawal_blocks(&s, &e).await?;
+        if !reasons.is_empty() {
+            let id = assessment_id();
+            let decision = mamori_core::assess::Decision::Block;
+            let rec = AssessmentRecord {
+                assessment_id: id.clone(),
+                created_at: now,
+                event: e.clone(),
+                decision,
+                score: 100,
+                reasons: serde_json::to_value(&reasons).unwrap_or(Value::Null),
+                outcome: None,
+                outcome_at: None,
+            };
+            let alert_id = s.record(rec).await.map_err(case_problem)?;
+            for r in &reasons {
+                metrics::counter!("mamori_decision_reasons_total", "code" => r.code.clone())
+                    .increment(1);
+            }
+            metrics::counter!("mamori_decisions_total", "decision" => decision.as_str(), "kind" => e.kind.as_str())
+                .increment(1);
+            return Ok(Json(AssessResult {
+                assessment_id: id,
+                decision: decision.as_str().to_owned(),
+                score: 100,
+                reasons,
+                alert_id,
+                next: "refuse",
+            }));
+        }
     }
     let started = Instant::now();
     let a = decide(&s, &e).await?;
@@ -693,7 +738,7 @@ async fn post_outcome(
 pub struct AlertOut {
     alert_id: i64,
     opened_at: String,
-    /// hold, block or challenge_failed.
+    /// hold, block, challenge_failed or customer_report.
     trigger: String,
     /// open or resolved.
     status: String,
@@ -811,7 +856,19 @@ async fn post_resolve(
     }
     let a = s
         .store
-        .resolve_alert(id, resolution, &r.note, &key.name, now)
+        .resolve_alert_audited(
+            id,
+            resolution,
+            &r.note,
+            &key.name,
+            now,
+            &AuditNote {
+                actor: format!("apikey:{}", key.key_id),
+                action: "alert.resolve".into(),
+                target: format!("alert:{id}"),
+                detail: json!({"resolution": resolution.as_str(), "key_name": key.name}),
+            },
+        )
         .await
         .map_err(case_problem)?;
     metrics::counter!("mamori_alerts_resolved_total", "resolution" => resolution.as_str())

@@ -24,6 +24,7 @@ pub struct Config {
     pub mfa: Mfa,
     pub destinations: DestinationRules,
     pub friction: Friction,
+    pub mail: crate::mail::Mail,
 }
 
 /// What the customer must do after a decision: `challenge` asks for a second factor, `hold`
@@ -297,6 +298,7 @@ impl Config {
                 self.destinations.cooling_off_hours
             ));
         }
+        self.mail.validate().map_err(|e| format!("mail.{e}"))?;
         if self.mfa.totp_issuer.is_empty()
             || self.mfa.totp_issuer.contains(':')
             || self.mfa.totp_issuer.len() > 64
@@ -375,6 +377,7 @@ mod tests {
         assert_eq!(c.mfa, Mfa::default());
         assert_eq!(c.destinations, DestinationRules::default());
         assert_eq!(c.friction, Friction::default());
+        assert_eq!(c.mail, crate::mail::Mail::default());
         assert_eq!(c.password.lockout, mamori_auth::lockout::Lockout::default());
         assert_eq!(
             Config::parse("", "empty").expect("empty"),

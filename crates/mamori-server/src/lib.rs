@@ -4,6 +4,8 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod mail;
+pub mod notices;
 pub mod people;
 pub mod problem;
 pub mod serve;

@@ -18,7 +18,7 @@ use mamori_core::customer::{CustomerRecord, SwitchChannel, SwitchState, switchab
 use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
 use mamori_store::{
-    AuditLog, AuditNote, Credentials, Customers, Destinations, EventWriter, HistoryReader,
+    AuditLog, AuditNote, Credentials, Customers, Destinations, EventWriter, Freezes, HistoryReader,
     Lockouts, RegisteredDestination, SecondFactors, StepUpGrant, StepUps, Switches,
 };
 use serde::{Deserialize, Serialize};
@@ -500,7 +500,7 @@ pub struct RevealIn {
 }
 
 impl RevealIn {
-    fn checked(&self, why: &str) -> AppResult<(&str, &str)> {
+    pub(crate) fn checked(&self, why: &str) -> AppResult<(&str, &str)> {
         staff_and_reason(&self.staff, &self.reason, why)
     }
 }
@@ -1055,6 +1055,14 @@ async fn post_stepup(
         .await?
     {
         return Err(switched_off_problem(&sw));
+    }
+    if op == Kind::Withdrawal && s.store.frozen(&id).await?.is_some() {
+        return Err(refused(
+            "withdrawals-frozen",
+            "withdrawals_frozen",
+            "この口座からの出金は停止されています。サポートセンターへご連絡ください。",
+            "Withdrawals from this account are stopped. Please call the support center.",
+        ));
     }
     if op == Kind::Withdrawal {
         let Some(pw) = b.withdrawal_password.as_deref() else {

@@ -66,6 +66,15 @@ pub async fn serve(
             }
         }
     });
+    // The outbox sends notices to customers, when `[mail] smtp_url` is set.
+    let outbox = match crate::mail::transport(&state.mail) {
+        Ok(Some(t)) => Some(tokio::spawn(crate::mail::run_outbox(state.clone(), t))),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "notices will not be sent");
+            None
+        }
+    };
     let app = router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(bound.listener, app).with_graceful_shutdown(async move {
@@ -87,6 +96,9 @@ pub async fn serve(
         }
     };
     midnight.abort();
+    if let Some(o) = outbox {
+        o.abort();
+    }
     state.store.close().await;
     tracing::info!("stopped");
     result

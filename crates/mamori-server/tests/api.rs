@@ -23,6 +23,14 @@ struct Running {
 
 impl Running {
     async fn start(dir: &std::path::Path) -> Running {
+        Self::start_with(dir, |_, s| s).await
+    }
+
+    /// Started with more settings: `set` gets the server's address and the state.
+    async fn start_with(
+        dir: &std::path::Path,
+        set: impl FnOnce(&str, AppState) -> AppState,
+    ) -> Running {
         let cfg = mamori_sim::SimConfig::new(300, 3);
         let mut events = Vec::new();
         let mut keep = |e: &Event| {
@@ -86,7 +94,8 @@ impl Running {
             },
             ..Default::default()
         };
-        let state = Arc::new(
+        let state = Arc::new(set(
+            &base,
             AppState::new(
                 store,
                 Policy::default(),
@@ -98,7 +107,7 @@ impl Running {
                 mamori_server::serve::metrics_handle(),
             )
             .with_passwords(passwords, mamori_auth::password::BadPasswords::builtin()),
-        );
+        ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(mamori_server::serve::serve(bound, state, async move {
             let _ = rx.await;
@@ -1016,6 +1025,277 @@ fn stepup_tokens_are_single_use_and_bound_to_customer_operation_and_parameters()
         assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("switched_off")), "{p}");
         let (st, p, _) = s.put("/v1/customers/P1/passwords/login", Some("auth"), &json!({"password": "Orbit%Mango42x", "channel": "support_center"})).await;
         assert_eq!(st, 204, "{p}");
+        server.stop().await;
+    });
+}
+
+/// A real SMTP server on loopback (aiosmtpd from PyPI) writing what it receives to a Maildir.
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl Smtp {
+    /// None (with a message) when aiosmtpd is not installed; under CI=true that is a failure.
+    fn start(dir: &std::path::Path) -> Option<Smtp> {
+        let has = std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has {
+            assert!(
+                std::env::var("CI").is_err(),
+                "aiosmtpd is missing under CI (pip install aiosmtpd)"
+            );
+            eprintln!("SKIPPED: no aiosmtpd (pip install aiosmtpd) for the real SMTP server");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let maildir = dir.join("maildir");
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .spawn()
+            .expect("aiosmtpd");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Smtp {
+                    child,
+                    port,
+                    maildir,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("aiosmtpd did not start");
+    }
+
+    /// Every message received so far, parsed: (to, subject, body).
+    fn messages(&self) -> Vec<(String, String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .map(|p| {
+                let raw = std::fs::read(p).expect("read mail");
+                let m = mail_parser::MessageParser::default()
+                    .parse(&raw)
+                    .expect("parse mail");
+                let to = m
+                    .to()
+                    .and_then(|a| a.first())
+                    .and_then(|a| a.address())
+                    .unwrap_or_default()
+                    .to_owned();
+                let subject = m.subject().unwrap_or_default().to_owned();
+                let body = m.body_text(0).map(|b| b.into_owned()).unwrap_or_default();
+                (to, subject, body)
+            })
+            .collect()
+    }
+
+    /// Waits until a message whose subject contains `subject` arrives beyond the first `seen`.
+    async fn wait_for(&self, seen: usize, subject: &str) -> (String, String, String) {
+        for _ in 0..200 {
+            if let Some(m) = self
+                .messages()
+                .into_iter()
+                .skip(seen)
+                .find(|m| m.1.contains(subject))
+            {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no message with {subject:?} arrived: {:?}", self.messages());
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The "this wasn't me" link in a message.
+fn report_link(body: &str) -> Option<String> {
+    body.split_whitespace()
+        .find(|w| w.contains("/report/rpt_"))
+        .map(str::to_owned)
+}
+
+#[test]
+fn notices_reach_customers_by_mail_and_this_wasnt_me_freezes_withdrawals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(smtp) = Smtp::start(dir.path()) else {
+        return;
+    };
+    runtime().block_on(async {
+        let port = smtp.port;
+        let server = Running::start_with(dir.path(), |base, st| {
+            st.with_mail(mamori_server::mail::Mail {
+                smtp_url: Some(format!("smtp://127.0.0.1:{port}")),
+                from: "Example Securities <no-reply@example.jp>".into(),
+                broker_name: "Example証券".into(),
+                link_base: base.to_owned(),
+                poll_ms: 50,
+                ..Default::default()
+            })
+        })
+        .await;
+        let s = &server;
+        let wpw = "Glacier7Orb%";
+        assert_eq!(s.put("/v1/customers/P1/passwords/withdrawal", Some("auth"), &json!({"password": wpw})).await.0, 204);
+        // A TOTP enrolment is told to the customer, with a link.
+        let (_, e, _) = s.post("/v1/customers/P1/totp", Some("auth"), &json!({})).await;
+        let app = totp_rs::TOTP::from_url(e["uri"].as_str().unwrap()).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let (st, r, _) = s.post("/v1/customers/P1/totp/confirm", Some("auth"), &json!({"code": app.generate(now)})).await;
+        assert_eq!(st, 200, "{r}");
+        let (to, _, body) = smtp.wait_for(0, "Two-factor").await;
+        assert_eq!(to, "taro.yamada@example.co.jp");
+        assert!(body.contains("二要素認証") && body.contains("(totp) was added"), "{body}");
+        let mfa_link = report_link(&body).expect("a link in the MFA notice");
+
+        // A withdrawal to the registered destination: told with the amount, masked.
+        let (st, a, _) = s.post("/v1/assess", Some("client"), &json!({
+            "event_id": "mail-w1", "customer_id": "P1", "kind": "withdrawal", "channel": "web",
+            "ip": "203.0.113.77", "device_id": "d-mail", "amount": 2_345_678,
+            "destination": {"bank_code": "0001", "branch_code": "123", "account_type": "ordinary",
+                            "account_number": "7654321", "holder_kana": "ﾔﾏﾀﾞ ﾀﾛｳ"}})).await;
+        assert_eq!(st, 200, "{a}");
+        let reported = a["assessment_id"].as_str().unwrap().to_owned();
+        let (to, subject, body) = smtp.wait_for(0, "Withdrawal").await;
+        assert_eq!(to, "taro.yamada@example.co.jp");
+        assert!(subject.contains("出金") && subject.contains("Example証券"), "{subject}");
+        for want in ["2,345,678 円", "JPY 2,345,678", "0001 / ****321"] {
+            assert!(body.contains(want), "{want} missing: {body}");
+        }
+        assert!(!body.contains("7654321"), "unmasked account: {body}");
+        let link = report_link(&body).expect("a link in the withdrawal notice");
+        assert!(link.starts_with(&s.base), "{link}");
+
+        // The link's GET only asks (mail scanners fetch links).
+        let r = s.http.get(&link).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let h = r.headers().clone();
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+        assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<form method=\"post\"") && page.contains("出金を停止"), "{page}");
+        let (_, f, _) = s.get("/v1/customers/P1/freeze", Some("reader")).await;
+        assert_eq!(f["frozen"], false, "a GET froze: {f}");
+
+        // Its POST freezes withdrawals and labels the withdrawal as fraud.
+        let r = s.http.post(&link).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("We stopped withdrawals"));
+        let (_, f, _) = s.get("/v1/customers/P1/freeze", Some("reader")).await;
+        assert_eq!((f["frozen"].as_bool(), f["source"].as_str()), (Some(true), Some("customer_report")), "{f}");
+        let (_, alerts, _) = s.get("/v1/alerts?limit=1000", Some("reader")).await;
+        let alert = alerts.as_array().unwrap().iter()
+            .find(|x| x["assessment"]["assessment_id"] == reported.as_str())
+            .expect("the reported withdrawal's alert").clone();
+        assert_eq!(
+            (alert["status"].as_str(), alert["resolution"].as_str(), alert["resolved_by"].as_str()),
+            (Some("resolved"), Some("confirmed_fraud"), Some("customer:P1")),
+            "{alert}"
+        );
+        if a["alert_id"].is_null() {
+            assert_eq!(alert["trigger"], "customer_report", "{alert}");
+        }
+        // Once only; made-up tokens are unknown.
+        assert_eq!(s.http.post(&link).send().await.unwrap().status(), 409);
+        let fake = format!("{}/report/rpt_{}", s.base, "0".repeat(64));
+        assert_eq!(s.http.post(&fake).send().await.unwrap().status(), 404);
+        assert_eq!(s.http.get(format!("{}/report/nonsense", s.base)).send().await.unwrap().status(), 404);
+
+        // The customer is told withdrawals stopped, without a link.
+        let (_, _, body) = smtp.wait_for(0, "Withdrawals stopped").await;
+        assert!(report_link(&body).is_none(), "{body}");
+
+        // While frozen: withdrawals blocked before the engine, with an alert; no withdrawal step-up.
+        let (st, b, _) = s.post("/v1/assess", Some("client"), &json!({
+            "event_id": "mail-w2", "customer_id": "P1", "kind": "withdrawal", "channel": "web",
+            "ip": "203.0.113.77", "amount": 10_000,
+            "destination": {"bank_code": "0001", "branch_code": "123", "account_type": "ordinary",
+                            "account_number": "7654321", "holder_kana": "ﾔﾏﾀﾞ ﾀﾛｳ"}})).await;
+        assert_eq!(st, 200);
+        assert_eq!((b["decision"].as_str(), b["next"].as_str(), b["reasons"][0]["code"].as_str()),
+            (Some("block"), Some("refuse"), Some("withdrawals_frozen")), "{b}");
+        assert!(b["alert_id"].is_i64(), "{b}");
+        let w = json!({"amount": 10_000});
+        let (st, p, _) = s.post("/v1/customers/P1/stepup", Some("auth"),
+            &json!({"operation": "withdrawal", "params": w, "code": app.generate(now + 30), "withdrawal_password": wpw})).await;
+        assert_eq!((st, p["problems"][0]["code"].as_str()), (403, Some("withdrawals_frozen")), "{p}");
+
+        // Staff lift it (audited); the MFA notice's link freezes again.
+        let (st, _, _) = s.send(s.http.delete(format!("{}/v1/customers/P1/freeze", s.base)).json(&json!({"staff": "ito", "reason": "customer called back"})), Some("staff")).await;
+        assert_eq!(st, 204);
+        let (_, f, _) = s.get("/v1/customers/P1/freeze", Some("reader")).await;
+        assert_eq!(f["frozen"], false);
+        assert_eq!(s.http.post(&mfa_link).send().await.unwrap().status(), 200);
+        let (_, f, _) = s.get("/v1/customers/P1/freeze", Some("reader")).await;
+        assert_eq!(f["frozen"], true);
+        let (st, _, _) = s.send(s.http.delete(format!("{}/v1/customers/P1/freeze", s.base)).json(&json!({"staff": "ito", "reason": "checked with the customer"})), Some("staff")).await;
+        assert_eq!(st, 204);
+        // Staff freeze too.
+        let (st, f, _) = s.put("/v1/customers/P1/freeze", Some("staff"), &json!({"staff": "ito", "reason": "call from the police"})).await;
+        assert_eq!((st, f["source"].as_str()), (201, Some("staff")), "{f}");
+        assert_eq!(s.put("/v1/customers/P1/freeze", Some("staff"), &json!({"staff": "ito", "reason": "again"})).await.0, 200);
+        let (st, _, _) = s.send(s.http.delete(format!("{}/v1/customers/P1/freeze", s.base)).json(&json!({"staff": "ito", "reason": "cleared"})), Some("staff")).await;
+        assert_eq!(st, 204);
+
+        // Destinations: a new one cools off; an unknown one is refused.
+        let dest = json!({"bank_code": "0005", "branch_code": "001", "account_number": "1111111"});
+        let (st, t, _) = s.post("/v1/customers/P1/stepup", Some("auth"),
+            &json!({"operation": "destination_change", "params": dest, "code": app.generate(now + 30)})).await;
+        assert_eq!(st, 201, "{t}");
+        let (st, r, _) = s.post("/v1/customers/P1/destinations", Some("auth"),
+            &json!({"destination": dest, "stepup_token": t["token"], "ip": "203.0.113.5", "device_id": "d-1"})).await;
+        assert_eq!(st, 201, "{r}");
+        let (_, _, body) = smtp.wait_for(0, "destination registered").await;
+        assert!(body.contains("****111") && !body.contains("1111111") && report_link(&body).is_some(), "{body}");
+        let expect = if r["status"] == "pending_review" { "destination_pending_review" } else { "destination_cooling_off" };
+        for (account, why) in [("1111111", expect), ("9999999", "destination_not_registered")] {
+            let (_, b, _) = s.post("/v1/assess", Some("client"), &json!({
+                "event_id": format!("mail-{account}"), "customer_id": "P1", "kind": "withdrawal",
+                "channel": "web", "ip": "203.0.113.77", "amount": 5_000,
+                "destination": {"bank_code": "0005", "branch_code": "001", "account_type": "ordinary",
+                                "account_number": account, "holder_kana": "ﾔﾏﾀﾞ ﾀﾛｳ"}})).await;
+            assert_eq!((b["decision"].as_str(), b["reasons"][0]["code"].as_str()), (Some("block"), Some(why)), "{b}");
+            assert!(!b.to_string().contains(account), "unmasked: {b}");
+        }
+
+        // Staff see every notice, sent; the audit log has the reports and the freezes.
+        for _ in 0..200 {
+            let (_, n, _) = s.get("/v1/notices?customer=P1", Some("staff")).await;
+            if n.as_array().unwrap().iter().all(|x| x["state"] == "sent") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (_, n, _) = s.get("/v1/notices?customer=P1", Some("staff")).await;
+        let n = n.as_array().unwrap();
+        assert!(n.iter().all(|x| x["state"] == "sent"), "{n:?}");
+        assert!(n.len() >= 8, "{n:?}");
+        assert!(!Value::Array(n.clone()).to_string().contains("example.co.jp"), "no addresses");
+        assert_eq!(smtp.messages().len(), n.len());
+        let (_, a, _) = s.get("/v1/audit?from=1&limit=1000", Some("staff")).await;
+        let actions: Vec<&str> = a["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        for want in ["customer.report", "withdrawals.unfreeze", "withdrawals.freeze"] {
+            assert!(actions.contains(&want), "{want} not audited: {actions:?}");
+        }
+        assert_eq!(actions.iter().filter(|a| **a == "customer.report").count(), 2);
         server.stop().await;
     });
 }

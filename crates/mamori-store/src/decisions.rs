@@ -13,7 +13,8 @@ use mamori_core::parse::parse_json_line;
 use crate::raw::{self, Value};
 use crate::sqlite::{corrupt, ip_of};
 use crate::{
-    Alert, ApiKey, ApiKeys, AssessmentRecord, CaseError, DecisionLog, Result, SqliteStore,
+    Alert, ApiKey, ApiKeys, AssessmentRecord, AuditNote, CaseError, DecisionLog, Result,
+    SqliteStore,
 };
 
 const ASSESSMENT_COLUMNS: &str = "a.assessment_id, a.created_at, a.event, a.decision, a.score, \
@@ -91,7 +92,12 @@ fn one_assessment(conn: &raw::Conn<'_>, id: &str) -> Result<Option<AssessmentRec
     Ok(out)
 }
 
-pub(crate) fn open_alert(conn: &raw::Conn<'_>, assessment_id: &str, at: i64, t: Trigger) -> Result<i64> {
+pub(crate) fn open_alert(
+    conn: &raw::Conn<'_>,
+    assessment_id: &str,
+    at: i64,
+    t: Trigger,
+) -> Result<i64> {
     conn.prepare("INSERT INTO alerts (assessment_id, opened_at, trigger) VALUES (?, ?, ?)")?
         .insert(&[
             Value::Text(assessment_id),
@@ -196,6 +202,23 @@ impl DecisionLog for SqliteStore {
     ) -> Result<Alert, CaseError> {
         self.write(|conn, w| resolve_in(conn, w, id, resolution, note, by, at, false))
             .await
+    }
+
+    async fn resolve_alert_audited(
+        &self,
+        id: i64,
+        resolution: Resolution,
+        note: &str,
+        by: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<Alert, CaseError> {
+        self.write(|conn, w| {
+            let a = resolve_in(conn, w, id, resolution, note, by, at, false)?;
+            crate::people::append_audit(conn, audit, at)?;
+            Ok(a)
+        })
+        .await
     }
 
     async fn marks(
@@ -504,11 +527,7 @@ pub(crate) fn resolve_in(
                 conn.prepare(
                     "INSERT OR IGNORE INTO fraud_ips (ip, at, alert_id) VALUES (?, ?, ?)",
                 )?
-                .exec(&[
-                    ip_value(),
-                    Value::Int(at),
-                    Value::Int(id),
-                ])?;
+                .exec(&[ip_value(), Value::Int(at), Value::Int(id)])?;
             }
         }
     }

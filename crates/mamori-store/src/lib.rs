@@ -266,6 +266,16 @@ pub trait DecisionLog {
         by: &str,
         at: i64,
     ) -> impl Future<Output = Result<Alert, CaseError>> + Send;
+    /// [`DecisionLog::resolve_alert`] by staff, with its audit entry in the same transaction.
+    fn resolve_alert_audited(
+        &self,
+        id: i64,
+        resolution: Resolution,
+        note: &str,
+        by: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<Alert, CaseError>> + Send;
 
     /// What resolutions before `t` say about an attempt of `customer` from `ip`, given the IPs
     /// (keys) the customer used within the policy's fraud window.
@@ -534,8 +544,7 @@ pub trait Outbox {
         retry_at: i64,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Notices, newest first.
-    fn notices(&self, filter: &NoticeFilter)
-    -> impl Future<Output = Result<Vec<Notice>>> + Send;
+    fn notices(&self, filter: &NoticeFilter) -> impl Future<Output = Result<Vec<Notice>>> + Send;
 }
 
 /// A "this wasn't me" link sent in a notice.

@@ -12,8 +12,8 @@ use mamori_auth::password::PasswordKind;
 
 use crate::{AssessmentRecord, CaseError, Destinations, RegisteredDestination};
 use crate::{
-    AuditLog, AuditNote, Credentials, Customers, Lockouts, Result, SecondFactors,
-    SqliteStore, StepUpGrant, StepUps, Switches, TotpRecord,
+    AuditLog, AuditNote, Credentials, Customers, Lockouts, Result, SecondFactors, SqliteStore,
+    StepUpGrant, StepUps, Switches, TotpRecord,
 };
 
 /// Appends an audit entry inside the caller's write transaction, and moves the head.
@@ -394,6 +394,14 @@ impl SecondFactors for SqliteStore {
                 put.exec(&[Value::Text(customer_id), Value::Text(d)])?;
             }
             drop(put);
+            queue_notice(
+                conn,
+                customer_id,
+                "mfa_change",
+                &serde_json::json!({"factor": "totp", "change": "added"}),
+                None,
+                at,
+            )?;
             append_audit(conn, audit, at)?;
             Ok(true)
         })
@@ -460,6 +468,14 @@ impl SecondFactors for SqliteStore {
             conn.prepare("DELETE FROM recovery_codes WHERE customer_id = ?")?
                 .exec(&[Value::Text(customer_id)])?;
             if n == 1 {
+                queue_notice(
+                    conn,
+                    customer_id,
+                    "mfa_change",
+                    &serde_json::json!({"factor": "totp", "change": "removed"}),
+                    None,
+                    at,
+                )?;
                 append_audit(conn, audit, at)?;
             }
             Ok(n == 1)

@@ -12,9 +12,9 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
-    DecisionLog, Destinations, EventWriter, HistoryReader, Lockouts, LoginFeatures,
-    Freeze, Freezes, MAX_NOTICE_ATTEMPTS, NoticeFilter, Outbox, RegisteredDestination,
-    ReportLink, ReportRefusal, Reports, Retention, SecondFactors, StepUpGrant, StepUps, Switches,
+    DecisionLog, Destinations, EventWriter, Freeze, Freezes, HistoryReader, Lockouts,
+    LoginFeatures, MAX_NOTICE_ATTEMPTS, NoticeFilter, Outbox, RegisteredDestination, ReportLink,
+    ReportRefusal, Reports, Retention, SecondFactors, StepUpGrant, StepUps, Switches,
 };
 
 /// A small event for tests.
@@ -303,12 +303,21 @@ async fn lockouts<S: Lockouts + AuditLog + Outbox>(s: &S) {
         })
         .await
         .unwrap();
-    assert_eq!((log.len(), log[0].state(), log[0].sent_at), (1, "sent", Some(510)));
+    assert_eq!(
+        (log.len(), log[0].state(), log[0].sent_at),
+        (1, "sent", Some(510))
+    );
 }
 
 async fn outbox<S: Outbox>(s: &S) {
     let id = s
-        .queue_notice("O1", "mfa_change", &serde_json::json!({"x": 1}), Some("a-o1"), 10)
+        .queue_notice(
+            "O1",
+            "mfa_change",
+            &serde_json::json!({"x": 1}),
+            Some("a-o1"),
+            10,
+        )
         .await
         .unwrap();
     let other = s
@@ -338,7 +347,12 @@ async fn outbox<S: Outbox>(s: &S) {
     assert_eq!(given_up.len(), 1);
     let n = &given_up[0];
     assert_eq!(
-        (n.notice_id, n.state(), n.attempts, n.assessment_id.as_deref()),
+        (
+            n.notice_id,
+            n.state(),
+            n.attempts,
+            n.assessment_id.as_deref()
+        ),
         (id, "given_up", MAX_NOTICE_ATTEMPTS, Some("a-o1"))
     );
     let o2 = s

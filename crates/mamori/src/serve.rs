@@ -75,6 +75,7 @@ pub async fn run(
         )
         .with_passwords(config.password.clone(), bad)
         .with_mfa(config.mfa.clone())
+        .with_mail(config.mail.clone())
         .with_destinations(config.destinations.clone())
         .with_friction(config.friction.clone()),
     );
