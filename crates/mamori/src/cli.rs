@@ -80,6 +80,8 @@ pub enum Command {
     /// The emergency switch: move a procedure off the web or app to the support center.
     #[command(subcommand)]
     Switch(crate::people::SwitchCommand),
+    /// Notices to customers: sent, waiting, failing (with the last error) or given up.
+    Notices(crate::people::NoticesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,11 +103,17 @@ pub enum ApikeyCommand {
         /// Comma-separated: ingest, assess, read, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<mamori_core::case::Scope>,
+        #[command(flatten)]
+        who: crate::people::Who,
     },
     /// Lists keys (never the keys themselves).
     List,
     /// Revokes a key by its id (the part after mmr_).
-    Revoke { key_id: String },
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        who: crate::people::Who,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,6 +429,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Customers(c) => crate::people::customers(&db, c).await?,
         Command::Audit(c) => crate::people::audit(&db, c).await?,
         Command::Switch(c) => crate::people::switch(&db, c).await?,
+        Command::Notices(a) => crate::people::notices(&db, a).await?,
         Command::Loadtest(a) => crate::loadtest::run(&a).await?,
         Command::Monitor(a) => {
             let intel = a.intel.load_over(config.intel_config())?;

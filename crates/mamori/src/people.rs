@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use mamori_auth::password::PasswordKind;
 use mamori_core::customer::{SwitchChannel, SwitchState, parse_customers_csv, switchable};
 use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
-use mamori_store::{AuditLog, AuditNote, Customers, Switches};
+use mamori_store::{
+    AuditLog, AuditNote, Customers, Freeze, Freezes, Lockouts, NoticeFilter, Outbox, SecondFactors,
+    Switches,
+};
 
 use crate::cli::open_store;
 
@@ -35,6 +39,59 @@ pub enum CustomersCommand {
         #[command(flatten)]
         who: Who,
     },
+    /// Stops the customer's withdrawals (as a "this wasn't me" report does), audited, with a
+    /// notice to the customer.
+    Freeze {
+        customer_id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Lets the customer's withdrawals resume, audited.
+    Unfreeze {
+        customer_id: String,
+        /// Why (kept in the audit log), e.g. how the customer was reached.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Clears the wrong-password back-off or lock of one of the customer's passwords, audited.
+    Unlock {
+        customer_id: String,
+        #[arg(long, value_enum)]
+        kind: PasswordArg,
+        /// Why (kept in the audit log), e.g. how the customer's identity was checked.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        who: Who,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PasswordArg {
+    Login,
+    Withdrawal,
+}
+
+/// `mamori notices`: what the outbox sent, is waiting to send, or gave up on.
+#[derive(Debug, Args)]
+pub struct NoticesArgs {
+    /// Only this customer's.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only those given up after every attempt failed.
+    #[arg(long)]
+    pub given_up: bool,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +145,7 @@ pub struct Who {
 }
 
 impl Who {
-    fn actor(&self) -> String {
+    pub fn actor(&self) -> String {
         self.actor.clone().unwrap_or_else(|| {
             format!(
                 "cli:{}",
@@ -164,8 +221,167 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
                 let m = mamori_auth::mask::customer(&rec);
                 println!("{}", serde_json::to_string_pretty(&m)?);
             }
+            if let Some(f) = store.frozen(&customer_id).await? {
+                println!(
+                    "withdrawals frozen since {} by {} ({}): {}",
+                    format_tokyo(f.frozen_at),
+                    f.actor,
+                    f.source,
+                    f.reason
+                );
+            }
+            for kind in [PasswordKind::Login, PasswordKind::Withdrawal] {
+                if let Some((n, last)) = store.failures(&customer_id, kind).await? {
+                    println!(
+                        "{} password: {n} wrong in a row, the last at {}",
+                        kind.as_str(),
+                        format_tokyo(last)
+                    );
+                }
+            }
+            if let Some(t) = store.totp(&customer_id).await? {
+                println!(
+                    "authenticator app (TOTP): {}, {} recovery codes left",
+                    t.confirmed_at
+                        .map_or("not confirmed".to_owned(), |c| format!(
+                            "since {}",
+                            format_tokyo(c)
+                        )),
+                    store.recovery_codes_left(&customer_id).await?
+                );
+            }
             store.close().await;
         }
+        CustomersCommand::Freeze {
+            customer_id,
+            reason,
+            who,
+        } => {
+            let reason = checked_reason(&reason)?;
+            let store = open_store(db).await?;
+            let now = now_us();
+            let actor = who.actor();
+            let f = Freeze {
+                customer_id: customer_id.clone(),
+                frozen_at: now,
+                source: "staff".into(),
+                actor: actor.clone(),
+                reason: reason.into(),
+            };
+            let note = AuditNote {
+                actor,
+                action: "withdrawals.freeze".into(),
+                target: format!("customer:{customer_id}"),
+                detail: serde_json::json!({"reason": reason}),
+            };
+            let fresh = store.freeze(&f, &note).await?;
+            store.close().await;
+            if fresh {
+                println!("{customer_id}: withdrawals frozen");
+            } else {
+                println!("{customer_id}: withdrawals were already frozen; kept as they were");
+            }
+        }
+        CustomersCommand::Unfreeze {
+            customer_id,
+            reason,
+            who,
+        } => {
+            let reason = checked_reason(&reason)?;
+            let store = open_store(db).await?;
+            let note = AuditNote {
+                actor: who.actor(),
+                action: "withdrawals.unfreeze".into(),
+                target: format!("customer:{customer_id}"),
+                detail: serde_json::json!({"reason": reason}),
+            };
+            let lifted = store.unfreeze(&customer_id, now_us(), &note).await?;
+            store.close().await;
+            if !lifted {
+                bail!("{customer_id}: withdrawals are not frozen");
+            }
+            println!("{customer_id}: withdrawals may resume");
+        }
+        CustomersCommand::Unlock {
+            customer_id,
+            kind,
+            reason,
+            who,
+        } => {
+            let reason = checked_reason(&reason)?;
+            let kind = match kind {
+                PasswordArg::Login => PasswordKind::Login,
+                PasswordArg::Withdrawal => PasswordKind::Withdrawal,
+            };
+            let store = open_store(db).await?;
+            let note = AuditNote {
+                actor: who.actor(),
+                action: "lockout.clear".into(),
+                target: format!("customer:{customer_id}"),
+                detail: serde_json::json!({"kind": kind.as_str(), "reason": reason}),
+            };
+            let cleared = store
+                .clear_failures(&customer_id, kind, now_us(), Some(&note))
+                .await?;
+            store.close().await;
+            if !cleared {
+                bail!(
+                    "{customer_id}: no wrong {} passwords to clear",
+                    kind.as_str()
+                );
+            }
+            println!("{customer_id}: {} password unlocked", kind.as_str());
+        }
+    }
+    Ok(())
+}
+
+/// A staff member's reason, trimmed, or what is wrong with it.
+fn checked_reason(reason: &str) -> anyhow::Result<&str> {
+    let r = reason.trim();
+    if r.chars().count() < 4 || r.len() > 1000 {
+        bail!("--reason: 4 to 1000 characters saying why");
+    }
+    Ok(r)
+}
+
+/// `mamori notices`.
+pub async fn notices(db: &Path, a: NoticesArgs) -> anyhow::Result<()> {
+    let store = open_store(db).await?;
+    let filter = NoticeFilter {
+        customer_id: a.customer.clone(),
+        given_up: a.given_up,
+        limit: a.limit,
+    };
+    let list = store.notices(&filter).await?;
+    store.close().await;
+    match a.format.as_str() {
+        "json" => {
+            let out: Vec<_> = list
+                .into_iter()
+                .map(mamori_server::notices::notice_out)
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        "table" => {
+            println!(
+                "{:>8} {:<12} {:<20} {:<9} {:<27} {:>8}  last error",
+                "notice", "customer", "kind", "state", "created", "attempts"
+            );
+            for n in list {
+                println!(
+                    "{:>8} {:<12} {:<20} {:<9} {:<27} {:>8}  {}",
+                    n.notice_id,
+                    n.customer_id,
+                    n.kind,
+                    n.state(),
+                    format_tokyo(n.created_at),
+                    n.attempts,
+                    n.last_error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        other => bail!("--format {other:?}: table or json"),
     }
     Ok(())
 }

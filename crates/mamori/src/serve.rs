@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use mamori_server::app::{AppState, now_us};
 use mamori_server::config::{Config, Server};
-use mamori_store::ApiKeys;
+use mamori_store::{ApiKeys, AuditLog, AuditNote};
 
 use crate::cli::{ApikeyCommand, IntelArgs, open_store};
 
@@ -88,12 +88,19 @@ pub async fn apikey(db: &Path, c: ApikeyCommand) -> anyhow::Result<()> {
     let store = open_store(db).await?;
     let r = async {
         match c {
-            ApikeyCommand::Create { name, scopes } => {
+            ApikeyCommand::Create { name, scopes, who } => {
                 if name.trim().is_empty() || name.len() > 200 {
                     bail!("--name: 1 to 200 characters");
                 }
                 let (key, token, hash) = mamori_server::auth::generate(&name, scopes, now_us());
                 store.create_key(&key, &hash).await?;
+                let note = AuditNote {
+                    actor: who.actor(),
+                    action: "apikey.create".into(),
+                    target: format!("apikey:{}", key.key_id),
+                    detail: serde_json::json!({"name": key.name, "scopes": key.scopes_text()}),
+                };
+                store.audit(&note, now_us()).await?;
                 println!("{token}");
                 eprintln!(
                     "created API key {} for {:?} with scopes {}; it is shown only now",
@@ -125,12 +132,19 @@ pub async fn apikey(db: &Path, c: ApikeyCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            ApikeyCommand::Revoke { key_id } => {
+            ApikeyCommand::Revoke { key_id, who } => {
                 let id = key_id.strip_prefix("mmr_").unwrap_or(&key_id);
                 let id = id.split('_').next().unwrap_or(id);
                 if !store.revoke_key(id, now_us()).await? {
                     bail!("no API key {id}");
                 }
+                let note = AuditNote {
+                    actor: who.actor(),
+                    action: "apikey.revoke".into(),
+                    target: format!("apikey:{id}"),
+                    detail: serde_json::json!({}),
+                };
+                store.audit(&note, now_us()).await?;
                 eprintln!("revoked API key {id} (every server stops accepting it within 5 s)");
             }
         }

@@ -1440,6 +1440,97 @@ fn customers_switches_and_a_tampered_audit_log() {
     std::fs::copy(&db, &copy).unwrap();
     let r = std::panic::catch_unwind(|| tamper(&copy, &["DELETE FROM audit_log WHERE seq = 1"]));
     assert!(r.is_err(), "the trigger let a delete through");
+
+    // Staff actions from the command line, each audited: freeze, unfreeze, API keys.
+    let freeze = |cmd: &str, reason: &str| {
+        mamori(
+            d,
+            &[
+                "customers",
+                cmd,
+                "C1",
+                "--reason",
+                reason,
+                "--actor",
+                "staff:ito",
+            ],
+        )
+    };
+    assert!(freeze("freeze", "call from the police").status.success());
+    let again = freeze("freeze", "call from the police");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already frozen"));
+    let shown = ok(d, &["customers", "show", "C1"]);
+    assert!(
+        shown.contains("withdrawals frozen") && shown.contains("staff:ito"),
+        "{shown}"
+    );
+    assert!(
+        !freeze("freeze", "no").status.success(),
+        "a reason of 2 chars"
+    );
+    assert!(freeze("unfreeze", "customer called back").status.success());
+    let o = freeze("unfreeze", "customer called back");
+    assert!(stderr(&o).contains("not frozen"), "{}", stderr(&o));
+    let o = mamori(
+        d,
+        &[
+            "customers",
+            "unlock",
+            "C1",
+            "--kind",
+            "login",
+            "--reason",
+            "ID checked",
+        ],
+    );
+    assert!(
+        stderr(&o).contains("no wrong login passwords"),
+        "{}",
+        stderr(&o)
+    );
+    // The freeze's notice waits in the outbox (no [mail] here).
+    let listed = ok(d, &["notices", "--customer", "C1"]);
+    assert!(
+        listed.contains("withdrawals_frozen") && listed.contains("waiting"),
+        "{listed}"
+    );
+    let key = ok(
+        d,
+        &[
+            "apikey",
+            "create",
+            "--name",
+            "ops",
+            "--scopes",
+            "read",
+            "--actor",
+            "staff:sato",
+        ],
+    );
+    let key_id = key
+        .trim()
+        .trim_start_matches("mmr_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    ok(d, &["apikey", "revoke", &key_id, "--actor", "staff:sato"]);
+    let listed = ok(d, &["audit", "list"]);
+    let actions: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(
+        actions[3..],
+        [
+            "withdrawals.freeze",
+            "withdrawals.unfreeze",
+            "apikey.create",
+            "apikey.revoke"
+        ],
+        "{listed}"
+    );
+    assert!(ok(d, &["audit", "verify"]).starts_with("audit log intact: 7 entries"));
 }
 
 /// Destinations registered while the server is killed with `kill -9`: every acknowledged one is
@@ -1573,6 +1664,12 @@ fn personal_data_and_secrets_never_reach_the_logs() {
         ],
     );
     let key = key.trim().to_owned();
+    // The outbox tries an SMTP server that is not there: the failure is logged and kept.
+    std::fs::write(
+        d.join("mamori.toml"),
+        "[mail]\nsmtp_url = \"smtp://127.0.0.1:9\"\npoll_ms = 50\nretry_seconds = 1\ntimeout_ms = 2000\n",
+    )
+    .expect("config");
     let log = d.join("serve.log");
     let server = ServeProcess::start_logging(d, "debug", Some(&log));
     let c = blocking_http::client();
@@ -1623,9 +1720,28 @@ fn personal_data_and_secrets_never_reach_the_logs() {
         let r = call(m, path, body);
         assert!(r.status() < 500, "{path}: {} {}", r.status(), r.body);
     }
+    // The destination's notice fails and waits for its retry; `mamori notices` says why.
+    let mut listed = String::new();
+    for _ in 0..200 {
+        listed = ok(d, &["notices", "--customer", "C1"]);
+        if listed.contains("failing") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        listed.contains("destination_change") && listed.contains("failing"),
+        "{listed}"
+    );
+    assert!(!listed.contains("taro.yamada"), "{listed}");
+    let json = ok(d, &["notices", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("notices json");
+    assert!(v[0]["last_error"].is_string(), "{v}");
+    assert!(v[0]["attempts"].as_u64() >= Some(1), "{v}");
     drop(server);
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.lines().count() > 5, "the server logged: {text}");
+    assert!(text.contains("notice not sent"), "{text}");
     eprintln!(
         "{} log lines, e.g. {}",
         text.lines().count(),
