@@ -282,12 +282,12 @@ impl Reports for SqliteStore {
                     other => corrupt(&other.to_string()),
                 })?;
                 alert_id = Some(id);
-                refused =
-                    conn.prepare(
+                refused = conn
+                    .prepare(
                         "UPDATE customer_destinations SET status = 'refused' \
                          WHERE assessment_id = ? AND customer_id = ? AND status != 'refused'",
                     )?
-                    .exec(&[Value::Text(aid), Value::Text(customer)])? as u64;
+                    .exec(&[Value::Text(aid), Value::Text(customer)])?;
             }
             let mut note = audit.clone();
             if let serde_json::Value::Object(m) = &mut note.detail {
