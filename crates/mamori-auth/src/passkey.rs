@@ -20,9 +20,6 @@ use webauthn_rs::prelude::{
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
-/// The options' types, for the browser's side in tests (a software authenticator takes them).
-pub use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
-
 /// Seconds a ceremony may take, from its options to its finish.
 pub const CEREMONY_TTL_SECONDS: i64 = 300;
 
@@ -76,6 +73,8 @@ pub struct Registered {
     pub credential_id: String,
     /// webauthn-rs's `Passkey` in JSON.
     pub passkey: String,
+    /// The authenticator's signature counter at registration (0: none kept, or none yet).
+    pub counter: u32,
 }
 
 /// A passed authentication.
@@ -186,10 +185,17 @@ impl RelyingParty {
             .webauthn
             .finish_passkey_registration(&answer, &state)
             .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+        let json =
+            serde_json::to_value(&passkey).map_err(|e| PasskeyError::Webauthn(e.to_string()))?;
+        let counter = json
+            .pointer("/cred/counter")
+            .and_then(Value::as_u64)
+            .and_then(|c| u32::try_from(c).ok())
+            .ok_or_else(|| PasskeyError::Webauthn("a passkey without a counter".into()))?;
         Ok(Registered {
             credential_id: credential_id(passkey.cred_id()),
-            passkey: serde_json::to_string(&passkey)
-                .map_err(|e| PasskeyError::Webauthn(e.to_string()))?,
+            passkey: json.to_string(),
+            counter,
         })
     }
 
@@ -286,7 +292,9 @@ fn started<O: serde::Serialize, S: serde::Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    use webauthn_authenticator_rs::prelude::{
+        CreationChallengeResponse, RequestChallengeResponse, WebauthnAuthenticator,
+    };
     use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
     const ORIGIN: &str = "https://www.example.com";
@@ -362,6 +370,7 @@ mod tests {
             stored_credential_id(&reg.passkey).unwrap(),
             reg.credential_id
         );
+        assert_eq!(reg.counter, 0, "the software authenticator starts at 0");
         let opts = rp.start_registration("C00123", &[&reg.passkey]).unwrap();
         assert!(
             opts.options.to_string().contains(&reg.credential_id),

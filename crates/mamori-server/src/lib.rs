@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod passkeys;
 pub mod people;
 pub mod problem;
 pub mod serve;
