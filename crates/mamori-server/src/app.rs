@@ -48,6 +48,8 @@ pub struct AppState {
     pub passwords: crate::config::Passwords,
     pub bad_passwords: Arc<mamori_auth::password::BadPasswords>,
     pub mfa: crate::config::Mfa,
+    /// The passkeys' relying party, made from `mfa` (`Err`: what is wrong with its settings).
+    pub(crate) passkey_rp: Result<Arc<mamori_auth::passkey::RelyingParty>, String>,
     pub(crate) switches: crate::people::SwitchBoard,
     pub destinations: crate::config::DestinationRules,
     pub friction: crate::config::Friction,
@@ -124,6 +126,7 @@ impl AppState {
             passwords: Default::default(),
             bad_passwords: Arc::new(mamori_auth::password::BadPasswords::builtin()),
             mfa: Default::default(),
+            passkey_rp: crate::config::Mfa::default().relying_party().map(Arc::new),
             switches: Default::default(),
             destinations: Default::default(),
             friction: Default::default(),
@@ -165,6 +168,7 @@ impl AppState {
 
     /// With these second-factor settings (the configuration's `[mfa]`).
     pub fn with_mfa(mut self, mfa: crate::config::Mfa) -> Self {
+        self.passkey_rp = mfa.relying_party().map(Arc::new);
         self.mfa = mfa;
         self
     }
@@ -364,6 +368,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::notices::NoticesDoc::openapi());
     doc.merge(crate::people::PeopleDoc::openapi());
+    doc.merge(crate::passkeys::PasskeysDoc::openapi());
     Json(doc)
 }
 

@@ -91,13 +91,36 @@ impl Default for DestinationRules {
 pub struct Mfa {
     /// The name authenticator apps show for the broker's codes (no `:`).
     pub totp_issuer: String,
+    /// Passkeys: the WebAuthn relying party id, the domain of the broker's site or a parent
+    /// domain of it (a passkey works on that domain and its subdomains only).
+    pub passkey_rp_id: String,
+    /// Passkeys: the origin of the pages that run the ceremonies (`https://www.example.com`;
+    /// `http://` for localhost only). Answers signed for any other origin are refused.
+    pub passkey_origin: String,
+    /// Passkeys: the name the customer's passkey dialog shows.
+    pub passkey_rp_name: String,
 }
 
 impl Default for Mfa {
     fn default() -> Self {
         Mfa {
             totp_issuer: "mamori".into(),
+            passkey_rp_id: "localhost".into(),
+            passkey_origin: "http://localhost:8080".into(),
+            passkey_rp_name: "mamori".into(),
         }
+    }
+}
+
+impl Mfa {
+    /// The passkeys' relying party; the error names the setting.
+    pub fn relying_party(&self) -> Result<mamori_auth::passkey::RelyingParty, String> {
+        mamori_auth::passkey::RelyingParty::new(
+            &self.passkey_rp_id,
+            &self.passkey_origin,
+            &self.passkey_rp_name,
+        )
+        .map_err(|e| format!("mfa.{e}"))
     }
 }
 
@@ -308,6 +331,7 @@ impl Config {
                 self.mfa.totp_issuer
             ));
         }
+        self.mfa.relying_party()?;
         let s = &self.server;
         s.listen.parse::<std::net::SocketAddr>().map_err(|e| {
             format!(
@@ -440,6 +464,31 @@ mod tests {
             e.contains("unusual_logn") && e.contains("unusual_login"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn passkey_settings_are_checked_at_load() {
+        let c = Config::parse(
+            "[mfa]\npasskey_rp_id = \"example.com\"\npasskey_origin = \"https://www.example.com\"\npasskey_rp_name = \"Example Securities\"\n",
+            "m.toml",
+        )
+        .expect("parses");
+        assert_eq!(c.mfa.passkey_rp_id, "example.com");
+        for (line, field) in [
+            ("passkey_origin = \"www.example.com\"", "mfa.passkey_origin"),
+            (
+                "passkey_origin = \"http://www.example.com\"",
+                "mfa.passkey_origin",
+            ),
+            ("passkey_rp_id = \"https://localhost\"", "mfa.passkey_rp_id"),
+            ("passkey_rp_id = \"example.com\"", "mfa.passkey_rp_id"),
+            ("passkey_rp_name = \"\"", "mfa.passkey_rp_name"),
+        ] {
+            let e = Config::parse(&format!("[mfa]\n{line}\n"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("m.toml: {field}")), "{line}: {e}");
+        }
     }
 
     #[test]

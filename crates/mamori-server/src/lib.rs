@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod mail;
 pub mod notices;
+pub mod passkeys;
 pub mod people;
 pub mod problem;
 pub mod serve;

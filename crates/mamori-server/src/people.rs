@@ -19,7 +19,7 @@ use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
 use mamori_store::{
     AuditLog, AuditNote, Credentials, Customers, Destinations, EventWriter, Freezes, HistoryReader,
-    Lockouts, RegisteredDestination, SecondFactors, StepUpGrant, StepUps, Switches,
+    Lockouts, Passkeys, RegisteredDestination, SecondFactors, StepUpGrant, StepUps, Switches,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -58,6 +58,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/switches/{procedure}/{channel}", put(put_switch))
         .route("/v1/audit", get(get_audit))
         .route("/v1/audit/verify", get(get_audit_verify))
+        .merge(crate::passkeys::routes())
 }
 
 fn kind_of(text: &str) -> Result<PasswordKind, Problem> {
@@ -77,7 +78,7 @@ fn other(kind: PasswordKind) -> PasswordKind {
     }
 }
 
-async fn record(s: &AppState, id: &str) -> AppResult<CustomerRecord> {
+pub(crate) async fn record(s: &AppState, id: &str) -> AppResult<CustomerRecord> {
     s.store
         .customer(id)
         .await?
@@ -507,7 +508,7 @@ impl RevealIn {
 
 /// A staff member's name and reason, trimmed, or what is wrong with them (`why`: what the reason
 /// must say).
-fn staff_and_reason<'a>(
+pub(crate) fn staff_and_reason<'a>(
     staff: &'a str,
     reason: &'a str,
     why: &str,
@@ -783,24 +784,42 @@ fn unix_seconds(us: i64) -> u64 {
     u64::try_from(us.div_euclid(1_000_000)).unwrap_or(0)
 }
 
-#[utoipa::path(post, path = "/v1/customers/{id}/totp",
+#[utoipa::path(post, path = "/v1/customers/{id}/totp", request_body = crate::passkeys::AddIn,
     params(("id" = String, Path)),
     responses((status = 201, description = "Enrolment started: show the QR code (SVG) or the secret; confirm with a first code", body = Object),
+        (status = 403, body = Problem, description = "the customer has a passkey: a step-up token for mfa_change {\"add\": \"totp\"} is required"),
         (status = 409, body = Problem, description = "a confirmed enrolment exists"), (status = 404, body = Problem)),
     security(("api_key" = ["auth"])))]
 async fn post_totp(
     State(s): St,
     headers: HeaderMap,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> AppResult<Response> {
     let now = now_us();
     s.keys
         .authorize(&s.store, &headers, Scope::Auth, now)
         .await?;
+    let b: crate::passkeys::AddIn = crate::passkeys::optional_body(&body)?;
     record(&s, &id).await?;
     let secret = totp::new_secret();
     let e = totp::enrolment(&secret, &s.mfa.totp_issuer, &id)
         .map_err(|e| Problem::unprocessable(format!("customer id: {e}")))?;
+    let confirmed =
+        |t: &Option<mamori_store::TotpRecord>| t.as_ref().is_some_and(|t| t.confirmed_at.is_some());
+    if !confirmed(&s.store.totp(&id).await?) {
+        // Adding a second factor beside a passkey is an MFA change.
+        let has_passkey = !s.store.passkeys(&id).await?.is_empty();
+        crate::passkeys::mfa_change(
+            &s,
+            &id,
+            has_passkey,
+            b.stepup_token.as_deref(),
+            &json!({"add": "totp"}),
+            now,
+        )
+        .await?;
+    }
     if !s.store.begin_totp(&id, &secret, now).await? {
         return Err(Problem::conflict(
             "the customer already has a confirmed authenticator; removing it is an MFA change",
@@ -845,6 +864,11 @@ async fn post_totp_confirm(
         .ok_or_else(|| Problem::conflict("no enrolment is waiting for confirmation"))?;
     let step = totp::verify(&t.secret, &code, unix_seconds(now), None)
         .map_err(|_| Problem::unprocessable("code: not valid (check the device's clock)"))?;
+    if crate::passkeys::passkey_added_since(&s, &id, t.created_at).await? {
+        return Err(Problem::conflict(
+            "a passkey was registered after this enrolment began, without a step-up for it: begin the enrolment again (with a step-up token)",
+        ));
+    }
     let (codes, digests) = totp::recovery_codes();
     let note = AuditNote {
         actor: format!("apikey:{}", key.key_id),
@@ -952,10 +976,10 @@ async fn second_factor(
     }
 }
 
-#[utoipa::path(delete, path = "/v1/customers/{id}/totp", request_body = RevealIn,
+#[utoipa::path(delete, path = "/v1/customers/{id}/totp", request_body = crate::passkeys::RemoveIn,
     params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)),
-    security(("api_key" = ["admin"])))]
+    responses((status = 204), (status = 403, body = Problem, description = "the step-up token is refused"), (status = 404, body = Problem)),
+    security(("api_key" = ["auth"]), ("api_key" = ["admin"])))]
 async fn delete_totp(
     State(s): St,
     headers: HeaderMap,
@@ -963,17 +987,23 @@ async fn delete_totp(
     body: Bytes,
 ) -> AppResult<StatusCode> {
     let now = now_us();
-    let key = s
-        .keys
-        .authorize(&s.store, &headers, Scope::Admin, now)
+    s.keys
+        .authorize(&s.store, &headers, Scope::Auth, now)
         .await?;
-    let b: RevealIn = json_body(&body)?;
-    let (staff, reason) = b.checked("why the authenticator is removed")?;
+    let b: crate::passkeys::RemoveIn = json_body(&body)?;
+    if s.store.totp(&id).await?.is_none() {
+        return Err(Problem::not_found(format!(
+            "customer {id:?} has no authenticator"
+        )));
+    }
+    let (actor, mut detail) = crate::passkeys::remover(&s, &headers, &id, &b, "totp", now).await?;
+    detail["credential"] = json!("totp");
+    detail["change"] = json!("removed");
     let note = AuditNote {
-        actor: format!("staff:{staff}"),
+        actor,
         action: "credential.change".into(),
         target: format!("customer:{id}"),
-        detail: json!({"credential": "totp", "change": "removed", "reason": reason, "apikey": key.key_id}),
+        detail,
     };
     if s.store.remove_totp(&id, now, &note).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -996,20 +1026,22 @@ pub struct StepUpIn {
     params: Value,
     /// A code from the customer's authenticator app…
     code: Option<String>,
-    /// …or one of their recovery codes.
+    /// …or one of their recovery codes…
     recovery_code: Option<String>,
+    /// …or a passkey's answer to a challenge from POST /v1/customers/{id}/passkeys/challenge.
+    passkey: Option<crate::passkeys::AnswerIn>,
     /// Required for a withdrawal.
     withdrawal_password: Option<String>,
     /// Where the customer does it: `web` (default) or `app` (the emergency switch applies).
     channel: Option<String>,
 }
 
-fn refused(kind: &str, code: &'static str, ja: &str, en: &str) -> Problem {
+pub(crate) fn refused(kind: &str, code: &'static str, ja: &str, en: &str) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, kind, en.to_owned()).telling(code, ja, en)
 }
 
 /// A step-up token refused: the customer confirms it is them again.
-fn stepup_refused(why: mamori_auth::stepup::Refusal) -> Problem {
+pub(crate) fn stepup_refused(why: mamori_auth::stepup::Refusal) -> Problem {
     Problem::new(
         StatusCode::FORBIDDEN,
         "stepup-refused",
@@ -1079,30 +1111,62 @@ async fn post_stepup(
             ));
         }
     }
-    let t = s
+    let no_factor = || {
+        Problem::conflict(
+            "the customer has no second factor registered: enrol an authenticator or a passkey first",
+        )
+    };
+    let totp = s
         .store
         .totp(&id)
         .await?
-        .filter(|t| t.confirmed_at.is_some())
-        .ok_or_else(|| {
-            Problem::conflict(
-                "the customer has no second factor registered: enrol an authenticator first",
-            )
-        })?;
-    let detail = json!({"operation": op.as_str()});
-    let method = match second_factor(
-        &s,
-        &id,
-        &t,
-        b.code,
-        b.recovery_code,
-        &key.key_id,
-        detail,
-        now,
-    )
-    .await?
-    {
+        .filter(|t| t.confirmed_at.is_some());
+    let checked = if let Some(answer) = b.passkey {
+        if b.code.is_some() || b.recovery_code.is_some() {
+            return Err(Problem::unprocessable(
+                "send one of code, recovery_code or passkey",
+            ));
+        }
+        if s.store.passkeys(&id).await?.is_empty() {
+            return Err(no_factor());
+        }
+        crate::passkeys::check(&s, &id, &answer, now)
+            .await?
+            .map(|_| "passkey")
+            .map_err(|_| "wrong_passkey")
+    } else {
+        let Some(t) = totp else {
+            return Err(if s.store.passkeys(&id).await?.is_empty() {
+                no_factor()
+            } else {
+                Problem::conflict(
+                    "the customer has no authenticator app: answer a passkey challenge instead (passkey)",
+                )
+            });
+        };
+        let detail = json!({"operation": op.as_str()});
+        second_factor(
+            &s,
+            &id,
+            &t,
+            b.code,
+            b.recovery_code,
+            &key.key_id,
+            detail,
+            now,
+        )
+        .await?
+    };
+    let method = match checked {
         Ok(m) => m,
+        Err("wrong_passkey") => {
+            return Err(refused(
+                "stepup-failed",
+                "wrong_passkey",
+                "パスキーで本人確認できませんでした。もう一度お試しください。",
+                "The passkey did not confirm it is you: please try again.",
+            ));
+        }
         Err("wrong_recovery_code") => {
             return Err(refused(
                 "stepup-failed",

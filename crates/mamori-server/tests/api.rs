@@ -12,6 +12,10 @@ use mamori_server::config::Server;
 use mamori_store::{ApiKeys, AuditNote, Customers, EventWriter, SqliteStore};
 use serde_json::{Value, json};
 
+/// Passkeys over HTTP with a software authenticator.
+#[path = "api/passkeys.rs"]
+mod passkeys;
+
 struct Running {
     base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -106,7 +110,13 @@ impl Running {
                 },
                 mamori_server::serve::metrics_handle(),
             )
-            .with_passwords(passwords, mamori_auth::password::BadPasswords::builtin()),
+            .with_passwords(passwords, mamori_auth::password::BadPasswords::builtin())
+            .with_mfa(mamori_server::config::Mfa {
+                passkey_rp_id: "localhost".into(),
+                passkey_origin: passkeys::ORIGIN.into(),
+                passkey_rp_name: "mamori test".into(),
+                ..Default::default()
+            }),
         ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(mamori_server::serve::serve(bound, state, async move {

@@ -18,6 +18,7 @@ mod decisions;
 pub mod hot;
 pub mod investigate;
 mod notices;
+mod passkeys;
 mod people;
 mod raw;
 pub mod sqlite;
@@ -467,6 +468,81 @@ pub trait SecondFactors {
     fn remove_totp(
         &self,
         customer_id: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// A passkey ceremony between its two halves ([`mamori_auth::passkey`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyCeremony {
+    pub ceremony_id: String,
+    pub customer_id: String,
+    /// `register` or `authenticate`.
+    pub purpose: String,
+    /// The ceremony's state (JSON).
+    pub state: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A customer's registered passkey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub customer_id: String,
+    /// base64url, unpadded.
+    pub credential_id: String,
+    pub name: String,
+    /// webauthn-rs's `Passkey` (JSON).
+    pub passkey: String,
+    /// The signature counter last accepted (0: the authenticator keeps none).
+    pub counter: u32,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// Capability: passkeys and their ceremonies.
+pub trait Passkeys {
+    /// Keeps a ceremony's state until it is taken or expires (expired ones are cleared).
+    fn save_ceremony(&self, c: &PasskeyCeremony) -> impl Future<Output = Result<()>> + Send;
+    /// Takes a ceremony (compare-and-delete): returns it once, only if it belongs to this
+    /// customer, is for this purpose and has not expired at `now`; a second take gets `None`.
+    /// Another customer's take leaves it for its own.
+    fn take_ceremony(
+        &self,
+        ceremony_id: &str,
+        customer_id: &str,
+        purpose: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<PasskeyCeremony>>> + Send;
+    /// Adds a passkey, audited; false if its credential id is registered already (to anyone).
+    fn add_passkey(
+        &self,
+        p: &StoredPasskey,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// A customer's passkeys, oldest first.
+    fn passkeys(
+        &self,
+        customer_id: &str,
+    ) -> impl Future<Output = Result<Vec<StoredPasskey>>> + Send;
+    /// Records an authentication (compare-and-set): stores the passkey, `counter` and the time
+    /// of use only if the counter rose past the stored one, or if both are 0 (the authenticator
+    /// keeps no counter). False otherwise (a cloned authenticator, or one answer used twice), or
+    /// if the customer has no such passkey.
+    fn use_passkey(
+        &self,
+        customer_id: &str,
+        credential_id: &str,
+        passkey: &str,
+        counter: u32,
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Removes a passkey, audited; false if there was none.
+    fn remove_passkey(
+        &self,
+        customer_id: &str,
+        credential_id: &str,
         at: i64,
         audit: &AuditNote,
     ) -> impl Future<Output = Result<bool>> + Send;

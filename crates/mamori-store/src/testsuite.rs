@@ -13,8 +13,9 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope, Trigger};
 use crate::{
     ApiKey, ApiKeys, AssessmentRecord, AuditLog, AuditNote, CaseError, Credentials, Customers,
     DecisionLog, Destinations, EventWriter, Freeze, Freezes, HistoryReader, Lockouts,
-    LoginFeatures, MAX_NOTICE_ATTEMPTS, NoticeFilter, Outbox, RegisteredDestination, ReportLink,
-    ReportRefusal, Reports, Retention, SecondFactors, StepUpGrant, StepUps, Switches,
+    LoginFeatures, MAX_NOTICE_ATTEMPTS, NoticeFilter, Outbox, PasskeyCeremony, Passkeys,
+    RegisteredDestination, ReportLink, ReportRefusal, Reports, Retention, SecondFactors,
+    StepUpGrant, StepUps, StoredPasskey, Switches,
 };
 
 /// A small event for tests.
@@ -56,7 +57,8 @@ pub async fn run_all<
         + Destinations
         + Outbox
         + Reports
-        + Freezes,
+        + Freezes
+        + Passkeys,
 >(
     s: &S,
 ) {
@@ -75,6 +77,193 @@ pub async fn run_all<
     destinations(s).await;
     outbox(s).await;
     reports_and_freezes(s).await;
+    passkeys(s).await;
+}
+
+async fn passkeys<S: Passkeys + AuditLog + Outbox>(s: &S) {
+    let ceremony = |id: &str, who: &str, purpose: &str, at: i64, until: i64| PasskeyCeremony {
+        ceremony_id: id.into(),
+        customer_id: who.into(),
+        purpose: purpose.into(),
+        state: format!("{{\"challenge\":\"{id}\"}}"),
+        created_at: at,
+        expires_at: until,
+    };
+    let reg = ceremony("c1", "K1", "register", 100, 400);
+    s.save_ceremony(&reg).await.unwrap();
+    s.save_ceremony(&ceremony("c2", "K1", "authenticate", 100, 400))
+        .await
+        .unwrap();
+    s.save_ceremony(&ceremony("c3", "K1", "authenticate", 100, 150))
+        .await
+        .unwrap();
+    // Another customer, another purpose: not theirs to take, and still there for the right one.
+    assert_eq!(
+        s.take_ceremony("c1", "K2", "register", 200).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.take_ceremony("c1", "K1", "authenticate", 200)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.take_ceremony("c1", "K1", "register", 200).await.unwrap(),
+        Some(reg.clone())
+    );
+    // Once only.
+    assert_eq!(
+        s.take_ceremony("c1", "K1", "register", 201).await.unwrap(),
+        None
+    );
+    // Expired at its expiry, and gone for good (even for a node whose clock is behind).
+    assert_eq!(
+        s.take_ceremony("c2", "K1", "authenticate", 400)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.take_ceremony("c2", "K1", "authenticate", 300)
+            .await
+            .unwrap(),
+        None
+    );
+    // A new ceremony clears the expired ones.
+    s.save_ceremony(&ceremony("c4", "K1", "authenticate", 200, 500))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.take_ceremony("c3", "K1", "authenticate", 120)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        s.take_ceremony("c4", "K1", "authenticate", 499)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let note = |action: &str, cred: &str| AuditNote {
+        actor: "customer:K1".into(),
+        action: action.into(),
+        target: "customer:K1".into(),
+        detail: serde_json::json!({"credential": "passkey", "credential_id": cred}),
+    };
+    let key = |who: &str, cred: &str, at: i64| StoredPasskey {
+        customer_id: who.into(),
+        credential_id: cred.into(),
+        name: format!("device {cred}"),
+        passkey: format!("{{\"cred_id\":\"{cred}\",\"counter\":0}}"),
+        counter: 0,
+        created_at: at,
+        last_used_at: None,
+    };
+    let before = s.audit_head().await.unwrap().map_or(0, |h| h.0);
+    assert!(
+        s.add_passkey(&key("K1", "AAAA", 10), &note("credential.change", "AAAA"))
+            .await
+            .unwrap()
+    );
+    // One credential, one customer: not again, not for another, and not audited.
+    assert!(
+        !s.add_passkey(&key("K1", "AAAA", 11), &note("credential.change", "AAAA"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.add_passkey(&key("K2", "AAAA", 11), &note("credential.change", "AAAA"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.add_passkey(&key("K1", "BBBB", 20), &note("credential.change", "BBBB"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(before + 2));
+    let got = s.passkeys("K1").await.unwrap();
+    assert_eq!(got, vec![key("K1", "AAAA", 10), key("K1", "BBBB", 20)]);
+    assert!(s.passkeys("K2").await.unwrap().is_empty());
+
+    // The counter only rises: the same counter twice, a lower one or a reset to 0 is refused.
+    let use_ = |cred: &'static str, counter: u32, at: i64| {
+        s.use_passkey("K1", cred, "{\"updated\":true}", counter, at)
+    };
+    assert!(use_("AAAA", 5, 30).await.unwrap());
+    assert!(!use_("AAAA", 5, 31).await.unwrap());
+    assert!(!use_("AAAA", 3, 32).await.unwrap());
+    assert!(!use_("AAAA", 0, 33).await.unwrap());
+    assert!(
+        !s.use_passkey("K2", "AAAA", "{}", 9, 34).await.unwrap(),
+        "another customer's passkey"
+    );
+    assert!(!use_("CCCC", 1, 35).await.unwrap(), "no such passkey");
+    assert!(use_("AAAA", 6, 36).await.unwrap());
+    // No counter kept by the authenticator: each use is noted.
+    assert!(use_("BBBB", 0, 37).await.unwrap());
+    assert!(use_("BBBB", 0, 38).await.unwrap());
+    let got = s.passkeys("K1").await.unwrap();
+    assert_eq!(
+        (got[0].counter, got[0].last_used_at, got[0].passkey.as_str()),
+        (6, Some(36), "{\"updated\":true}")
+    );
+    assert_eq!((got[1].counter, got[1].last_used_at), (0, Some(38)));
+
+    // Removal: only the customer's own, once, audited.
+    let head = s.audit_head().await.unwrap().map_or(0, |h| h.0);
+    assert!(
+        !s.remove_passkey("K2", "AAAA", 40, &note("credential.change", "AAAA"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.remove_passkey("K1", "AAAA", 41, &note("credential.removed", "AAAA"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.remove_passkey("K1", "AAAA", 42, &note("credential.change", "AAAA"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audit_head().await.unwrap().map(|h| h.0), Some(head + 1));
+    let last = s.audit_entries(head + 1, 10).await.unwrap();
+    assert_eq!(
+        (last.len(), last[0].action.as_str(), last[0].at),
+        (1, "credential.removed", 41)
+    );
+    assert!(last[0].detail.contains("AAAA"));
+    assert_eq!(s.passkeys("K1").await.unwrap().len(), 1);
+    // The credential id is free again once removed.
+    assert!(
+        s.add_passkey(&key("K2", "AAAA", 50), &note("credential.change", "AAAA"))
+            .await
+            .unwrap()
+    );
+    // K1 is told of two passkeys added and one removed (not of the refused attempts).
+    let told: Vec<String> = s
+        .notices(&NoticeFilter {
+            customer_id: Some("K1".into()),
+            given_up: false,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| format!("{} {} {}", n.kind, n.detail["factor"], n.detail["change"]))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "mfa_change \"passkey\" \"removed\"",
+            "mfa_change \"passkey\" \"added\"",
+            "mfa_change \"passkey\" \"added\""
+        ]
+    );
 }
 
 async fn destinations<S: Destinations + DecisionLog>(s: &S) {
