@@ -10,8 +10,8 @@ use mamori_core::customer::{SwitchChannel, SwitchState, parse_customers_csv, swi
 use mamori_core::event::Kind;
 use mamori_core::time::format_tokyo;
 use mamori_store::{
-    AuditLog, AuditNote, Customers, Freeze, Freezes, Lockouts, NoticeFilter, Outbox, SecondFactors,
-    Switches,
+    AuditLog, AuditNote, Customers, Freeze, Freezes, Lockouts, NoticeFilter, Outbox, Passkeys,
+    SecondFactors, Switches,
 };
 
 use crate::cli::open_store;
@@ -53,6 +53,18 @@ pub enum CustomersCommand {
     Unfreeze {
         customer_id: String,
         /// Why (kept in the audit log), e.g. how the customer was reached.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Removes a second factor on the customer's behalf (a lost phone or security key), audited,
+    /// with a notice to the customer: `--factor totp` or a passkey's credential id (see show).
+    RemoveFactor {
+        customer_id: String,
+        #[arg(long)]
+        factor: String,
+        /// Why (kept in the audit log), e.g. how the customer's identity was checked.
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -250,6 +262,16 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
                     store.recovery_codes_left(&customer_id).await?
                 );
             }
+            for p in store.passkeys(&customer_id).await? {
+                println!(
+                    "passkey {:?} ({}): since {}, last used {}",
+                    p.name,
+                    p.credential_id,
+                    format_tokyo(p.created_at),
+                    p.last_used_at
+                        .map_or_else(|| "never".to_owned(), format_tokyo)
+                );
+            }
             store.close().await;
         }
         CustomersCommand::Freeze {
@@ -301,6 +323,36 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
                 bail!("{customer_id}: withdrawals are not frozen");
             }
             println!("{customer_id}: withdrawals may resume");
+        }
+        CustomersCommand::RemoveFactor {
+            customer_id,
+            factor,
+            reason,
+            who,
+        } => {
+            let reason = checked_reason(&reason)?;
+            let store = open_store(db).await?;
+            let now = now_us();
+            let credential = if factor == "totp" { "totp" } else { "passkey" };
+            let note = AuditNote {
+                actor: who.actor(),
+                action: "credential.change".into(),
+                target: format!("customer:{customer_id}"),
+                detail: serde_json::json!({"credential": credential, "change": "removed",
+                                           "factor": factor, "reason": reason}),
+            };
+            let removed = if factor == "totp" {
+                store.remove_totp(&customer_id, now, &note).await?
+            } else {
+                store
+                    .remove_passkey(&customer_id, &factor, now, &note)
+                    .await?
+            };
+            store.close().await;
+            if !removed {
+                bail!("{customer_id} has no second factor {factor:?}");
+            }
+            println!("{customer_id}: {credential} {factor} removed");
         }
         CustomersCommand::Unlock {
             customer_id,

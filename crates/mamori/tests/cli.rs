@@ -1531,6 +1531,59 @@ fn customers_switches_and_a_tampered_audit_log() {
         "{listed}"
     );
     assert!(ok(d, &["audit", "verify"]).starts_with("audit log intact: 7 entries"));
+
+    // A lost phone: staff remove the authenticator, audited, and the customer is told.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use mamori_store::SecondFactors;
+        let store = mamori_store::SqliteStore::open(&db).await.expect("open");
+        assert!(
+            store
+                .begin_totp("C1", b"0123456789abcdefghij", 1)
+                .await
+                .unwrap()
+        );
+        let note = mamori_store::AuditNote {
+            actor: "customer:C1".into(),
+            action: "credential.change".into(),
+            target: "customer:C1".into(),
+            detail: serde_json::json!({"credential": "totp", "change": "added"}),
+        };
+        assert!(store.confirm_totp("C1", 5, &[], 2, &note).await.unwrap());
+        store.close().await;
+    });
+    let shown = ok(d, &["customers", "show", "C1"]);
+    assert!(shown.contains("authenticator app (TOTP): since"), "{shown}");
+    let remove = || {
+        mamori(
+            d,
+            &[
+                "customers",
+                "remove-factor",
+                "C1",
+                "--factor",
+                "totp",
+                "--reason",
+                "lost phone; ID checked at the counter",
+                "--actor",
+                "staff:ito",
+            ],
+        )
+    };
+    assert!(remove().status.success());
+    let o = remove();
+    assert!(stderr(&o).contains("no second factor"), "{}", stderr(&o));
+    assert!(!ok(d, &["customers", "show", "C1"]).contains("TOTP"));
+    let listed = ok(d, &["audit", "list"]);
+    let last = listed.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("credential.change")
+            && last.contains("staff:ito")
+            && last.contains("lost phone"),
+        "{listed}"
+    );
+    let told = ok(d, &["notices", "--customer", "C1"]);
+    assert_eq!(told.matches("mfa_change").count(), 2, "{told}");
 }
 
 /// Destinations registered while the server is killed with `kill -9`: every acknowledged one is
