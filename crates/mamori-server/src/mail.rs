@@ -339,7 +339,7 @@ pub async fn send_due(
             Err(e) => {
                 let attempts = n.attempts + 1;
                 s.store
-                    .notice_result(n.notice_id, now, Some(&e), mail_retry(s, now, attempts))
+                    .notice_result(n.notice_id, now, Some(&e), s.mail.retry_at(now, attempts))
                     .await?;
                 metrics::counter!("mamori_notices_failed_total", "kind" => n.kind.clone())
                     .increment(1);
@@ -356,10 +356,6 @@ pub async fn send_due(
         }
     }
     Ok((sent, failed))
-}
-
-fn mail_retry(s: &AppState, now: i64, attempts: u32) -> i64 {
-    s.mail.retry_at(now, attempts)
 }
 
 /// The SMTP transport of `[mail] smtp_url`, if set.

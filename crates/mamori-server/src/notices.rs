@@ -200,6 +200,34 @@ async fn get_freeze(
     Ok(Json(freeze_out(s.store.frozen(&id).await?)))
 }
 
+/// A staff action on a customer's withdrawals: the admin key, and the audit note naming the
+/// staff member and their reason (`{staff, reason}`; `why`: what the reason must say).
+async fn staff_action(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    body: &Bytes,
+    why: &str,
+    action: &str,
+    now: i64,
+) -> AppResult<(AuditNote, String)> {
+    let key = s
+        .keys
+        .authorize(&s.store, headers, Scope::Admin, now)
+        .await?;
+    let b: crate::people::RevealIn = json_body(body)?;
+    let (staff, reason) = b.checked(why)?;
+    Ok((
+        AuditNote {
+            actor: format!("staff:{staff}"),
+            action: action.into(),
+            target: format!("customer:{id}"),
+            detail: json!({"reason": reason, "apikey": key.key_id}),
+        },
+        reason.to_owned(),
+    ))
+}
+
 /// Staff freeze a customer's withdrawals (`{staff, reason}`), audited, with a notice.
 #[utoipa::path(put, path = "/v1/customers/{id}/freeze", request_body = crate::people::RevealIn,
     params(("id" = String, Path)),
@@ -212,24 +240,22 @@ async fn put_freeze(
     body: Bytes,
 ) -> AppResult<Response> {
     let now = now_us();
-    let key = s
-        .keys
-        .authorize(&s.store, &headers, Scope::Admin, now)
-        .await?;
-    let b: crate::people::RevealIn = json_body(&body)?;
-    let (staff, reason) = b.checked("why withdrawals are stopped")?;
+    let (note, reason) = staff_action(
+        &s,
+        &headers,
+        &id,
+        &body,
+        "why withdrawals are stopped",
+        "withdrawals.freeze",
+        now,
+    )
+    .await?;
     let f = Freeze {
         customer_id: id.clone(),
         frozen_at: now,
         source: "staff".into(),
-        actor: format!("staff:{staff}"),
-        reason: reason.into(),
-    };
-    let note = AuditNote {
-        actor: f.actor.clone(),
-        action: "withdrawals.freeze".into(),
-        target: format!("customer:{id}"),
-        detail: json!({"reason": reason, "apikey": key.key_id}),
+        actor: note.actor.clone(),
+        reason,
     };
     let fresh = s.store.freeze(&f, &note).await?;
     let status = if fresh {
@@ -251,18 +277,16 @@ async fn delete_freeze(
     body: Bytes,
 ) -> AppResult<StatusCode> {
     let now = now_us();
-    let key = s
-        .keys
-        .authorize(&s.store, &headers, Scope::Admin, now)
-        .await?;
-    let b: crate::people::RevealIn = json_body(&body)?;
-    let (staff, reason) = b.checked("why withdrawals may resume")?;
-    let note = AuditNote {
-        actor: format!("staff:{staff}"),
-        action: "withdrawals.unfreeze".into(),
-        target: format!("customer:{id}"),
-        detail: json!({"reason": reason, "apikey": key.key_id}),
-    };
+    let (note, _) = staff_action(
+        &s,
+        &headers,
+        &id,
+        &body,
+        "why withdrawals may resume",
+        "withdrawals.unfreeze",
+        now,
+    )
+    .await?;
     if s.store.unfreeze(&id, now, &note).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

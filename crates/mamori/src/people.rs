@@ -221,12 +221,12 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
                 if reason.trim().len() < 4 {
                     bail!("--reason: say why the data is revealed (e.g. a ticket number)");
                 }
-                let note = AuditNote {
-                    actor: who.actor(),
-                    action: "personal.reveal".into(),
-                    target: format!("customer:{customer_id}"),
-                    detail: serde_json::json!({"reason": reason}),
-                };
+                let note = staff_note(
+                    &who,
+                    "personal.reveal",
+                    &customer_id,
+                    serde_json::json!({"reason": reason}),
+                );
                 store.audit(&note, now_us()).await?;
                 println!("{}", serde_json::to_string_pretty(&rec)?);
             } else {
@@ -282,20 +282,19 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
             let reason = checked_reason(&reason)?;
             let store = open_store(db).await?;
             let now = now_us();
-            let actor = who.actor();
             let f = Freeze {
                 customer_id: customer_id.clone(),
                 frozen_at: now,
                 source: "staff".into(),
-                actor: actor.clone(),
+                actor: who.actor(),
                 reason: reason.into(),
             };
-            let note = AuditNote {
-                actor,
-                action: "withdrawals.freeze".into(),
-                target: format!("customer:{customer_id}"),
-                detail: serde_json::json!({"reason": reason}),
-            };
+            let note = staff_note(
+                &who,
+                "withdrawals.freeze",
+                &customer_id,
+                serde_json::json!({"reason": reason}),
+            );
             let fresh = store.freeze(&f, &note).await?;
             store.close().await;
             if fresh {
@@ -311,12 +310,12 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
         } => {
             let reason = checked_reason(&reason)?;
             let store = open_store(db).await?;
-            let note = AuditNote {
-                actor: who.actor(),
-                action: "withdrawals.unfreeze".into(),
-                target: format!("customer:{customer_id}"),
-                detail: serde_json::json!({"reason": reason}),
-            };
+            let note = staff_note(
+                &who,
+                "withdrawals.unfreeze",
+                &customer_id,
+                serde_json::json!({"reason": reason}),
+            );
             let lifted = store.unfreeze(&customer_id, now_us(), &note).await?;
             store.close().await;
             if !lifted {
@@ -334,13 +333,13 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
             let store = open_store(db).await?;
             let now = now_us();
             let credential = if factor == "totp" { "totp" } else { "passkey" };
-            let note = AuditNote {
-                actor: who.actor(),
-                action: "credential.change".into(),
-                target: format!("customer:{customer_id}"),
-                detail: serde_json::json!({"credential": credential, "change": "removed",
+            let note = staff_note(
+                &who,
+                "credential.change",
+                &customer_id,
+                serde_json::json!({"credential": credential, "change": "removed",
                                            "factor": factor, "reason": reason}),
-            };
+            );
             let removed = if factor == "totp" {
                 store.remove_totp(&customer_id, now, &note).await?
             } else {
@@ -366,12 +365,12 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
                 PasswordArg::Withdrawal => PasswordKind::Withdrawal,
             };
             let store = open_store(db).await?;
-            let note = AuditNote {
-                actor: who.actor(),
-                action: "lockout.clear".into(),
-                target: format!("customer:{customer_id}"),
-                detail: serde_json::json!({"kind": kind.as_str(), "reason": reason}),
-            };
+            let note = staff_note(
+                &who,
+                "lockout.clear",
+                &customer_id,
+                serde_json::json!({"kind": kind.as_str(), "reason": reason}),
+            );
             let cleared = store
                 .clear_failures(&customer_id, kind, now_us(), Some(&note))
                 .await?;
@@ -386,6 +385,16 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An audit note of a staff action on a customer.
+fn staff_note(who: &Who, action: &str, customer_id: &str, detail: serde_json::Value) -> AuditNote {
+    AuditNote {
+        actor: who.actor(),
+        action: action.into(),
+        target: format!("customer:{customer_id}"),
+        detail,
+    }
 }
 
 /// A staff member's reason, trimmed, or what is wrong with it.
