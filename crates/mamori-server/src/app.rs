@@ -23,8 +23,7 @@ use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
 use mamori_store::assess::{population, tokyo_day_start};
 use mamori_store::{
-    Alert, AssessmentRecord, AuditNote, CaseError, DecisionLog, EventWriter, HistoryReader,
-    SqliteStore,
+    Alert, AssessmentRecord, AuditNote, CaseError, DecisionLog, EventWriter, HistoryReader, Store,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -38,7 +37,7 @@ use crate::problem::{Problem, json_body};
 
 /// Everything the handlers share.
 pub struct AppState {
-    pub store: SqliteStore,
+    pub store: Store,
     pub policy: Policy,
     pub intel: Arc<dyn IpIntel>,
     pub server: Server,
@@ -74,7 +73,7 @@ const GROUP: usize = 256;
 
 /// Records assessments as they come, all those waiting in one transaction: under load each
 /// commit carries many, and none waits for a timer.
-async fn recorder(store: SqliteStore, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+async fn recorder(store: Store, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(GROUP);
     while rx.recv_many(&mut batch, GROUP).await > 0 {
         let (recs, replies): (Vec<AssessmentRecord>, Vec<_>) = batch.drain(..).unzip();
@@ -106,13 +105,14 @@ pub fn now_us() -> i64 {
 
 impl AppState {
     pub fn new(
-        store: SqliteStore,
+        store: impl Into<Store>,
         policy: Policy,
         intel: Arc<dyn IpIntel>,
         server: Server,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         // The recorder runs on the caller's runtime; it ends when the state is dropped.
+        let store = store.into();
         let (tx, rx) = tokio::sync::mpsc::channel(4 * GROUP);
         tokio::spawn(recorder(store.clone(), rx));
         AppState {

@@ -22,9 +22,11 @@ mod passkeys;
 mod people;
 mod raw;
 pub mod sqlite;
+mod store;
 pub mod testsuite;
 
 pub use sqlite::SqliteStore;
+pub use store::Store;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]

@@ -333,14 +333,16 @@ impl Freezes for SqliteStore {
     }
 
     async fn frozen(&self, customer_id: &str) -> Result<Option<Freeze>> {
-        let id = customer_id.to_owned();
-        self.with_raw(move |conn| {
+        // On the calling thread: every withdrawal the server assesses asks this (see
+        // `read_now`); a pooled connection and a blocking thread cost more than the read.
+        let id = customer_id;
+        self.read_now(|conn| {
             let mut out = None;
             conn.prepare(
                 "SELECT customer_id, frozen_at, source, actor, reason FROM withdrawal_freezes \
                  WHERE customer_id = ?",
             )?
-            .for_each(&[Value::Text(&id)], |r| {
+            .for_each(&[Value::Text(id)], |r| {
                 out = Some(Freeze {
                     customer_id: r.string(0)?,
                     frozen_at: r.i64(1),
@@ -352,6 +354,5 @@ impl Freezes for SqliteStore {
             })?;
             Ok(out)
         })
-        .await
     }
 }

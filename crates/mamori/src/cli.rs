@@ -13,7 +13,7 @@ use mamori_core::report::{Format, render};
 use mamori_core::time::{DAY_US, format_tokyo, parse_bound, parse_duration};
 use mamori_core::verdict::{IpIntel, NoIntel};
 use mamori_store::investigate::{investigate, pivot};
-use mamori_store::{HistoryReader, Retention, SqliteStore};
+use mamori_store::{HistoryReader, Retention, Store};
 
 use crate::import::{ImportOptions, Regroup, import};
 use mamori_server::config::Config;
@@ -355,9 +355,9 @@ pub fn emit(out: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the embedded store.
-pub async fn open_store(db: &Path) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(db)
+/// Opens the store `--db` names: a SQLite file (the embedded default) or a PostgreSQL URL.
+pub async fn open_store(db: &Path) -> anyhow::Result<Store> {
+    Store::open(db)
         .await
         .with_context(|| format!("opening the store {}", db.display()))
 }
@@ -505,7 +505,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn history(
-    store: &SqliteStore,
+    store: &Store,
     a: &HistoryArgs,
     at: i64,
     intel: &dyn IpIntel,

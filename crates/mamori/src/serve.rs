@@ -34,7 +34,7 @@ pub async fn run(
     init_logs(&server.log_format);
     let intel: Arc<dyn mamori_core::verdict::IpIntel> =
         Arc::from(intel.load_over(config.intel_config())?);
-    let store = mamori_store::SqliteStore::open_with(db, server.synchronous == "full")
+    let store = mamori_store::Store::open_with(db, server.synchronous == "full")
         .await
         .with_context(|| format!("opening the store {}", db.display()))?;
     let store = if server.cache_events > 0 {
