@@ -287,9 +287,9 @@ pub(crate) async fn resolve_in(
     .execute(&mut *conn)
     .await
     .map_err(crate::StoreError::from)?;
-    Ok(one_alert(conn, id, false)
+    one_alert(conn, id, false)
         .await?
-        .ok_or(CaseError::NoAlert(id))?)
+        .ok_or(CaseError::NoAlert(id))
 }
 
 /// The customer of an assessment, if it exists.

@@ -17,6 +17,9 @@ async fn clear_expired(conn: &mut PgConnection, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// A passkey's columns, in the order read.
+type PasskeyRow = (String, String, String, String, i64, i64, Option<i64>);
+
 fn counter_of(v: i64) -> Result<u32> {
     u32::try_from(v).map_err(|_| corrupt("a passkey counter is out of range"))
 }
@@ -109,7 +112,7 @@ impl Passkeys for PgStore {
     }
 
     async fn passkeys(&self, customer_id: &str) -> Result<Vec<StoredPasskey>> {
-        let rows: Vec<(String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<PasskeyRow> = sqlx::query_as(
             "SELECT customer_id, credential_id, name, passkey, counter, created_at, last_used_at \
              FROM passkeys WHERE customer_id = $1 ORDER BY created_at, credential_id",
         )

@@ -63,6 +63,12 @@ pub(crate) async fn append_audit(
     Ok(e)
 }
 
+/// An audit entry's columns, in the order read.
+type AuditRow = (i64, i64, String, String, String, String, String, String);
+
+/// A TOTP enrolment's columns: secret, created, confirmed, last step.
+type TotpRow = (Vec<u8>, i64, Option<i64>, Option<i64>);
+
 impl AuditLog for PgStore {
     async fn audit(&self, note: &AuditNote, at: i64) -> Result<AuditEntry> {
         let mut tx = self.begin().await?;
@@ -72,7 +78,7 @@ impl AuditLog for PgStore {
     }
 
     async fn audit_entries(&self, from_seq: i64, limit: usize) -> Result<Vec<AuditEntry>> {
-        let rows: Vec<(i64, i64, String, String, String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT seq, at, actor, action, target, detail, prev, hash FROM audit_log \
                  WHERE seq >= $1 ORDER BY seq LIMIT $2",
         )
@@ -328,7 +334,7 @@ impl SecondFactors for PgStore {
     }
 
     async fn totp(&self, customer_id: &str) -> Result<Option<TotpRecord>> {
-        let row: Option<(Vec<u8>, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let row: Option<TotpRow> = sqlx::query_as(
             "SELECT secret, created_at, confirmed_at, last_step FROM totp WHERE customer_id = $1",
         )
         .bind(customer_id)
