@@ -20,29 +20,58 @@ use crate::{
 const ASSESSMENT_COLUMNS: &str = "a.assessment_id, a.created_at, a.event, a.decision, a.score, \
      a.reasons, a.outcome, a.outcome_at";
 
-fn parse<T>(text: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
+pub(crate) fn parse<T>(text: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<T> {
     f(text).ok_or_else(|| corrupt(&format!("unknown {what} {text:?}")))
+}
+
+/// The columns of an assessment as stored (in [`ASSESSMENT_COLUMNS`] order), by either store.
+pub(crate) struct AssessmentColumns<'a> {
+    pub assessment_id: String,
+    pub created_at: i64,
+    pub event: &'a str,
+    pub decision: &'a str,
+    pub score: i64,
+    pub reasons: &'a str,
+    pub outcome: Option<&'a str>,
+    pub outcome_at: Option<i64>,
+}
+
+impl AssessmentColumns<'_> {
+    /// The record the columns hold.
+    pub(crate) fn record(self) -> Result<AssessmentRecord> {
+        let event =
+            parse_json_line(self.event).map_err(|e| corrupt(&format!("stored event: {e}")))?;
+        let reasons = serde_json::from_str(self.reasons)
+            .map_err(|e| corrupt(&format!("stored reasons: {e}")))?;
+        Ok(AssessmentRecord {
+            assessment_id: self.assessment_id,
+            created_at: self.created_at,
+            event,
+            decision: parse(self.decision, "decision", Decision::parse)?,
+            score: u8::try_from(self.score).map_err(|_| corrupt("score out of range"))?,
+            reasons,
+            outcome: self
+                .outcome
+                .map(|t| parse(t, "outcome", Outcome::parse))
+                .transpose()?,
+            outcome_at: self.outcome_at,
+        })
+    }
 }
 
 /// Reads an assessment from columns starting at `i` (in [`ASSESSMENT_COLUMNS`] order).
 fn assessment_at(r: &raw::Row<'_>, i: i32) -> Result<AssessmentRecord> {
-    let event =
-        parse_json_line(&r.string(i + 2)?).map_err(|e| corrupt(&format!("stored event: {e}")))?;
-    let reasons = serde_json::from_str(&r.string(i + 5)?)
-        .map_err(|e| corrupt(&format!("stored reasons: {e}")))?;
-    Ok(AssessmentRecord {
+    AssessmentColumns {
         assessment_id: r.string(i)?,
         created_at: r.i64(i + 1),
-        event,
-        decision: parse(&r.string(i + 3)?, "decision", Decision::parse)?,
-        score: u8::try_from(r.i64(i + 4)).map_err(|_| corrupt("score out of range"))?,
-        reasons,
-        outcome: r
-            .text(i + 6)?
-            .map(|t| parse(t, "outcome", Outcome::parse))
-            .transpose()?,
+        event: &r.string(i + 2)?,
+        decision: &r.string(i + 3)?,
+        score: r.i64(i + 4),
+        reasons: &r.string(i + 5)?,
+        outcome: r.text(i + 6)?,
         outcome_at: r.opt_i64(i + 7),
-    })
+    }
+    .record()
 }
 
 fn alert_sql(filter: &str) -> String {
@@ -564,7 +593,7 @@ pub(crate) fn alert_of(conn: &raw::Conn<'_>, assessment_id: &str) -> Result<Opti
 }
 
 /// What a withdrawal's notice says: masked, no secrets.
-fn withdrawal_notice(rec: &AssessmentRecord) -> serde_json::Value {
+pub(crate) fn withdrawal_notice(rec: &AssessmentRecord) -> serde_json::Value {
     let e = &rec.event;
     serde_json::json!({
         "event_id": e.event_id,

@@ -1,9 +1,10 @@
 //! mamori-store: the shared store of customers' access history.
 //!
 //! Storage is behind capability traits, one per capability ([`EventWriter`], [`HistoryReader`],
-//! [`Retention`]), so the embedded SQLite store ([`sqlite::SqliteStore`], the default) and the
-//! PostgreSQL store of a later release run the same test suite ([`testsuite`]). Investigations and
-//! pivots over any store are in [`investigate`].
+//! [`Retention`], [`DecisionLog`], [`AuditLog`], …), so the embedded SQLite store
+//! ([`sqlite::SqliteStore`], the default, one process) and the PostgreSQL store
+//! ([`postgres::PgStore`], several processes on one database) run the same test suite
+//! ([`testsuite`]). Investigations and pivots over any store are in [`investigate`].
 
 use std::future::Future;
 
@@ -20,11 +21,13 @@ pub mod investigate;
 mod notices;
 mod passkeys;
 mod people;
+pub mod postgres;
 mod raw;
 pub mod sqlite;
 mod store;
 pub mod testsuite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;
 

@@ -771,7 +771,7 @@ fn procedures_sql(kind: Kind) -> String {
     )
 }
 
-fn side_of(code: Option<i64>) -> Result<Option<Side>> {
+pub(crate) fn side_of(code: Option<i64>) -> Result<Option<Side>> {
     code.map(|c| Side::from_code(c).ok_or_else(|| corrupt("unknown side code")))
         .transpose()
 }

@@ -915,3 +915,349 @@ fn the_batch_gives_the_decision_the_api_would_have_given() {
         );
     });
 }
+
+// --- The PostgreSQL store -------------------------------------------------------------------
+
+/// The PostgreSQL server of the tests: `MAMORI_TEST_PG`, or the local one.
+fn pg_url() -> String {
+    std::env::var("MAMORI_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema for one test, dropped when the guard goes (also when the test panics).
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// `None` (after saying so on stderr) when no server answers; under `CI=true` that fails the
+    /// test instead: CI must run these tests.
+    async fn new(tag: &str) -> Option<PgSchema> {
+        use sqlx::Connection;
+        let url = pg_url();
+        let shown = url.rsplit('@').next().unwrap_or_default().to_owned();
+        match sqlx::PgConnection::connect(&url).await {
+            Ok(c) => c.close().await.expect("close"),
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "no PostgreSQL at {shown} ({e}): under CI the PostgreSQL tests must run \
+                     (set MAMORI_TEST_PG, or start the server)"
+                );
+                eprintln!("skipped: no PostgreSQL at {shown} ({e})");
+                return None;
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let name = format!("mamori_test_{tag}_{}_{nanos}", std::process::id());
+        Some(PgSchema { url, name })
+    }
+
+    async fn open(&self) -> mamori_store::PgStore {
+        mamori_store::PgStore::open_in_schema(&self.url, &self.name)
+            .await
+            .expect("open the PostgreSQL store")
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // On a thread and runtime of its own: the test's runtime may be the one unwinding.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {name} CASCADE"
+                )))
+                .execute(&mut c)
+                .await
+                .ok()?;
+                c.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop the test schema {}", self.name);
+        }
+    }
+}
+
+/// The partitions of `events` in the store's schema, by name.
+async fn pg_partitions(s: &mamori_store::PgStore) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'events'::regclass ORDER BY 1",
+    )
+    .fetch_all(s.pool())
+    .await
+    .expect("partitions")
+}
+
+async fn pg_count(s: &mamori_store::PgStore, table: &'static str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(s.pool())
+        .await
+        .expect("count")
+}
+
+#[test]
+fn postgres_passes_the_storage_suite() {
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("suite").await else {
+            return;
+        };
+        let s = schema.open().await;
+        testsuite::run_all(&s).await;
+        // The server's question, counted in the database, says what the uses say.
+        use mamori_core::history::ip_activity;
+        use mamori_core::net::{ip_key, net_range, parse_ip_or_net};
+        let k = ip_key("203.0.113.5".parse().expect("ip"));
+        let (lo, hi) = net_range(parse_ip_or_net("203.0.113.0/24").expect("net"));
+        let t = |x: &str| mamori_core::time::parse_rfc3339(x).expect("time");
+        let windows = [
+            (k, k, 0, i64::MAX),
+            (lo, hi, 0, i64::MAX),
+            (
+                k,
+                k,
+                t("2020-05-03T00:00:00+09:00"),
+                t("2020-05-05T00:00:00+09:00"),
+            ),
+            (
+                lo,
+                hi,
+                t("2020-05-01T00:00:01+09:00"),
+                t("2020-05-05T00:00:01+09:00"),
+            ),
+        ];
+        for who in ["wa", "wb", "nobody"] {
+            for (lo, hi, from, to) in windows {
+                let uses = s.net_uses(&[(lo, hi, from, to)]).await.expect("uses");
+                assert!(!uses.is_empty());
+                let want = ip_activity(&who.to_owned(), uses.iter().map(|(_, u)| u));
+                let got = s
+                    .range_activity(who, (lo, hi), from, to)
+                    .await
+                    .expect("activity");
+                assert_eq!(got, want, "{who} {lo:x}-{hi:x} {from} {to}");
+            }
+        }
+        s.close().await;
+        // Reopening runs migrations again without harm and keeps the data.
+        let s = schema.open().await;
+        use mamori_store::HistoryReader;
+        assert!(s.count_events().await.expect("count") > 0);
+        assert_eq!(
+            s.count_events().await.expect("count") as i64,
+            pg_count(&s, "event_keys").await,
+            "one idempotency key per stored event"
+        );
+        s.close().await;
+    });
+}
+
+/// Two processes ("nodes") on one database: what each does is safe against the other.
+#[test]
+fn two_postgres_nodes_store_a_batch_once_and_keep_one_audit_chain() {
+    use futures_util::future::join_all;
+    use mamori_core::time::DAY_US;
+    use mamori_store::{AuditLog, AuditNote, HistoryReader, SecondFactors, StepUpGrant, StepUps};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("nodes").await else {
+            return;
+        };
+        let (a, b) = (schema.open().await, schema.open().await);
+        // 3,000 events of 200 customers over three months, sent whole to both nodes at once, in
+        // chunks that each node sends in another order.
+        let events: Vec<Event> = (0..3_000i64)
+            .map(|i| {
+                let mut e = testsuite::ev(
+                    &format!("n{i}"),
+                    "2021-01-15T00:00:00Z",
+                    &format!("c{}", i % 200),
+                    if i % 5 == 0 {
+                        Kind::LoginFailed
+                    } else {
+                        Kind::Login
+                    },
+                    Some(["192.0.2.1", "198.51.100.7"][(i % 2) as usize]),
+                );
+                e.occurred_at += (i % 3) * 31 * DAY_US + i;
+                e
+            })
+            .collect();
+        let chunks: Vec<&[Event]> = events.chunks(250).collect();
+        let send = |s: &mamori_store::PgStore, order: Vec<&[Event]>| {
+            let s = s.clone();
+            let order: Vec<Vec<Event>> = order.into_iter().map(<[Event]>::to_vec).collect();
+            async move {
+                let mut total = mamori_store::Inserted::default();
+                for c in order {
+                    total += s.insert_events(&c).await.expect("insert");
+                }
+                total
+            }
+        };
+        let (ra, rb) = tokio::join!(
+            send(&a, chunks.clone()),
+            send(&b, chunks.iter().rev().copied().collect())
+        );
+        assert_eq!(ra.inserted + rb.inserted, 3_000, "{ra:?} {rb:?}");
+        assert_eq!(ra.duplicates + rb.duplicates, 3_000, "{ra:?} {rb:?}");
+        assert_eq!(a.count_events().await.expect("count"), 3_000);
+        assert_eq!(pg_count(&a, "event_keys").await, 3_000);
+        assert_eq!(pg_partitions(&a).await.len(), 3);
+        // The same batch in one call from both: still nothing new.
+        let (ra, rb) = tokio::join!(a.insert_events(&events), b.insert_events(&events));
+        assert_eq!(ra.expect("a").inserted + rb.expect("b").inserted, 0);
+
+        // Audit entries appended from both nodes at once: one chain, every entry in it.
+        let note = |node: &str, i: usize| AuditNote {
+            actor: format!("system:{node}"),
+            action: "test.append".into(),
+            target: format!("entry {i}"),
+            detail: serde_json::json!({"i": i}),
+        };
+        let appends = (0..40)
+            .flat_map(|i| [(a.clone(), note("a", i), i), (b.clone(), note("b", i), i)])
+            .map(|(s, n, i)| async move { s.audit(&n, i as i64).await });
+        let appended: Vec<_> = join_all(appends)
+            .await
+            .into_iter()
+            .map(|r| r.expect("append"))
+            .collect();
+        let mut seqs: Vec<i64> = appended.iter().map(|e| e.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=80).collect::<Vec<i64>>());
+        let (n, head) = mamori_store::verify_audit(&b, None)
+            .await
+            .expect("read")
+            .expect("an intact chain");
+        assert_eq!((n, head.map(|h| h.0)), (80, Some(80)));
+
+        // Compare-and-set from both nodes at once: each step, token and passkey use wins once.
+        assert!(
+            a.begin_totp("T", b"0123456789abcdefghij", 1)
+                .await
+                .expect("begin")
+        );
+        let audit = note("a", 0);
+        assert!(
+            a.confirm_totp("T", 1, &[], 2, &audit)
+                .await
+                .expect("confirm")
+        );
+        for step in 2..30u64 {
+            let (x, y) = tokio::join!(a.use_totp_step("T", step), b.use_totp_step("T", step));
+            assert!(x.expect("a") ^ y.expect("b"), "step {step} used once");
+        }
+        for i in 0..20 {
+            let g = StepUpGrant {
+                token_digest: format!("t{i}"),
+                customer_id: "S".into(),
+                operation: "withdrawal".into(),
+                params_digest: "p".into(),
+                method: "totp".into(),
+                created_at: 1,
+                expires_at: 100,
+            };
+            a.issue_stepup(&g, &audit).await.expect("issue");
+            let (x, y) = tokio::join!(
+                a.consume_stepup(&g.token_digest, "S", "withdrawal", "p", 50),
+                b.consume_stepup(&g.token_digest, "S", "withdrawal", "p", 50)
+            );
+            let (x, y) = (x.expect("a"), y.expect("b"));
+            assert!(x.is_ok() ^ y.is_ok(), "token {i}: {x:?} {y:?}");
+        }
+        // Still one chain after all that.
+        let (n, _) = mamori_store::verify_audit(&a, None)
+            .await
+            .expect("read")
+            .expect("an intact chain");
+        assert_eq!(n, 80 + 1 + 20);
+        a.close().await;
+        b.close().await;
+    });
+}
+
+/// Events live in monthly partitions created on demand; retention drops whole months.
+#[test]
+fn postgres_events_live_in_monthly_partitions_that_retention_drops() {
+    use mamori_core::time::parse_rfc3339;
+    use mamori_store::{HistoryReader, Retention};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("months").await else {
+            return;
+        };
+        let (s, other) = (schema.open().await, schema.open().await);
+        let e = |id: &str, at: &str| testsuite::ev(id, at, "pm", Kind::Login, Some("192.0.2.9"));
+        let batch = vec![
+            e("j1", "2020-01-10T00:00:00Z"),
+            e("j2", "2020-01-20T00:00:00Z"),
+            e("f1", "2020-02-10T00:00:00Z"),
+            e("f2", "2020-02-20T00:00:00Z"),
+            e("m1", "2020-03-10T00:00:00Z"),
+        ];
+        s.insert_events(&batch).await.expect("insert");
+        assert_eq!(
+            pg_partitions(&s).await,
+            ["events_2020_01", "events_2020_02", "events_2020_03"]
+        );
+        // Another node writes January too (and so believes it exists).
+        other
+            .insert_events(&[e("j3", "2020-01-25T00:00:00Z")])
+            .await
+            .expect("insert");
+        let ids = |s: &mamori_store::PgStore| {
+            let s = s.clone();
+            async move {
+                s.customer_events("pm", 0, i64::MAX)
+                    .await
+                    .expect("events")
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        // A cut inside February: January's partition goes whole, February's events before the
+        // cut go, and the keys of every event gone.
+        let cut = parse_rfc3339("2020-02-15T00:00:00Z").expect("time");
+        assert_eq!(s.purge_before(cut).await.expect("purge"), 4);
+        assert_eq!(
+            pg_partitions(&s).await,
+            ["events_2020_02", "events_2020_03"]
+        );
+        assert_eq!(ids(&s).await, ["f2", "m1"]);
+        assert_eq!(pg_count(&s, "event_keys").await, 2);
+        assert_eq!(s.count_events().await.expect("count"), 2);
+        // The other node's January is gone under it: its next January event creates it again.
+        let r = other
+            .insert_events(&[e("j4", "2020-01-26T00:00:00Z")])
+            .await
+            .expect("insert into a month dropped elsewhere");
+        assert_eq!(r.inserted, 1);
+        // A purged event sent again is new again (its key went with it).
+        let r = s.insert_events(&batch[..1]).await.expect("insert");
+        assert_eq!(r.inserted, 1);
+        assert_eq!(ids(&s).await, ["j1", "j4", "f2", "m1"]);
+        assert_eq!(pg_partitions(&s).await.len(), 3);
+        // A cut on a month's first instant drops the months before it and deletes nothing else.
+        let march = parse_rfc3339("2020-03-01T00:00:00Z").expect("time");
+        assert_eq!(s.purge_before(march).await.expect("purge"), 3);
+        assert_eq!(pg_partitions(&s).await, ["events_2020_03"]);
+        assert_eq!(ids(&other).await, ["m1"]);
+        assert_eq!(pg_count(&s, "event_keys").await, 1);
+        s.close().await;
+        other.close().await;
+    });
+}

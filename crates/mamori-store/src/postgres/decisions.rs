@@ -1,0 +1,570 @@
+//! The decision log and API keys in the PostgreSQL store.
+
+use std::collections::HashSet;
+
+use mamori_core::assess::Marks;
+use mamori_core::case::{
+    AlertStatus, Outcome, Resolution, Scope, Trigger, on_decision, on_outcome,
+};
+use mamori_core::event::{Event, Kind};
+use mamori_core::history::device_hash;
+use mamori_core::net::{ip_key, key_bytes};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+use super::PgStore;
+use super::events::{Fresh, insert_in};
+use crate::decisions::{AssessmentColumns, parse, withdrawal_notice};
+use crate::sqlite::{corrupt, ip_of};
+use crate::{Alert, ApiKey, ApiKeys, AssessmentRecord, AuditNote, CaseError, DecisionLog, Result};
+
+const ASSESSMENT_COLUMNS: &str = "a.assessment_id, a.created_at, a.event, a.decision, a.score, \
+     a.reasons, a.outcome, a.outcome_at";
+
+/// Reads an assessment from columns starting at `i` (in [`ASSESSMENT_COLUMNS`] order).
+fn assessment_at(r: &PgRow, i: usize) -> Result<AssessmentRecord> {
+    AssessmentColumns {
+        assessment_id: r.try_get(i)?,
+        created_at: r.try_get(i + 1)?,
+        event: r.try_get(i + 2)?,
+        decision: r.try_get(i + 3)?,
+        score: r.try_get::<i16, _>(i + 4)?.into(),
+        reasons: r.try_get(i + 5)?,
+        outcome: r.try_get(i + 6)?,
+        outcome_at: r.try_get(i + 7)?,
+    }
+    .record()
+}
+
+fn alert_sql(filter: &str) -> String {
+    format!(
+        "SELECT l.alert_id, l.opened_at, l.trigger, l.status, l.resolution, l.note, \
+         l.resolved_by, l.resolved_at, {ASSESSMENT_COLUMNS} \
+         FROM alerts l JOIN assessments a ON a.assessment_id = l.assessment_id {filter}"
+    )
+}
+
+fn alert_row(r: &PgRow) -> Result<Alert> {
+    Ok(Alert {
+        alert_id: r.try_get(0)?,
+        opened_at: r.try_get(1)?,
+        trigger: parse(r.try_get(2)?, "trigger", Trigger::parse)?,
+        status: parse(r.try_get(3)?, "status", AlertStatus::parse)?,
+        resolution: r
+            .try_get::<Option<&str>, _>(4)?
+            .map(|t| parse(t, "resolution", Resolution::parse))
+            .transpose()?,
+        note: r.try_get(5)?,
+        resolved_by: r.try_get(6)?,
+        resolved_at: r.try_get(7)?,
+        assessment: assessment_at(r, 8)?,
+    })
+}
+
+/// An alert; with `lock`, its row is locked until the transaction ends.
+async fn one_alert(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Option<Alert>> {
+    let filter = if lock {
+        "WHERE l.alert_id = $1 FOR UPDATE OF l"
+    } else {
+        "WHERE l.alert_id = $1"
+    };
+    sqlx::query(AssertSqlSafe(alert_sql(filter)))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(alert_row)
+        .transpose()
+}
+
+/// An assessment; with `lock`, its row is locked until the transaction ends.
+async fn one_assessment(
+    conn: &mut PgConnection,
+    id: &str,
+    lock: bool,
+) -> Result<Option<AssessmentRecord>> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ASSESSMENT_COLUMNS} FROM assessments a WHERE a.assessment_id = $1{lock}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(|r| assessment_at(r, 0))
+    .transpose()
+}
+
+pub(crate) async fn open_alert(
+    conn: &mut PgConnection,
+    assessment_id: &str,
+    at: i64,
+    t: Trigger,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO alerts (assessment_id, opened_at, trigger) VALUES ($1, $2, $3) \
+         RETURNING alert_id",
+    )
+    .bind(assessment_id)
+    .bind(at)
+    .bind(t.as_str())
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+fn ip_bytes(e: &Event) -> Option<Vec<u8>> {
+    e.ip.map(|ip| key_bytes(ip_key(ip)).to_vec())
+}
+
+fn device_of(e: &Event) -> Option<i64> {
+    e.device_id.as_deref().map(|d| device_hash(d) as i64)
+}
+
+/// Records assessments inside the caller's transaction: each with its event when allowed (the
+/// months' partitions must exist) and its alert when one opens.
+pub(crate) async fn record_in(
+    conn: &mut PgConnection,
+    store: &PgStore,
+    recs: &[AssessmentRecord],
+    fresh: &mut Fresh,
+) -> Result<Vec<Result<Option<i64>, CaseError>>> {
+    let mut out = Vec::with_capacity(recs.len());
+    let mut allowed: Vec<Event> = Vec::new();
+    for rec in recs {
+        let e = &rec.event;
+        let n = sqlx::query(
+            "INSERT INTO assessments (assessment_id, created_at, customer_id, event_id, \
+             occurred_at, kind, channel, ip, device_hash, decision, score, reasons, event) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
+             ON CONFLICT (assessment_id) DO NOTHING",
+        )
+        .bind(&rec.assessment_id)
+        .bind(rec.created_at)
+        .bind(&e.customer_id)
+        .bind(&e.event_id)
+        .bind(e.occurred_at)
+        .bind(i16::from(e.kind.code()))
+        .bind(i16::from(e.channel.code()))
+        .bind(ip_bytes(e))
+        .bind(device_of(e))
+        .bind(rec.decision.as_str())
+        .bind(i16::from(rec.score))
+        .bind(rec.reasons.to_string())
+        .bind(e.to_json())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            out.push(Err(CaseError::DuplicateAssessment(
+                rec.assessment_id.clone(),
+            )));
+            continue;
+        }
+        // Every assessed withdrawal is told to the customer (with a "this wasn't me" link), if
+        // the store knows where to write to them.
+        if e.kind == Kind::Withdrawal {
+            sqlx::query(
+                "INSERT INTO notices (customer_id, kind, detail, created_at, assessment_id) \
+                 SELECT customer_id, 'withdrawal', $2, $3, $4 FROM customer_records \
+                 WHERE customer_id = $1 AND coalesce(email, '') <> ''",
+            )
+            .bind(&e.customer_id)
+            .bind(withdrawal_notice(rec).to_string())
+            .bind(rec.created_at)
+            .bind(&rec.assessment_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let effect = on_decision(rec.decision);
+        if effect.store_event {
+            allowed.push(e.clone());
+        }
+        let alert = match effect.alert {
+            Some(t) => Some(open_alert(conn, &rec.assessment_id, rec.created_at, t).await?),
+            None => None,
+        };
+        out.push(Ok(alert));
+    }
+    if !allowed.is_empty() {
+        insert_in(conn, store, &allowed, fresh).await?;
+    }
+    Ok(out)
+}
+
+/// Times of the events that assessments store at once, for their partitions.
+pub(crate) fn allowed_times(recs: &[AssessmentRecord]) -> impl Iterator<Item = i64> + '_ {
+    recs.iter()
+        .filter(|r| on_decision(r.decision).store_event)
+        .map(|r| r.event.occurred_at)
+}
+
+/// Resolves an alert inside the caller's transaction (its row locked first, so that of two
+/// resolutions one finds it resolved): what the resolution teaches the engine and a destination
+/// the assessment held. A resolved alert is refused, unless `relabel` (a customer's report
+/// overrides staff's `legitimate`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn resolve_in(
+    conn: &mut PgConnection,
+    id: i64,
+    resolution: Resolution,
+    note: &str,
+    by: &str,
+    at: i64,
+    relabel: bool,
+) -> Result<Alert, CaseError> {
+    let alert = one_alert(conn, id, true)
+        .await?
+        .ok_or(CaseError::NoAlert(id))?;
+    if alert.status == AlertStatus::Resolved {
+        if !relabel || alert.resolution == Some(resolution) {
+            return Err(CaseError::AlreadyResolved(id));
+        }
+        // Relabelled: what the earlier resolution taught is withdrawn.
+        for table in ["familiar", "fraud_ips"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE alert_id = $1"
+            )))
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::StoreError::from)?;
+        }
+    }
+    sqlx::query(
+        "UPDATE alerts SET status = 'resolved', resolution = $1, note = $2, resolved_by = $3, \
+         resolved_at = $4 WHERE alert_id = $5",
+    )
+    .bind(resolution.as_str())
+    .bind(note)
+    .bind(by)
+    .bind(at)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map_err(crate::StoreError::from)?;
+    let e = &alert.assessment.event;
+    let ip = ip_bytes(e);
+    match resolution {
+        Resolution::Legitimate => {
+            sqlx::query(
+                "INSERT INTO familiar (customer_id, ip, device_hash, at, alert_id) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&e.customer_id)
+            .bind(&ip)
+            .bind(device_of(e))
+            .bind(at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::StoreError::from)?;
+        }
+        Resolution::ConfirmedFraud => {
+            if ip.is_some() {
+                sqlx::query(
+                    "INSERT INTO fraud_ips (ip, at, alert_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&ip)
+                .bind(at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(crate::StoreError::from)?;
+            }
+        }
+    }
+    // A destination this assessment held for review: staff's answer decides it.
+    sqlx::query(
+        "UPDATE customer_destinations SET status = $1 \
+         WHERE assessment_id = $2 AND status = 'pending_review'",
+    )
+    .bind(match resolution {
+        Resolution::Legitimate => "effective",
+        Resolution::ConfirmedFraud => "refused",
+    })
+    .bind(&alert.assessment.assessment_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(crate::StoreError::from)?;
+    one_alert(conn, id, false)
+        .await?
+        .ok_or(CaseError::NoAlert(id))
+}
+
+/// The customer of an assessment, if it exists.
+pub(crate) async fn assessment_customer(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT customer_id FROM assessments WHERE assessment_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+/// The alert of an assessment, if one was opened.
+pub(crate) async fn alert_of(conn: &mut PgConnection, assessment_id: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT alert_id FROM alerts WHERE assessment_id = $1")
+            .bind(assessment_id)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+impl DecisionLog for PgStore {
+    async fn record_assessment(&self, rec: &AssessmentRecord) -> Result<Option<i64>, CaseError> {
+        self.record_assessments(std::slice::from_ref(rec))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(CaseError::NoAssessment(rec.assessment_id.clone())))
+    }
+
+    async fn record_assessments(
+        &self,
+        recs: &[AssessmentRecord],
+    ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
+        self.ensure_months(allowed_times(recs)).await?;
+        let mut tx = self.begin().await?;
+        let mut fresh = Fresh::default();
+        let out = record_in(&mut tx, self, recs, &mut fresh).await?;
+        tx.commit().await?;
+        self.committed(fresh);
+        Ok(out)
+    }
+
+    async fn assessment(&self, id: &str) -> Result<Option<AssessmentRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        one_assessment(&mut conn, id, false).await
+    }
+
+    async fn record_outcome(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        at: i64,
+    ) -> Result<Option<i64>, CaseError> {
+        // The event's month first (an assessment's event never changes).
+        let Some(before) = self.assessment(id).await? else {
+            return Err(CaseError::NoAssessment(id.to_owned()));
+        };
+        self.ensure_months([before.event.occurred_at]).await?;
+        let mut tx = self.begin().await?;
+        // Locked: of two outcomes recorded at once, the second sees the first.
+        let rec = one_assessment(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| CaseError::NoAssessment(id.to_owned()))?;
+        let effect = on_outcome(rec.decision, rec.event.kind, rec.outcome, outcome)?;
+        if rec.outcome.is_none() {
+            sqlx::query(
+                "UPDATE assessments SET outcome = $1, outcome_at = $2 WHERE assessment_id = $3",
+            )
+            .bind(outcome.as_str())
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(crate::StoreError::from)?;
+        }
+        let mut fresh = Fresh::default();
+        if let Some(kind) = effect.store_as {
+            let mut e = rec.event.clone();
+            e.kind = kind;
+            insert_in(&mut tx, self, &[e], &mut fresh).await?;
+        }
+        let alert = match effect.alert {
+            Some(t) => Some(open_alert(&mut tx, id, at, t).await?),
+            None => None,
+        };
+        tx.commit().await.map_err(crate::StoreError::from)?;
+        self.committed(fresh);
+        Ok(alert)
+    }
+
+    async fn alerts(&self, status: Option<AlertStatus>, limit: usize) -> Result<Vec<Alert>> {
+        let limit = limit.min(100_000) as i64;
+        let rows = match status {
+            Some(s) => {
+                sqlx::query(AssertSqlSafe(alert_sql(
+                    "WHERE l.status = $1 ORDER BY l.alert_id DESC LIMIT $2",
+                )))
+                .bind(s.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(alert_sql(
+                    "ORDER BY l.alert_id DESC LIMIT $1",
+                )))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(alert_row).collect()
+    }
+
+    async fn alert(&self, id: i64) -> Result<Option<Alert>> {
+        let mut conn = self.pool.acquire().await?;
+        one_alert(&mut conn, id, false).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: i64,
+        resolution: Resolution,
+        note: &str,
+        by: &str,
+        at: i64,
+    ) -> Result<Alert, CaseError> {
+        let mut tx = self.begin().await?;
+        let a = resolve_in(&mut tx, id, resolution, note, by, at, false).await?;
+        tx.commit().await.map_err(crate::StoreError::from)?;
+        Ok(a)
+    }
+
+    async fn resolve_alert_audited(
+        &self,
+        id: i64,
+        resolution: Resolution,
+        note: &str,
+        by: &str,
+        at: i64,
+        audit: &AuditNote,
+    ) -> Result<Alert, CaseError> {
+        let mut tx = self.begin().await?;
+        let a = resolve_in(&mut tx, id, resolution, note, by, at, false).await?;
+        super::people::append_audit(&mut tx, audit, at).await?;
+        tx.commit().await.map_err(crate::StoreError::from)?;
+        Ok(a)
+    }
+
+    async fn marks(
+        &self,
+        customer: &str,
+        ip: Option<u128>,
+        t: i64,
+        customer_ips: &[u128],
+    ) -> Result<Marks> {
+        let mut m = Marks::default();
+        let familiar: Vec<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(
+            "SELECT ip, device_hash FROM familiar WHERE customer_id = $1 AND at < $2",
+        )
+        .bind(customer)
+        .bind(t)
+        .fetch_all(&self.pool)
+        .await?;
+        for (k, d) in familiar {
+            if let Some(k) = ip_of(k.as_deref())? {
+                m.familiar_ips.insert(k);
+            }
+            if let Some(d) = d {
+                m.familiar_devices.insert(d as u64);
+            }
+        }
+        // Confirmed-fraud IPs are few: read them all.
+        let fraud: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT DISTINCT ip FROM fraud_ips WHERE at < $1")
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut ips = HashSet::with_capacity(fraud.len());
+        for k in fraud {
+            ips.extend(ip_of(Some(k.as_slice()))?);
+        }
+        let customer_ips: HashSet<u128> = customer_ips.iter().copied().collect();
+        m.fraud_ip = ip.is_some_and(|k| ips.contains(&k));
+        m.fraud_ips_on_customer = customer_ips.intersection(&ips).count() as u32;
+        Ok(m)
+    }
+}
+
+fn key_row(r: &PgRow) -> Result<(ApiKey, [u8; 32])> {
+    let scopes = r
+        .try_get::<&str, _>(2)?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s, "scope", Scope::parse))
+        .collect::<Result<Vec<_>>>()?;
+    let hash: [u8; 32] = r
+        .try_get::<&[u8], _>(3)?
+        .try_into()
+        .map_err(|_| corrupt("API key hash is not 32 bytes"))?;
+    Ok((
+        ApiKey {
+            key_id: r.try_get(0)?,
+            name: r.try_get(1)?,
+            scopes,
+            created_at: r.try_get(4)?,
+            revoked_at: r.try_get(5)?,
+            last_used_at: r.try_get(6)?,
+        },
+        hash,
+    ))
+}
+
+const KEY_COLUMNS: &str =
+    "key_id, name, scopes, hash, created_at, revoked_at, last_used_at FROM api_keys";
+
+impl ApiKeys for PgStore {
+    async fn create_key(&self, key: &ApiKey, hash: &[u8; 32]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, name, scopes, hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.key_id)
+        .bind(&key.name)
+        .bind(key.scopes_text())
+        .bind(hash.as_slice())
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} ORDER BY created_at, key_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(key_row(r)?.0)).collect()
+    }
+
+    async fn revoke_key(&self, key_id: &str, at: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $1) WHERE key_id = $2",
+        )
+        .bind(at)
+        .bind(key_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn find_key(&self, key_id: &str) -> Result<Option<(ApiKey, [u8; 32])>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} WHERE key_id = $1"
+        )))
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(key_row)
+        .transpose()
+    }
+
+    async fn touch_key(&self, key_id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE key_id = $2")
+            .bind(at)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

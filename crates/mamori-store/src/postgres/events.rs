@@ -1,0 +1,693 @@
+//! Events in the PostgreSQL store: the insert path ([`insert_in`], the one place batches are
+//! written), history questions and retention.
+//!
+//! `events` is partitioned by month of `occurred_at`; partitions are created on demand
+//! ([`PgStore::ensure_months`]). Idempotency by `(customer, event_id)` is kept by the
+//! unpartitioned `event_keys`: a batch inserts its keys with `ON CONFLICT DO NOTHING RETURNING`
+//! and, in the same statement, the events of the keys that were new. Of two processes inserting
+//! the same key at once, the second waits for the first's transaction and then skips it.
+//!
+//! IP questions read the events themselves (index `events_ip`): each event is one use, which
+//! [`HistoryReader::ip_uses`] allows; the SQLite store's per-day aggregate (`ip_seen`) is not
+//! kept here.
+
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use mamori_core::assess::{Past, ua_family_hash};
+use mamori_core::event::{Destination, Event, Kind};
+use mamori_core::history::{Access, IpActivity, IpUse, device_hash};
+use mamori_core::investigate::Procedure;
+use mamori_core::net::{ip_key, key_bytes, key_ip};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+use super::{PgStore, is_missing_partition, month_end, partition_month};
+use crate::sqlite::{channel_of, corrupt, ip_of, kind_of, side_of};
+use crate::{
+    EventWriter, HistoryReader, Inserted, IpEvent, LoginFeatures, Result, Retention, StoreError,
+};
+
+/// Kinds kept in the partial index `events_sensitive` (as in the SQLite store).
+pub(crate) const SENSITIVE_SQL: &str = "(4, 5, 7, 8, 9, 10, 11, 12)";
+
+/// Committed keys of the side tables, so that a batch looks each text up once per process. Keys
+/// of a transaction are added only after it commits ([`Fresh`]).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    customers: HashMap<Box<str>, i64>,
+    devices: HashMap<Box<str>, i64>,
+    agents: HashMap<Box<str>, i64>,
+}
+
+/// Keys a transaction looked up or created, for the cache once it commits.
+#[derive(Debug, Default)]
+pub(crate) struct Fresh {
+    customers: Vec<(Box<str>, i64)>,
+    devices: Vec<(Box<str>, i64)>,
+    agents: Vec<(Box<str>, i64)>,
+}
+
+impl PgStore {
+    /// Adds the keys of a committed transaction to the cache.
+    pub(crate) fn committed(&self, fresh: Fresh) {
+        let mut c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        c.customers.extend(fresh.customers);
+        c.devices.extend(fresh.devices);
+        c.agents.extend(fresh.agents);
+    }
+}
+
+/// The side tables, by what they intern.
+#[derive(Clone, Copy)]
+enum SideTable {
+    Customers,
+    Devices,
+    Agents,
+}
+
+impl SideTable {
+    /// (table, key column, text column)
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SideTable::Customers => ("customers", "customer_key", "customer_id"),
+            SideTable::Devices => ("devices", "device_key", "device_id"),
+            SideTable::Agents => ("user_agents", "ua_key", "user_agent"),
+        }
+    }
+}
+
+/// The keys of `texts` in a side table, creating those missing, inside the caller's transaction.
+async fn intern(
+    conn: &mut PgConnection,
+    store: &PgStore,
+    side: SideTable,
+    texts: HashSet<&str>,
+    fresh: &mut Fresh,
+) -> Result<HashMap<Box<str>, i64>> {
+    let mut out: HashMap<Box<str>, i64> = HashMap::with_capacity(texts.len());
+    let mut missing: Vec<&str> = Vec::new();
+    {
+        let cache = store.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = match side {
+            SideTable::Customers => &cache.customers,
+            SideTable::Devices => &cache.devices,
+            SideTable::Agents => &cache.agents,
+        };
+        for t in texts {
+            match cache.get(t) {
+                Some(k) => {
+                    out.insert(t.into(), *k);
+                }
+                None => missing.push(t),
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    // In text order, so that two transactions creating the same keys lock them in one order.
+    missing.sort_unstable();
+    let (table, key, text) = side.sql();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} ({text}) SELECT t FROM unnest($1::text[]) AS t ORDER BY t \
+         ON CONFLICT ({text}) DO NOTHING"
+    )))
+    .bind(&missing)
+    .execute(&mut *conn)
+    .await?;
+    let found: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {text}, {key} FROM {table} WHERE {text} = ANY($1::text[])"
+    )))
+    .bind(&missing)
+    .fetch_all(&mut *conn)
+    .await?;
+    if found.len() != missing.len() {
+        return Err(corrupt("a side-table key vanished"));
+    }
+    let list = match side {
+        SideTable::Customers => &mut fresh.customers,
+        SideTable::Devices => &mut fresh.devices,
+        SideTable::Agents => &mut fresh.agents,
+    };
+    for (t, k) in found {
+        let t: Box<str> = t.into();
+        list.push((t.clone(), k));
+        out.insert(t, k);
+    }
+    Ok(out)
+}
+
+/// Stores events idempotently inside the caller's transaction: the first copy of a
+/// `(customer_id, event_id)` wins, in the batch and against what is stored. Returns how many
+/// were new. The months' partitions must exist ([`PgStore::ensure_months`]).
+///
+/// Set-based: the side-table keys in two statements per table, then one statement that inserts
+/// the keys into `event_keys` and the events of the new ones (arrays bound once, `unnest`).
+pub(crate) async fn insert_in(
+    conn: &mut PgConnection,
+    store: &PgStore,
+    events: &[Event],
+    fresh: &mut Fresh,
+) -> Result<u64> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
+    let rows: Vec<&Event> = events
+        .iter()
+        .filter(|e| seen.insert((e.customer_id.as_str(), e.event_id.as_str())))
+        .collect();
+    drop(seen);
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let customer_ids: HashSet<&str> = rows.iter().map(|e| e.customer_id.as_str()).collect();
+    let device_ids: HashSet<&str> = rows.iter().filter_map(|e| e.device_id.as_deref()).collect();
+    let agent_texts: HashSet<&str> = rows
+        .iter()
+        .filter_map(|e| e.user_agent.as_deref())
+        .collect();
+    let customers = intern(conn, store, SideTable::Customers, customer_ids, fresh).await?;
+    let devices = intern(conn, store, SideTable::Devices, device_ids, fresh).await?;
+    let agents = intern(conn, store, SideTable::Agents, agent_texts, fresh).await?;
+    let key = |m: &HashMap<Box<str>, i64>, t: &str| {
+        m.get(t)
+            .copied()
+            .ok_or_else(|| corrupt("a side-table key is missing"))
+    };
+    let n = rows.len();
+    let mut customer_key = Vec::with_capacity(n);
+    let mut occurred_at = Vec::with_capacity(n);
+    let mut event_id = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut channel = Vec::with_capacity(n);
+    let mut ip = Vec::with_capacity(n);
+    let mut dev_hash = Vec::with_capacity(n);
+    let mut device_key = Vec::with_capacity(n);
+    let mut ua_key = Vec::with_capacity(n);
+    let mut amount = Vec::with_capacity(n);
+    let mut side = Vec::with_capacity(n);
+    let mut bank = Vec::with_capacity(n);
+    let mut branch = Vec::with_capacity(n);
+    let mut account_type = Vec::with_capacity(n);
+    let mut account_number = Vec::with_capacity(n);
+    let mut holder = Vec::with_capacity(n);
+    for e in &rows {
+        customer_key.push(key(&customers, &e.customer_id)?);
+        occurred_at.push(e.occurred_at);
+        event_id.push(e.event_id.as_str());
+        kind.push(i16::from(e.kind.code()));
+        channel.push(i16::from(e.channel.code()));
+        ip.push(e.ip.map(|ip| key_bytes(ip_key(ip)).to_vec()));
+        dev_hash.push(e.device_id.as_deref().map(|d| device_hash(d) as i64));
+        device_key.push(
+            e.device_id
+                .as_deref()
+                .map(|d| key(&devices, d))
+                .transpose()?,
+        );
+        ua_key.push(
+            e.user_agent
+                .as_deref()
+                .map(|u| key(&agents, u))
+                .transpose()?,
+        );
+        amount.push(e.amount);
+        side.push(e.side.map(|s| i16::from(s.code())));
+        let d = e.destination.as_ref();
+        bank.push(d.map(|d| d.bank_code.as_str()));
+        branch.push(d.map(|d| d.branch_code.as_str()));
+        account_type.push(d.map(|d| d.account_type.as_str()));
+        account_number.push(d.map(|d| d.account_number.as_str()));
+        holder.push(d.map(|d| d.holder_kana.as_str()));
+    }
+    let done = sqlx::query(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::smallint[], \
+                 $5::smallint[], $6::bytea[], $7::bigint[], $8::bigint[], $9::bigint[], \
+                 $10::bigint[], $11::smallint[], $12::text[], $13::text[], $14::text[], \
+                 $15::text[], $16::text[]) \
+             AS t (customer_key, occurred_at, event_id, kind, channel, ip, device_hash, \
+                 device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, \
+                 dest_account_type, dest_account_number, dest_holder_kana) \
+         ), fresh AS ( \
+             INSERT INTO event_keys (customer_key, event_id, occurred_at) \
+             SELECT customer_key, event_id, occurred_at FROM input \
+             ORDER BY customer_key, event_id \
+             ON CONFLICT DO NOTHING \
+             RETURNING customer_key, event_id \
+         ) \
+         INSERT INTO events (customer_key, occurred_at, event_id, kind, channel, ip, \
+             device_hash, device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, \
+             dest_account_type, dest_account_number, dest_holder_kana) \
+         SELECT i.customer_key, i.occurred_at, i.event_id, i.kind, i.channel, i.ip, \
+             i.device_hash, i.device_key, i.ua_key, i.amount, i.side, i.dest_bank_code, \
+             i.dest_branch_code, i.dest_account_type, i.dest_account_number, i.dest_holder_kana \
+         FROM input i JOIN fresh f \
+             ON f.customer_key = i.customer_key AND f.event_id = i.event_id",
+    )
+    .bind(customer_key)
+    .bind(occurred_at)
+    .bind(event_id)
+    .bind(kind)
+    .bind(channel)
+    .bind(ip)
+    .bind(dev_hash)
+    .bind(device_key)
+    .bind(ua_key)
+    .bind(amount)
+    .bind(side)
+    .bind(bank)
+    .bind(branch)
+    .bind(account_type)
+    .bind(account_number)
+    .bind(holder)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+impl EventWriter for PgStore {
+    async fn insert_events(&self, events: &[Event]) -> Result<Inserted> {
+        if events.is_empty() {
+            return Ok(Inserted::default());
+        }
+        // A partition this process created may since have been dropped by another's purge:
+        // then the insert fails, and runs once more after looking again.
+        let mut tries = 0;
+        let inserted = loop {
+            tries += 1;
+            self.ensure_months(events.iter().map(|e| e.occurred_at))
+                .await?;
+            let mut tx = self.begin().await?;
+            let mut fresh = Fresh::default();
+            let done = match insert_in(&mut tx, self, events, &mut fresh).await {
+                Ok(n) => tx.commit().await.map(|_| n).map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(n) => {
+                    self.committed(fresh);
+                    break n;
+                }
+                Err(e) if tries < 3 && is_missing_partition(&e) => self.forget_months(),
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Inserted {
+            inserted,
+            duplicates: events.len() as u64 - inserted,
+        })
+    }
+}
+
+fn access_at(r: &PgRow, i: usize) -> Result<Access> {
+    Ok(Access {
+        at: r.try_get(i)?,
+        kind: kind_of(r.try_get::<i16, _>(i + 1)?.into())?,
+        channel: channel_of(r.try_get::<i16, _>(i + 2)?.into())?,
+        ip: ip_of(r.try_get::<Option<&[u8]>, _>(i + 3)?)?,
+        device: r.try_get::<Option<i64>, _>(i + 4)?.map(|d| d as u64),
+    })
+}
+
+fn ip_event(r: &PgRow) -> Result<IpEvent> {
+    Ok(IpEvent {
+        ip: ip_of(r.try_get::<Option<&[u8]>, _>(0)?)?.ok_or_else(|| corrupt("missing IP"))?,
+        at: r.try_get(1)?,
+        customer_id: r.try_get(2)?,
+        kind: kind_of(r.try_get::<i16, _>(3)?.into())?,
+    })
+}
+
+impl PgStore {
+    /// User-agent families of the given keys (cached: few distinct values).
+    async fn families(&self, keys: impl Iterator<Item = i64>) -> Result<HashMap<i64, u64>> {
+        let mut keys: Vec<i64> = keys.collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let missing: Vec<i64> = {
+            let c = self.ua_families.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter()
+                .copied()
+                .filter(|k| !c.contains_key(k))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let found: Vec<(i64, String)> =
+                sqlx::query_as("SELECT ua_key, user_agent FROM user_agents WHERE ua_key = ANY($1)")
+                    .bind(&missing)
+                    .fetch_all(&self.pool)
+                    .await?;
+            let mut c = self.ua_families.lock().unwrap_or_else(|p| p.into_inner());
+            c.extend(found.iter().map(|(k, ua)| (*k, ua_family_hash(ua))));
+        }
+        let c = self.ua_families.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| c.get(&k).map(|f| (k, *f)))
+            .collect())
+    }
+
+    /// Uses of the IPs of key ranges for windows `(lo, hi, from, to)`, each labelled with its
+    /// range's `lo`: every event of a range over the span of its windows, once, as one use.
+    async fn range_uses(
+        &self,
+        windows: &[(u128, u128, i64, i64)],
+    ) -> Result<Vec<(u128, IpUse<String>)>> {
+        // One span per range: an event in two windows of a range is still one use of it.
+        let mut spans: BTreeMap<(u128, u128), (i64, i64)> = BTreeMap::new();
+        for &(lo, hi, from, to) in windows {
+            if from >= to || lo > hi {
+                continue;
+            }
+            let s = spans.entry((lo, hi)).or_insert((from, to));
+            *s = (s.0.min(from), s.1.max(to));
+        }
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut los = Vec::with_capacity(spans.len());
+        let mut his = Vec::with_capacity(spans.len());
+        let mut froms = Vec::with_capacity(spans.len());
+        let mut tos = Vec::with_capacity(spans.len());
+        for (&(lo, hi), &(from, to)) in &spans {
+            los.push(key_bytes(lo).to_vec());
+            his.push(key_bytes(hi).to_vec());
+            froms.push(from);
+            tos.push(to);
+        }
+        let rows = sqlx::query(
+            "SELECT r.lo, e.occurred_at, c.customer_id, e.kind \
+             FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[]) \
+                 AS r (lo, hi, from_at, to_at) \
+             JOIN events e ON e.ip >= r.lo AND e.ip <= r.hi \
+                 AND e.occurred_at >= r.from_at AND e.occurred_at < r.to_at \
+             JOIN customers c ON c.customer_key = e.customer_key",
+        )
+        .bind(los)
+        .bind(his)
+        .bind(froms)
+        .bind(tos)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let lo = ip_of(r.try_get::<Option<&[u8]>, _>(0)?)?
+                    .ok_or_else(|| corrupt("missing range"))?;
+                let kind = kind_of(r.try_get::<i16, _>(3)?.into())?;
+                Ok((lo, IpUse::event(r.try_get(1)?, r.try_get(2)?, kind)))
+            })
+            .collect()
+    }
+}
+
+/// The procedures query for a kind. The kind is written into the statement (a small integer from
+/// an enum, never input text), with the partial index's own condition for sensitive kinds, so
+/// that the planner can prove `events_sensitive` applies.
+fn procedures_sql(kind: Kind) -> String {
+    let partial = if kind.is_sensitive() {
+        format!(" AND e.kind IN {SENSITIVE_SQL}")
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT e.event_id, c.customer_id, e.occurred_at, e.channel, e.ip, e.device_hash \
+         FROM events e JOIN customers c ON c.customer_key = e.customer_key \
+         WHERE e.kind = {}{partial} AND e.occurred_at >= $1 AND e.occurred_at < $2",
+        kind.code()
+    )
+}
+
+impl HistoryReader for PgStore {
+    async fn customer_accesses(
+        &self,
+        customers: &[&str],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, Access)>> {
+        let rows = sqlx::query(
+            "SELECT c.customer_id, e.occurred_at, e.kind, e.channel, e.ip, e.device_hash \
+             FROM customers c JOIN events e ON e.customer_key = c.customer_key \
+             WHERE c.customer_id = ANY($1::text[]) \
+               AND e.occurred_at >= $2 AND e.occurred_at < $3",
+        )
+        .bind(customers)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, access_at(r, 1)?)))
+            .collect()
+    }
+
+    async fn ip_range_events(
+        &self,
+        lo: u128,
+        hi: u128,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<IpEvent>> {
+        let rows = sqlx::query(
+            "SELECT e.ip, e.occurred_at, c.customer_id, e.kind \
+             FROM events e JOIN customers c ON c.customer_key = e.customer_key \
+             WHERE e.ip >= $1 AND e.ip <= $2 AND e.occurred_at >= $3 AND e.occurred_at < $4",
+        )
+        .bind(key_bytes(lo).to_vec())
+        .bind(key_bytes(hi).to_vec())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ip_event).collect()
+    }
+
+    async fn ip_uses(&self, windows: &[(u128, i64, i64)]) -> Result<Vec<(u128, IpUse<String>)>> {
+        let ranges: Vec<(u128, u128, i64, i64)> =
+            windows.iter().map(|&(ip, f, t)| (ip, ip, f, t)).collect();
+        self.range_uses(&ranges).await
+    }
+
+    async fn net_uses(
+        &self,
+        windows: &[(u128, u128, i64, i64)],
+    ) -> Result<Vec<(u128, IpUse<String>)>> {
+        self.range_uses(windows).await
+    }
+
+    async fn range_activity(
+        &self,
+        customer: &str,
+        (lo, hi): (u128, u128),
+        from: i64,
+        to: i64,
+    ) -> Result<IpActivity> {
+        // Counted where the events are: a busy address (a carrier's NAT) sends no rows.
+        let (others, failed_accounts, failed, logins): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT count(DISTINCT e.customer_key) FILTER (WHERE e.customer_key IS DISTINCT FROM \
+                        (SELECT customer_key FROM customers WHERE customer_id = $5)), \
+                    count(DISTINCT e.customer_key) FILTER (WHERE e.kind = $6), \
+                    count(*) FILTER (WHERE e.kind = $6), \
+                    count(*) FILTER (WHERE e.kind = $7) \
+             FROM events e \
+             WHERE e.ip >= $1 AND e.ip <= $2 AND e.occurred_at >= $3 AND e.occurred_at < $4",
+        )
+        .bind(key_bytes(lo).to_vec())
+        .bind(key_bytes(hi).to_vec())
+        .bind(from)
+        .bind(to)
+        .bind(customer)
+        .bind(i16::from(Kind::LoginFailed.code()))
+        .bind(i16::from(Kind::Login.code()))
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok(IpActivity {
+            other_customers: n(others),
+            failed_login_accounts: n(failed_accounts),
+            failed_logins: n(failed),
+            logins: n(logins),
+        })
+    }
+
+    async fn procedures(&self, kind: Kind, from: i64, to: i64) -> Result<Vec<Procedure>> {
+        let rows = sqlx::query(AssertSqlSafe(procedures_sql(kind)))
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Procedure {
+                    event_id: r.try_get(0)?,
+                    customer_id: r.try_get(1)?,
+                    occurred_at: r.try_get(2)?,
+                    channel: channel_of(r.try_get::<i16, _>(3)?.into())?,
+                    ip: ip_of(r.try_get::<Option<&[u8]>, _>(4)?)?.map(key_ip),
+                    device: r.try_get::<Option<i64>, _>(5)?.map(|d| d as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn customer_past(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Past>> {
+        let rows = sqlx::query(
+            "SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, e.amount, \
+                    e.side \
+             FROM customers c JOIN events e ON e.customer_key = c.customer_key \
+             WHERE c.customer_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 \
+             ORDER BY e.occurred_at, e.event_id",
+        )
+        .bind(customer)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(Past, Option<i64>)> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((
+                Past {
+                    access: access_at(r, 0)?,
+                    ua: None,
+                    amount: r.try_get(6)?,
+                    side: side_of(r.try_get::<Option<i16>, _>(7)?.map(i64::from))?,
+                },
+                r.try_get(5)?,
+            ));
+        }
+        let families = self.families(out.iter().filter_map(|p| p.1)).await?;
+        Ok(out
+            .into_iter()
+            .map(|(mut p, k)| {
+                p.ua = k.and_then(|k| families.get(&k).copied());
+                p
+            })
+            .collect())
+    }
+
+    async fn login_features(&self, from: i64, to: i64) -> Result<Vec<LoginFeatures>> {
+        let rows: Vec<(i64, Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(
+            "SELECT occurred_at, ip, ua_key FROM events \
+             WHERE kind = $1 AND occurred_at >= $2 AND occurred_at < $3",
+        )
+        .bind(i16::from(Kind::Login.code()))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let families = self.families(rows.iter().filter_map(|r| r.2)).await?;
+        rows.into_iter()
+            .map(|(at, ip, k)| {
+                Ok(LoginFeatures {
+                    at,
+                    ip: ip_of(ip.as_deref())?,
+                    ua: k.and_then(|k| families.get(&k).copied()),
+                })
+            })
+            .collect()
+    }
+
+    async fn customer_events(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT e.event_id, e.occurred_at, c.customer_id, e.kind, e.channel, e.ip, \
+                    d.device_id, u.user_agent, e.amount, e.side, e.dest_bank_code, \
+                    e.dest_branch_code, e.dest_account_type, e.dest_account_number, \
+                    e.dest_holder_kana \
+             FROM customers c JOIN events e ON e.customer_key = c.customer_key \
+             LEFT JOIN devices d ON d.device_key = e.device_key \
+             LEFT JOIN user_agents u ON u.ua_key = e.ua_key \
+             WHERE c.customer_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 \
+             ORDER BY e.occurred_at, e.event_id",
+        )
+        .bind(customer)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text = |i: usize| r.try_get::<Option<String>, _>(i);
+                Ok(Event {
+                    event_id: r.try_get(0)?,
+                    occurred_at: r.try_get(1)?,
+                    customer_id: r.try_get(2)?,
+                    kind: kind_of(r.try_get::<i16, _>(3)?.into())?,
+                    channel: channel_of(r.try_get::<i16, _>(4)?.into())?,
+                    ip: ip_of(r.try_get::<Option<&[u8]>, _>(5)?)?.map(key_ip),
+                    device_id: text(6)?,
+                    user_agent: text(7)?,
+                    amount: r.try_get(8)?,
+                    side: side_of(r.try_get::<Option<i16>, _>(9)?.map(i64::from))?,
+                    destination: match text(10)? {
+                        None => None,
+                        Some(bank_code) => Some(Destination {
+                            bank_code,
+                            branch_code: text(11)?.unwrap_or_default(),
+                            account_type: text(12)?.unwrap_or_default(),
+                            account_number: text(13)?.unwrap_or_default(),
+                            holder_kana: text(14)?.unwrap_or_default(),
+                        }),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn count_events(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+/// The partitions of `events` and their months.
+pub(crate) async fn partitions(conn: &mut PgConnection) -> Result<Vec<(String, i64)>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'events'::regclass",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    names
+        .into_iter()
+        .map(|n| {
+            let m = partition_month(&n)
+                .ok_or_else(|| corrupt(&format!("unexpected partition of events: {n}")))?;
+            Ok((n, m))
+        })
+        .collect()
+}
+
+impl Retention for PgStore {
+    /// Drops the partitions of months wholly before `t`, deletes the events of `t`'s own month
+    /// before it, and the keys of every event gone (their number is the number of events: each
+    /// stored event has exactly one key, written in its transaction). One transaction.
+    async fn purge_before(&self, t: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(super::PARTITION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        for (name, month) in partitions(&mut tx).await? {
+            if month_end(month) <= t {
+                // Names come from the catalogue and match `partition_name`'s pattern.
+                sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("DELETE FROM events WHERE occurred_at < $1")
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM event_keys WHERE occurred_at < $1")
+            .bind(t)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        // This process's dropped months are created again if older events come.
+        self.forget_months();
+        Ok(gone)
+    }
+}

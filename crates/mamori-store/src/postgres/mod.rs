@@ -1,0 +1,295 @@
+//! The PostgreSQL store: several processes (nodes) share one database.
+//!
+//! Every capability runs in transactions of the database; checks that must not race (the audit
+//! chain's head, compare-and-set of TOTP steps, recovery codes, passkey counters, ceremonies,
+//! step-up tokens and report links) are single conditional statements or lock the row they
+//! depend on, so they hold across processes, not only within one. Events are partitioned by month
+//! ([`events`]); their idempotency key lives in an unpartitioned table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use mamori_core::time::{DAY_US, civil_from_days, days_from_civil};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Transaction};
+
+use crate::{Result, StoreError};
+
+mod decisions;
+pub mod events;
+mod notices;
+mod passkeys;
+mod people;
+
+/// Connections per process.
+const POOL_SIZE: u32 = 8;
+
+/// The advisory lock (transaction-scoped) that serialises creating and dropping partitions of
+/// `events` across processes: "mamori-events-partitions".
+const PARTITION_LOCK: i64 = 0x6d61_6d6f_7269_7001;
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// Months (`year * 12 + month - 1`) whose partition this process knows exists.
+    months: Arc<Mutex<BTreeSet<i64>>>,
+    /// Committed keys of the side tables (they never change once committed).
+    keys: Arc<Mutex<events::KeyCache>>,
+    /// User-agent families by `ua_key`.
+    ua_families: Arc<Mutex<HashMap<i64, u64>>>,
+}
+
+/// A URL with its password (if any) left out, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn open_error(url: &str, source: sqlx::Error) -> StoreError {
+    StoreError::Open {
+        path: redacted(url),
+        source,
+    }
+}
+
+/// A schema name the store accepts: lower-case ASCII letters, digits and `_`, not starting with a
+/// digit, at most 63 bytes (so it needs no quoting anywhere).
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies migrations in the
+    /// connection's default schema.
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts: PgConnectOptions = url.parse().map_err(|e| open_error(url, e))?;
+        Self::connect(url, opts).await
+    }
+
+    /// Connects to `url` with every pooled connection's `search_path` pinned to `schema` (created
+    /// if missing), and applies migrations inside it: one database can hold several stores.
+    pub async fn open_in_schema(url: &str, schema: &str) -> Result<Self> {
+        if !valid_schema(schema) {
+            return Err(open_error(
+                url,
+                sqlx::Error::Configuration(
+                    format!("schema name {schema:?}: use a-z, 0-9 and _").into(),
+                ),
+            ));
+        }
+        let opts: PgConnectOptions = url.parse().map_err(|e| open_error(url, e))?;
+        let mut conn = PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| open_error(url, e))?;
+        let created = sqlx::query(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(&mut conn)
+        .await;
+        match created {
+            Ok(_) => {}
+            // Another process created it at the same moment.
+            Err(e) if is_code(&e, "23505") || is_code(&e, "42P06") => {}
+            Err(e) => return Err(e.into()),
+        }
+        conn.close().await?;
+        Self::connect(url, opts.options([("search_path", schema)])).await
+    }
+
+    async fn connect(url: &str, opts: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|e| open_error(url, e))?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PgStore {
+            pool,
+            months: Arc::default(),
+            keys: Arc::default(),
+            ua_families: Arc::default(),
+        })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The pool, for tests and maintenance.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Makes sure the partitions of the months of `times` exist, each created (if missing) in a
+    /// transaction of its own, serialised across processes by an advisory lock. Called before the
+    /// transaction that inserts, never inside one (creating a partition waits for the
+    /// transactions that use `events`).
+    pub(crate) async fn ensure_months(&self, times: impl IntoIterator<Item = i64>) -> Result<()> {
+        let missing: Vec<i64> = {
+            let known = self.months.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted: BTreeSet<i64> = times.into_iter().map(month_of).collect();
+            wanted.into_iter().filter(|m| !known.contains(m)).collect()
+        };
+        for m in missing {
+            let (lo, hi) = month_bounds(m);
+            let mut tx = self.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PARTITION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF events FOR VALUES FROM ({lo}) TO ({hi})",
+                partition_name(m)
+            )))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.months
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(m);
+        }
+        Ok(())
+    }
+
+    /// Forgets which partitions exist (another process may have dropped some).
+    pub(crate) fn forget_months(&self) {
+        self.months
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// Whether a database error has this SQLSTATE.
+pub(crate) fn is_code(e: &sqlx::Error, code: &str) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == code)
+}
+
+/// Whether an insert failed for want of a partition for a row ("no partition of relation …
+/// found for row", SQLSTATE 23514).
+pub(crate) fn is_missing_partition(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(e) if is_code(e, "23514")
+        && e.as_database_error().is_some_and(|d| d.message().contains("no partition")))
+}
+
+/// The month of a time: `year * 12 + month - 1` (UTC).
+pub fn month_of(at: i64) -> i64 {
+    let (y, m, _) = civil_from_days(at.div_euclid(DAY_US));
+    y * 12 + i64::from(m) - 1
+}
+
+/// The first microsecond of a month, `None` past the range of i64.
+fn month_start(month: i64) -> Option<i64> {
+    let (y, m) = (month.div_euclid(12), month.rem_euclid(12) as u32 + 1);
+    days_from_civil(y, m, 1).checked_mul(DAY_US)
+}
+
+/// A month's partition bounds as SQL (`MINVALUE`/`MAXVALUE` at the ends of i64).
+fn month_bounds(month: i64) -> (String, String) {
+    let bound =
+        |m: i64, outside: &str| month_start(m).map_or(outside.to_owned(), |t| t.to_string());
+    (bound(month, "MINVALUE"), bound(month + 1, "MAXVALUE"))
+}
+
+/// The partition of a month: `events_2020_01` (years before 1 or after 9999 as they are, with
+/// `m` for a minus sign).
+pub fn partition_name(month: i64) -> String {
+    let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
+    if y < 0 {
+        format!("events_m{:04}_{m:02}", -y)
+    } else {
+        format!("events_{y:04}_{m:02}")
+    }
+}
+
+/// The month of a partition name made by [`partition_name`].
+pub fn partition_month(name: &str) -> Option<i64> {
+    let rest = name.strip_prefix("events_")?;
+    let (y, m) = rest.rsplit_once('_')?;
+    let y: i64 = match y.strip_prefix('m') {
+        Some(neg) => -neg.parse::<i64>().ok()?,
+        None => y.parse().ok()?,
+    };
+    let m: i64 = m.parse().ok()?;
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    Some(y * 12 + m - 1)
+}
+
+/// The first microsecond after a month (`i64::MAX` past the range).
+fn month_end(month: i64) -> i64 {
+    month_start(month + 1).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mamori_core::time::parse_rfc3339;
+
+    #[test]
+    fn months_names_and_bounds_agree() {
+        let t = |s: &str| parse_rfc3339(s).expect("time");
+        let jan = month_of(t("2020-01-31T23:59:59.999999Z"));
+        assert_eq!(jan, 2020 * 12);
+        assert_eq!(month_of(t("2020-02-01T00:00:00Z")), jan + 1);
+        // Tokyo's 1 February 08:00 is still January in UTC.
+        assert_eq!(month_of(t("2020-02-01T08:00:00+09:00")), jan);
+        assert_eq!(partition_name(jan), "events_2020_01");
+        assert_eq!(partition_month("events_2020_01"), Some(jan));
+        assert_eq!(
+            month_bounds(jan),
+            (
+                t("2020-01-01T00:00:00Z").to_string(),
+                t("2020-02-01T00:00:00Z").to_string()
+            )
+        );
+        assert_eq!(month_end(jan), t("2020-02-01T00:00:00Z"));
+        for at in [i64::MIN, -1, 0, 1, i64::MAX] {
+            let m = month_of(at);
+            assert_eq!(partition_month(&partition_name(m)), Some(m), "{at}");
+            let (lo, hi) = month_bounds(m);
+            let inside = |b: &str, f: fn(i64, i64) -> bool| b.parse().map_or(true, |b| f(b, at));
+            assert!(inside(&lo, |b, at| b <= at), "{at} {lo}");
+            assert!(inside(&hi, |b, at| at < b), "{at} {hi}");
+        }
+        assert_eq!(partition_month("events_2020_13"), None);
+        assert_eq!(partition_month("event_keys"), None);
+        assert!(valid_schema("mamori_test_1") && !valid_schema("x; drop") && !valid_schema(""));
+        assert_eq!(
+            redacted("postgres://u:secret@host/db"),
+            "postgres://…@host/db"
+        );
+    }
+
+    #[test]
+    fn sensitive_kinds_match_the_partial_index() {
+        let migration = include_str!("../../migrations/postgres/0001_schema.sql");
+        for k in mamori_core::event::Kind::ALL {
+            let code = format!("{}", k.code());
+            let listed = migration
+                .split("WHERE kind IN (")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .is_some_and(|l| l.split(", ").any(|c| c == code));
+            assert_eq!(listed, k.is_sensitive(), "{k}");
+        }
+        assert!(migration.contains(&format!("WHERE kind IN {}", events::SENSITIVE_SQL)));
+    }
+}
