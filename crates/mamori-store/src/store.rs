@@ -15,6 +15,7 @@ use crate::*;
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// `$body` with `$s` bound to the store behind `$store`, whichever kind it is.
@@ -24,10 +25,17 @@ impl From<SqliteStore> for Store {
     }
 }
 
+impl From<PgStore> for Store {
+    fn from(s: PgStore) -> Self {
+        Store::Postgres(s)
+    }
+}
+
 macro_rules! each {
     ($store:expr, $s:ident => $body:expr) => {
         match $store {
             Store::Sqlite($s) => $body,
+            Store::Postgres($s) => $body,
         }
     };
 }
@@ -39,6 +47,21 @@ impl Store {
         db.starts_with("postgres://") || db.starts_with("postgresql://")
     }
 
+    /// `db` as logs and messages may show it: a PostgreSQL URL without its password.
+    pub fn redacted(db: &str) -> String {
+        if !Self::is_postgres(db) {
+            return db.to_owned();
+        }
+        let (scheme, rest) = db.split_once("://").unwrap_or(("", db));
+        match rest.split_once('@') {
+            Some((user, host)) if user.contains(':') => {
+                let name = user.split(':').next().unwrap_or_default();
+                format!("{scheme}://{name}:***@{host}")
+            }
+            _ => db.to_owned(),
+        }
+    }
+
     /// Opens the store `db` names: a PostgreSQL URL, else a SQLite file (created if missing).
     pub async fn open(db: &Path) -> Result<Self> {
         Self::open_with(db, false).await
@@ -47,6 +70,9 @@ impl Store {
     /// [`Store::open`]; `synchronous_full` asks SQLite to fsync every commit (PostgreSQL does
     /// as its server is configured).
     pub async fn open_with(db: &Path, synchronous_full: bool) -> Result<Self> {
+        if let Some(url) = db.to_str().filter(|d| Self::is_postgres(d)) {
+            return Ok(Store::Postgres(PgStore::open(url).await?));
+        }
         Ok(Store::Sqlite(
             SqliteStore::open_with(db, synchronous_full).await?,
         ))
@@ -57,6 +83,7 @@ impl Store {
     pub async fn with_hot(self, max_rows: usize) -> Result<Self> {
         Ok(match self {
             Store::Sqlite(s) => Store::Sqlite(s.with_hot(max_rows).await?),
+            Store::Postgres(s) => Store::Postgres(s),
         })
     }
 
@@ -64,6 +91,7 @@ impl Store {
     pub async fn preload_hot(&self, days: i64, past_span: i64, ip_span: i64) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.preload_hot(days, past_span, ip_span).await,
+            Store::Postgres(_) => Ok(()),
         }
     }
 
@@ -71,6 +99,7 @@ impl Store {
     pub fn hot_stats(&self) -> Option<crate::hot::HotStats> {
         match self {
             Store::Sqlite(s) => s.hot_stats(),
+            Store::Postgres(_) => None,
         }
     }
 
@@ -78,6 +107,7 @@ impl Store {
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
         }
     }
 
@@ -505,5 +535,24 @@ impl Switches for Store {
 impl Retention for Store {
     async fn purge_before(&self, t: i64) -> Result<u64> {
         each!(self, s => s.purge_before(t).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        assert_eq!(
+            Store::redacted("postgres://mamori:s3cret@db:5432/risk?sslmode=require"),
+            "postgres://mamori:***@db:5432/risk?sslmode=require"
+        );
+        assert_eq!(
+            Store::redacted("postgresql://mamori@db/risk"),
+            "postgresql://mamori@db/risk"
+        );
+        assert_eq!(Store::redacted("data/mamori.db"), "data/mamori.db");
+        assert!(Store::is_postgres("postgres://x") && !Store::is_postgres("postgres.db"));
     }
 }

@@ -355,11 +355,23 @@ pub fn emit(out: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `--db` as messages show it (a PostgreSQL URL without its password).
+pub fn shown(db: impl AsRef<Path>) -> String {
+    Store::redacted(&db.as_ref().to_string_lossy())
+}
+
+/// Whether the store `--db` names is there: a SQLite file that exists, or any PostgreSQL URL
+/// (opening it says whether it answers).
+pub fn store_exists(db: impl AsRef<Path>) -> bool {
+    let db = db.as_ref();
+    Store::is_postgres(&db.to_string_lossy()) || db.exists()
+}
+
 /// Opens the store `--db` names: a SQLite file (the embedded default) or a PostgreSQL URL.
 pub async fn open_store(db: &Path) -> anyhow::Result<Store> {
     Store::open(db)
         .await
-        .with_context(|| format!("opening the store {}", db.display()))
+        .with_context(|| format!("opening the store {}", shown(&db)))
 }
 
 /// Runs an investigation from the store or, with `--events`, from files.
@@ -370,10 +382,10 @@ pub async fn run_investigation(
 ) -> anyhow::Result<Investigation> {
     let q = a.query()?;
     if a.events.is_empty() {
-        if !db.exists() {
+        if !store_exists(&db) {
             bail!(
                 "no store at {} (import events first, pass --db, or use --events FILE…)",
-                db.display()
+                shown(&db)
             );
         }
         let store = open_store(db).await?;
@@ -489,13 +501,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Stats => {
-            if !db.exists() {
-                bail!("no store at {}", db.display());
+            if !store_exists(&db) {
+                bail!("no store at {}", shown(&db));
             }
             let store = open_store(&db).await?;
             let n = store.count_events().await;
             store.close().await;
-            println!("store: {}\nevents: {}", db.display(), n?);
+            println!("store: {}\nevents: {}", shown(&db), n?);
         }
         Command::Simulate(a) => crate::demo::simulate(&a)?,
         Command::Evaluate(a) => crate::demo::evaluate(&db, &a, &config).await?,

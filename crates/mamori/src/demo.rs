@@ -423,7 +423,7 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<()> {
     };
     let report = crate::import::import(&store, &[events.display().to_string()], &opts).await?;
     store.close().await;
-    println!("2. {report} → {}", db.display());
+    println!("2. {report} → {}", crate::cli::shown(&db));
     let intel: Box<dyn IpIntel> = a.intel.load()?;
     let t = Instant::now();
     let args = investigate_args("2020-07-01", "2020-09-17", Vec::new());
@@ -492,7 +492,7 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<()> {
     }
     println!(
         "\nNext: mamori --db {} pivot --ip <IP from the summary> --from 2020-06-01 --to 2020-10-01",
-        db.display()
+        crate::cli::shown(&db)
     );
     println!(
         "      mamori demo --serve   (the same, then the HTTP API on {})",

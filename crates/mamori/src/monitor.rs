@@ -63,10 +63,10 @@ pub async fn monitor(
     policy: &Policy,
 ) -> anyhow::Result<()> {
     let (from, to) = a.period()?;
-    if !db.exists() {
+    if !crate::cli::store_exists(db) {
         bail!(
             "no store at {} (import events first, or pass --db)",
-            db.display()
+            crate::cli::shown(&db)
         );
     }
     let store = open_store(db).await?;

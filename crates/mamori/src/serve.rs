@@ -36,7 +36,7 @@ pub async fn run(
         Arc::from(intel.load_over(config.intel_config())?);
     let store = mamori_store::Store::open_with(db, server.synchronous == "full")
         .await
-        .with_context(|| format!("opening the store {}", db.display()))?;
+        .with_context(|| format!("opening the store {}", crate::cli::shown(&db)))?;
     let store = if server.cache_events > 0 {
         store.with_hot(server.cache_events).await?
     } else {
@@ -55,11 +55,11 @@ pub async fn run(
     let bound = mamori_server::serve::bind(&server.listen)
         .await
         .with_context(|| format!("listening on {}", server.listen))?;
-    tracing::info!(addr = %bound.addr, db = %db.display(), "mamori serving");
+    tracing::info!(addr = %bound.addr, db = %crate::cli::shown(db), "mamori serving");
     eprintln!(
         "mamori: serving on http://{} (store {})",
         bound.addr,
-        db.display()
+        crate::cli::shown(&db)
     );
     let bad = config
         .password

@@ -1057,8 +1057,17 @@ impl ServeProcess {
         Self::start_logging(dir, "warn", None)
     }
 
+    /// On the store `db` names (a PostgreSQL URL, say) instead of the directory's file.
+    fn start_on(dir: &Path, db: &str) -> ServeProcess {
+        Self::start_with(dir, "warn", None, &["--db", db])
+    }
+
     /// With `RUST_LOG=level`, its standard error (the JSON logs) into `log` if given.
     fn start_logging(dir: &Path, level: &str, log: Option<&Path>) -> ServeProcess {
+        Self::start_with(dir, level, log, &[])
+    }
+
+    fn start_with(dir: &Path, level: &str, log: Option<&Path>, global: &[&str]) -> ServeProcess {
         let stderr = match log {
             Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
             None => Stdio::null(),
@@ -1072,6 +1081,7 @@ impl ServeProcess {
             .env_remove("MAMORI_DB")
             .env_remove("MAMORI_CONFIG")
             .env("RUST_LOG", level)
+            .args(global)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -1237,6 +1247,221 @@ fn acknowledged_events_survive_kill_9() {
         );
         store.close().await;
     });
+}
+
+/// The PostgreSQL the tests use (`MAMORI_TEST_PG`, else the machine's own), with a fresh schema
+/// of its own: `(url of the schema, admin url, schema)`. `None` (the test skips) when there is
+/// no PostgreSQL, except under `CI=true`, where that is a failure.
+fn fresh_pg_schema(what: &str) -> Option<(String, String, String)> {
+    use sqlx::Connection;
+    let admin = std::env::var("MAMORI_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!(
+        "mamori_{what}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let made = rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut c)
+            .await?;
+        c.close().await
+    });
+    if let Err(e) = made {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no PostgreSQL at {admin} under CI=true: {e}"
+        );
+        eprintln!("skipped: no PostgreSQL at {admin} ({e})");
+        return None;
+    }
+    let sep = if admin.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{admin}{sep}options[search_path]={schema}"),
+        admin,
+        schema,
+    ))
+}
+
+fn drop_pg_schema(admin: &str, schema: &str) {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let _ = rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut c)
+            .await?;
+        c.close().await
+    });
+}
+
+#[test]
+fn two_nodes_on_one_postgres_give_the_same_answers() {
+    let Some((db, admin, schema)) = fresh_pg_schema("nodes") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let key = ok(
+        d,
+        &[
+            "--db",
+            &db,
+            "apikey",
+            "create",
+            "--name",
+            "nodes",
+            "--scopes",
+            "ingest,assess,read",
+        ],
+    );
+    let key = key.trim().to_owned();
+    let a = ServeProcess::start_on(d, &db);
+    let b = ServeProcess::start_on(d, &db);
+    let client = blocking_http::client();
+    // The same 300 events sent to both nodes at once: each is stored once.
+    let events: Vec<serde_json::Value> = (0..300)
+        .map(|i| {
+            serde_json::json!({"event_id": format!("n{i}"), "customer_id": format!("N{}", i % 3),
+                "kind": if i % 10 == 0 { "login_failed" } else { "login" }, "channel": "web",
+                "occurred_at": format!("2020-10-{:02}T10:{:02}:00+09:00", 1 + i / 60, i % 60),
+                "ip": format!("192.0.2.{}", i % 7), "device_id": format!("dev-{}", i % 3)})
+        })
+        .collect();
+    let accepted: Vec<u64> = std::thread::scope(|sc| {
+        let hs: Vec<_> = [&a.base, &b.base]
+            .into_iter()
+            .map(|base| {
+                let (key, events) = (&key, &events);
+                sc.spawn(move || {
+                    let c = blocking_http::client();
+                    let mut n = 0;
+                    for chunk in events.chunks(50) {
+                        let r = c
+                            .post(format!("{base}/v1/events"))
+                            .bearer(key)
+                            .json(&serde_json::json!({"events": chunk}))
+                            .send()
+                            .expect("post events");
+                        assert_eq!(r.status(), 200, "{}", r.body);
+                        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+                        n += v["accepted"].as_u64().expect("accepted");
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("sender")).collect()
+    });
+    assert_eq!(
+        accepted.iter().sum::<u64>(),
+        300,
+        "each event stored by exactly one node: {accepted:?}"
+    );
+    // Both nodes answer the same about a customer and an IP.
+    for path in [
+        "/v1/customers/N1/history?at=2020-10-10",
+        "/v1/customers/N2/history?at=2020-10-03T12:00:00%2B09:00",
+        "/v1/ips/192.0.2.3?at=2020-10-10",
+    ] {
+        let get = |base: &str| {
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer(&key)
+                .send()
+                .expect("get");
+            assert_eq!(r.status(), 200, "{path}: {}", r.body);
+            r.body
+        };
+        let (x, y) = (get(&a.base), get(&b.base));
+        assert_eq!(x, y, "{path}: the nodes differ");
+        assert!(x.contains("192.0.2."), "{path}: {x}");
+    }
+    // The same attempt assessed on both nodes gets the same decision.
+    let attempt = |base: &str, id: &str, ip: &str| {
+        let r = client
+            .post(format!("{base}/v1/assess"))
+            .bearer(&key)
+            .json(
+                &serde_json::json!({"event_id": id, "customer_id": "N1", "kind": "login",
+                "channel": "web", "occurred_at": "2020-10-06T09:00:00+09:00", "ip": ip,
+                "device_id": "dev-1"}),
+            )
+            .send()
+            .expect("assess");
+        assert_eq!(r.status(), 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        (v["decision"].clone(), v["score"].clone())
+    };
+    assert_eq!(
+        attempt(&a.base, "q1", "198.51.100.9"),
+        attempt(&b.base, "q2", "198.51.100.9")
+    );
+    assert_eq!(
+        attempt(&a.base, "q3", "192.0.2.1"),
+        attempt(&b.base, "q4", "192.0.2.1")
+    );
+    // A switch set elsewhere (the CLI, on the same database) reaches both nodes within a second.
+    let withdrawal = |base: &str, id: &str| {
+        let r = client
+            .post(format!("{base}/v1/assess"))
+            .bearer(&key)
+            .json(
+                &serde_json::json!({"event_id": id, "customer_id": "N1", "kind": "withdrawal",
+                "channel": "web", "ip": "192.0.2.1", "device_id": "dev-1", "amount": 1000}),
+            )
+            .send()
+            .expect("assess");
+        assert_eq!(r.status(), 200, "{}", r.body);
+        r.body.contains("procedure_switched_off")
+    };
+    assert!(!withdrawal(&a.base, "w0") && !withdrawal(&b.base, "w1"));
+    ok(
+        d,
+        &[
+            "--db",
+            &db,
+            "switch",
+            "set",
+            "withdrawal",
+            "web",
+            "off",
+            "--reason",
+            "wave",
+            "--actor",
+            "staff:sato",
+        ],
+    );
+    let set = std::time::Instant::now();
+    let mut seen = [None, None];
+    let mut i = 0;
+    while seen.iter().any(Option::is_none) && set.elapsed() < std::time::Duration::from_secs(3) {
+        for (n, base) in [&a.base, &b.base].into_iter().enumerate() {
+            i += 1;
+            if seen[n].is_none() && withdrawal(base, &format!("w-{i}")) {
+                seen[n] = Some(set.elapsed());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("the switch reached the nodes after {seen:?}");
+    for s in seen {
+        let s = s.expect("the switch never reached a node");
+        assert!(s <= std::time::Duration::from_millis(1200), "{s:?}");
+    }
+    drop((a, b));
+    drop_pg_schema(&admin, &schema);
 }
 
 /// Runs SQL on the store as someone with a SQLite shell would (what `audit verify` must catch).
