@@ -371,7 +371,7 @@ pub fn store_exists(db: impl AsRef<Path>) -> bool {
 pub async fn open_store(db: &Path) -> anyhow::Result<Store> {
     Store::open(db)
         .await
-        .with_context(|| format!("opening the store {}", shown(&db)))
+        .with_context(|| format!("opening the store {}", shown(db)))
 }
 
 /// Runs an investigation from the store or, with `--events`, from files.
@@ -382,10 +382,10 @@ pub async fn run_investigation(
 ) -> anyhow::Result<Investigation> {
     let q = a.query()?;
     if a.events.is_empty() {
-        if !store_exists(&db) {
+        if !store_exists(db) {
             bail!(
                 "no store at {} (import events first, pass --db, or use --events FILE…)",
-                shown(&db)
+                shown(db)
             );
         }
         let store = open_store(db).await?;

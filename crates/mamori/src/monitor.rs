@@ -66,7 +66,7 @@ pub async fn monitor(
     if !crate::cli::store_exists(db) {
         bail!(
             "no store at {} (import events first, or pass --db)",
-            crate::cli::shown(&db)
+            crate::cli::shown(db)
         );
     }
     let store = open_store(db).await?;

@@ -214,7 +214,7 @@ pub async fn customers(db: &Path, c: CustomersCommand) -> anyhow::Result<()> {
             let store = open_store(db).await?;
             let Some(rec) = store.customer(&customer_id).await? else {
                 store.close().await;
-                bail!("no customer {customer_id:?} in {}", crate::cli::shown(&db));
+                bail!("no customer {customer_id:?} in {}", crate::cli::shown(db));
             };
             if reveal {
                 let reason = reason.unwrap_or_default();

@@ -36,7 +36,7 @@ pub async fn run(
         Arc::from(intel.load_over(config.intel_config())?);
     let store = mamori_store::Store::open_with(db, server.synchronous == "full")
         .await
-        .with_context(|| format!("opening the store {}", crate::cli::shown(&db)))?;
+        .with_context(|| format!("opening the store {}", crate::cli::shown(db)))?;
     let store = if server.cache_events > 0 {
         store.with_hot(server.cache_events).await?
     } else {
@@ -59,7 +59,7 @@ pub async fn run(
     eprintln!(
         "mamori: serving on http://{} (store {})",
         bound.addr,
-        crate::cli::shown(&db)
+        crate::cli::shown(db)
     );
     let bad = config
         .password

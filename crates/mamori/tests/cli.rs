@@ -1373,7 +1373,7 @@ fn two_nodes_on_one_postgres_give_the_same_answers() {
     for path in [
         "/v1/customers/N1/history?at=2020-10-10",
         "/v1/customers/N2/history?at=2020-10-03T12:00:00%2B09:00",
-        "/v1/ips/192.0.2.3?at=2020-10-10",
+        "/v1/ips/192.0.2.3?from=2020-10-01&to=2020-10-10",
     ] {
         let get = |base: &str| {
             let r = client
