@@ -266,9 +266,7 @@ impl Rejects {
                 .create(true)
                 .append(true)
                 .open(&self.path)
-                .with_context(|| {
-                    format!("cannot open the rejects file {}", self.path.display())
-                })?;
+                .with_context(|| format!("cannot open the rejects file {}", self.path.display()))?;
             self.out = Some(f);
         }
         let line = serde_json::json!({
@@ -512,7 +510,9 @@ pub async fn consume<S: EventWriter>(
                 match consumer.info().await {
                     Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => break,
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "asking the server about the consumer failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "asking the server about the consumer failed")
+                    }
                 }
             }
             progress.update(&report);
@@ -602,24 +602,25 @@ async fn acknowledge(
     if msgs.is_empty() {
         return 0;
     }
-    let results: Vec<Result<(), String>> = match (mode, kind) {
-        (AckMode::Double, AckKind::Ack | AckKind::Term) => {
-            futures_util::future::join_all(msgs.iter().map(|m| async move {
-                m.double_ack_with(kind).await.map_err(|e| e.to_string())
-            }))
-            .await
-        }
-        _ => {
-            let mut r = Vec::with_capacity(msgs.len());
-            for m in msgs {
-                r.push(m.ack_with(kind).await.map_err(|e| e.to_string()));
+    let results: Vec<Result<(), String>> =
+        match (mode, kind) {
+            (AckMode::Double, AckKind::Ack | AckKind::Term) => {
+                futures_util::future::join_all(msgs.iter().map(|m| async move {
+                    m.double_ack_with(kind).await.map_err(|e| e.to_string())
+                }))
+                .await
             }
-            if let Err(e) = client.flush().await {
-                tracing::warn!(error = %e, "flushing acknowledgements failed");
+            _ => {
+                let mut r = Vec::with_capacity(msgs.len());
+                for m in msgs {
+                    r.push(m.ack_with(kind).await.map_err(|e| e.to_string()));
+                }
+                if let Err(e) = client.flush().await {
+                    tracing::warn!(error = %e, "flushing acknowledgements failed");
+                }
+                r
             }
-            r
-        }
-    };
+        };
     let mut ok = 0;
     let mut first_error = None;
     for r in results {
@@ -695,9 +696,6 @@ mod tests {
             "nats://10.0.0.1:4222"
         );
         assert_eq!(redacted("u:secret@host"), "host");
-        assert_eq!(
-            redacted("nats://127.0.0.1:4222"),
-            "nats://127.0.0.1:4222"
-        );
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

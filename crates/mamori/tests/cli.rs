@@ -1916,7 +1916,10 @@ impl Drop for TestStream {
 }
 
 /// `(customer_id, event_id)` of every event in a store file, and how many rows it has.
-fn stored_keys(rt: &tokio::runtime::Runtime, db: &Path) -> (std::collections::HashSet<(String, String)>, usize) {
+fn stored_keys(
+    rt: &tokio::runtime::Runtime,
+    db: &Path,
+) -> (std::collections::HashSet<(String, String)>, usize) {
     use sqlx::Connection;
     rt.block_on(async {
         let opts = sqlx::sqlite::SqliteConnectOptions::new()
@@ -2033,8 +2036,17 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
                 .env_remove("MAMORI_CONFIG")
                 .env_remove("MAMORI_NATS")
                 .env("RUST_LOG", "info")
-                .args(["--db", "store.db", "consume", "--nats", &url, "--stream", &name])
-                .args(["--batch", "100", "--ack-wait", "2", "--rejects", "rejects.jsonl"])
+                .args([
+                    "--db", "store.db", "consume", "--nats", &url, "--stream", &name,
+                ])
+                .args([
+                    "--batch",
+                    "100",
+                    "--ack-wait",
+                    "2",
+                    "--rejects",
+                    "rejects.jsonl",
+                ])
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -2104,7 +2116,10 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
     };
     let log2 = std::fs::read_to_string(d.join("second.log")).expect("log");
     assert!(status.success(), "{log2}");
-    assert!(log2.contains("stored") && log2.contains("rejected"), "{log2}");
+    assert!(
+        log2.contains("stored") && log2.contains("rejected"),
+        "{log2}"
+    );
 
     let (stored, rows) = stored_keys(&rt, &db);
     assert_eq!(rows, expected.len(), "events stored twice or lost");
@@ -2139,7 +2154,11 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
     let late = lines[0].replace("\"event_id\":\"", "\"event_id\":\"late-");
     expected.insert(key(&late));
     publish(&[late]);
-    watch_count(&mut third, &|n| n == distinct + 1, "the late event was stored");
+    watch_count(
+        &mut third,
+        &|n| n == distinct + 1,
+        "the late event was stored",
+    );
     let term = Command::new("kill")
         .args(["-TERM", &third.0.id().to_string()])
         .status()
@@ -2158,10 +2177,16 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
     };
     let log3 = std::fs::read_to_string(d.join("third.log")).expect("log");
     assert!(status.success(), "{log3}");
-    assert!(log3.contains("1 stored, 0 duplicates, 0 rejected"), "{log3}");
+    assert!(
+        log3.contains("1 stored, 0 duplicates, 0 rejected"),
+        "{log3}"
+    );
     let (stored, rows) = stored_keys(&rt, &db);
     assert_eq!(rows, expected.len());
-    assert!(stored == expected, "the store differs from what was published");
+    assert!(
+        stored == expected,
+        "the store differs from what was published"
+    );
 
     // No message body reaches the logs.
     for log in ["first.log", "second.log", "third.log"] {
