@@ -42,6 +42,8 @@ pub struct Cli {
 pub enum Command {
     /// Import event files (JSON Lines or CSV by extension, .gz accepted, - for stdin).
     Import(ImportArgs),
+    /// Consume events from a NATS JetStream stream into the store, exactly once across restarts.
+    Consume(ConsumeArgs),
     /// Were the procedures of a period made by someone other than the customer?
     Investigate(InvestigateArgs),
     /// Every customer who used an IP or network, with their sensitive procedures.
@@ -150,6 +152,48 @@ pub struct ImportArgs {
     #[arg(long, hide = true, default_value_t = 64 << 20)]
     pub regroup_bucket_bytes: u64,
     /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The NATS server (user and password may be in the URL; they are never printed).
+    #[arg(long, env = "MAMORI_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// The JetStream stream holding the events (one event per message, JSON).
+    #[arg(long)]
+    pub stream: String,
+    /// Only messages whose subject matches (NATS wildcards `*`, `>`) [default: all of the stream].
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// The durable consumer: created if missing, resumed where it stopped if it exists.
+    /// Processes with the same durable share the stream's messages.
+    #[arg(long, default_value = "mamori")]
+    pub durable: String,
+    /// Messages per fetch and per store transaction (the consumer's ack pending limit is twice
+    /// this).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Stop when nothing arrived for this many seconds and the durable has nothing left
+    /// (nothing undelivered, nothing unacknowledged), for batch use.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<u64>,
+    /// Seconds the server waits for an acknowledgement before delivering a message again (after
+    /// a crash, the messages in hand come back after this).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub ack_wait: u64,
+    /// Where bad records are written (JSON Lines with the stream sequence, error and record;
+    /// appended to).
+    #[arg(long, default_value = "mamori-rejects.jsonl")]
+    pub rejects: PathBuf,
+    /// Seconds between progress lines in the log when standard error is not a terminal.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub log_every: u64,
+    /// How to acknowledge: double (the server confirms) or plain (for measurements).
+    #[arg(long, hide = true, value_enum, default_value_t = crate::consume::AckMode::Double)]
+    pub ack: crate::consume::AckMode,
+    /// No progress line on the terminal.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -464,6 +508,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let report = report?;
             eprintln!("{report}");
+        }
+        Command::Consume(a) => {
+            crate::consume::init_logs(&config.server.log_format);
+            if a.batch == 0 || a.ack_wait == 0 {
+                bail!("--batch and --ack-wait must be at least 1");
+            }
+            let opts = crate::consume::ConsumeOptions {
+                nats: a.nats,
+                stream: a.stream,
+                subject: a.subject,
+                durable: a.durable,
+                batch: a.batch,
+                idle_exit: a.idle_exit.map(std::time::Duration::from_secs),
+                ack_wait: std::time::Duration::from_secs(a.ack_wait),
+                rejects: a.rejects,
+                progress: !a.quiet,
+                log_every: std::time::Duration::from_secs(a.log_every.max(1)),
+                ack: a.ack,
+            };
+            let store = open_store(&db).await?;
+            // Ctrl-C or SIGTERM: the batch in hand is stored and acknowledged, then the summary.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let signals = tokio::spawn(async move {
+                mamori_server::serve::signal().await;
+                let _ = stop_tx.send(true);
+                std::future::pending::<()>().await
+            });
+            let report = crate::consume::consume(&store, &opts, stop_rx).await;
+            signals.abort();
+            store.close().await;
+            eprintln!("{}", report?);
         }
         Command::Investigate(a) => {
             let intel = a.intel.load()?;

@@ -3,6 +3,7 @@
 //! arguments and calls [`cli::run`].
 
 pub mod cli;
+pub mod consume;
 pub mod demo;
 pub mod files;
 pub mod import;

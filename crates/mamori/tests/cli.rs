@@ -2090,3 +2090,339 @@ fn load_then_kill<T: Send + Clone + 'static>(
     }
     acked.lock().expect("lock").clone()
 }
+
+/// The NATS server (with JetStream) of `mamori consume`'s test: `MAMORI_TEST_NATS` or
+/// nats://127.0.0.1:4222. None (with a message) when nothing answers there; under CI=true that is
+/// a failure.
+fn nats_or_skip() -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let url =
+        std::env::var("MAMORI_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let host = url.trim_start_matches("nats://");
+    let up = host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if !up {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no NATS at {url}"
+        );
+        eprintln!("skipped: no NATS at {url}");
+        return None;
+    }
+    Some(url)
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A JetStream stream deleted when dropped.
+struct TestStream {
+    js: async_nats::jetstream::Context,
+    name: String,
+    rt: tokio::runtime::Handle,
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(self.js.delete_stream(&self.name));
+    }
+}
+
+/// `(customer_id, event_id)` of every event in a store file, and how many rows it has.
+fn stored_keys(
+    rt: &tokio::runtime::Runtime,
+    db: &Path,
+) -> (std::collections::HashSet<(String, String)>, usize) {
+    use sqlx::Connection;
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts)
+            .await
+            .expect("open the store");
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.customer_id, e.event_id FROM events e JOIN customers c USING (customer_key)",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("read the store");
+        let n = rows.len();
+        (rows.into_iter().collect(), n)
+    })
+}
+
+#[test]
+fn consume_from_nats_is_exactly_once_across_kill_9() {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+    let Some(url) = nats_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let events = simulate(d, "200");
+    let lines: Vec<String> = std::fs::read_to_string(&events)
+        .expect("events")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(6000)
+        .map(str::to_owned)
+        .collect();
+    assert!(lines.len() >= 3000, "only {} events", lines.len());
+    let key = |line: &str| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        (
+            v["customer_id"].as_str().expect("customer").to_owned(),
+            v["event_id"].as_str().expect("event id").to_owned(),
+        )
+    };
+    let mut expected: HashSet<(String, String)> = lines.iter().map(|l| key(l)).collect();
+    // One event a message; every 50th event published twice; the last two in one message of two
+    // lines; one malformed message (personal data in it) half-way.
+    let bad = r#"{"event_id":"bad-1","occurred_at":"2020-09-16T22:25:00+09:00","customer_id":"C-bad","kind":"destination_change","channel":"web","ip":"203.0.113.7","destination":{"bank_code":"12","branch_code":"001","account_type":"ordinary","account_number":"7654321","holder_kana":"ヤマダ タロウ"}}"#;
+    let n = lines.len();
+    let mut messages: Vec<String> = lines[..n - 2].to_vec();
+    messages.extend(lines.iter().step_by(50).cloned());
+    messages.push(format!("{}\n{}\n", lines[n - 2], lines[n - 1]));
+    let bad_at = messages.len() / 2;
+    messages.insert(bad_at, bad.to_owned());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_nanos())
+        .unwrap_or(0);
+    let pid = std::process::id();
+    let name = format!("MAMORI_TEST_{pid}_{nanos}");
+    let subject = format!("mamori-test.{pid}.{nanos}");
+    let js = rt.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.expect("connect");
+        async_nats::jetstream::new(client)
+    });
+    rt.block_on(js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    }))
+    .expect("create the stream");
+    let stream = TestStream {
+        js: js.clone(),
+        name: name.clone(),
+        rt: rt.handle().clone(),
+    };
+    let publish = |messages: &[String]| -> Vec<u64> {
+        rt.block_on(async {
+            let mut seqs = Vec::with_capacity(messages.len());
+            let mut acks = Vec::new();
+            for m in messages {
+                acks.push(
+                    js.publish(format!("{subject}.events"), m.clone().into())
+                        .await
+                        .expect("publish"),
+                );
+                if acks.len() == 500 {
+                    for a in acks.drain(..) {
+                        seqs.push(a.await.expect("publish ack").sequence);
+                    }
+                }
+            }
+            for a in acks {
+                seqs.push(a.await.expect("publish ack").sequence);
+            }
+            seqs
+        })
+    };
+    let seqs = publish(&messages);
+    let bad_seq = seqs[bad_at];
+
+    let consume = |log: &str, extra: &[&str]| -> Killed {
+        let log = std::fs::File::create(d.join(log)).expect("log");
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_mamori"))
+                .current_dir(d)
+                .env_remove("MAMORI_DB")
+                .env_remove("MAMORI_CONFIG")
+                .env_remove("MAMORI_NATS")
+                .env("RUST_LOG", "info")
+                .args([
+                    "--db", "store.db", "consume", "--nats", &url, "--stream", &name,
+                ])
+                .args([
+                    "--batch",
+                    "100",
+                    "--ack-wait",
+                    "2",
+                    "--rejects",
+                    "rejects.jsonl",
+                ])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn mamori consume"),
+        )
+    };
+    let db = d.join("store.db");
+    // Counts the stored events every 2 ms until `until` says stop; returns the last count.
+    let watch_count = |child: &mut Killed, until: &dyn Fn(i64) -> bool, what: &str| -> i64 {
+        use sqlx::Connection;
+        let started = Instant::now();
+        rt.block_on(async {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .read_only(true);
+            let mut conn = None;
+            loop {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{what}: timed out"
+                );
+                if let Ok(Some(status)) = child.0.try_wait() {
+                    panic!("mamori consume ended ({status}) before {what}");
+                }
+                if conn.is_none() {
+                    conn = sqlx::SqliteConnection::connect_with(&opts).await.ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+                        .fetch_one(c)
+                        .await
+                    {
+                        Ok(n) if until(n) => return n,
+                        Ok(_) => {}
+                        Err(_) => conn = None, // not created yet
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let distinct = expected.len() as i64;
+
+    // kill -9 once a quarter of the events are stored.
+    let mut first = consume("first.log", &[]);
+    let partial = watch_count(&mut first, &|n| n >= distinct / 4, "a quarter was stored");
+    drop(first);
+    let (_, partial_now) = stored_keys(&rt, &db);
+    assert!(
+        (partial_now as i64) < distinct,
+        "the consumer stored everything ({partial} when seen) before the kill; nothing was tested"
+    );
+
+    // Restarted, it resumes and stops when the durable has nothing left.
+    let mut second = consume("second.log", &["--idle-exit", "2"]);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = second.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the restarted consumer did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log2 = std::fs::read_to_string(d.join("second.log")).expect("log");
+    assert!(status.success(), "{log2}");
+    assert!(
+        log2.contains("stored") && log2.contains("rejected"),
+        "{log2}"
+    );
+
+    let (stored, rows) = stored_keys(&rt, &db);
+    assert_eq!(rows, expected.len(), "events stored twice or lost");
+    let lost: Vec<_> = expected.difference(&stored).take(3).collect();
+    let extra: Vec<_> = stored.difference(&expected).take(3).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "after kill -9 at {partial_now} of {distinct}: lost {lost:?}, unexpected {extra:?}"
+    );
+    // The malformed message is in the rejects file once, with its sequence and field.
+    let rejects = std::fs::read_to_string(d.join("rejects.jsonl")).expect("rejects");
+    let rejects: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("rejects json"))
+        .collect();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["seq"].as_u64(), Some(bad_seq), "{rejects:?}");
+    assert_eq!(rejects[0]["place"], format!("{name}:{bad_seq}"));
+    assert_eq!(rejects[0]["field"], "destination.bank_code");
+    assert_eq!(rejects[0]["record"], bad);
+    // Everything is acknowledged on the server.
+    rt.block_on(async {
+        let s = js.get_stream(&name).await.expect("stream");
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            s.get_consumer("mamori").await.expect("durable");
+        let info = c.info().await.expect("consumer info");
+        assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+    });
+
+    // SIGTERM: the consumer stores what it has, then exits 0 with its summary.
+    let mut third = consume("third.log", &[]);
+    let late = lines[0].replace("\"event_id\":\"", "\"event_id\":\"late-");
+    expected.insert(key(&late));
+    publish(&[late]);
+    watch_count(
+        &mut third,
+        &|n| n == distinct + 1,
+        "the late event was stored",
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &third.0.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = third.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "SIGTERM did not stop the consumer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log3 = std::fs::read_to_string(d.join("third.log")).expect("log");
+    assert!(status.success(), "{log3}");
+    assert!(
+        log3.contains("1 stored, 0 duplicates, 0 rejected"),
+        "{log3}"
+    );
+    let (stored, rows) = stored_keys(&rt, &db);
+    assert_eq!(rows, expected.len());
+    assert!(
+        stored == expected,
+        "the store differs from what was published"
+    );
+
+    // No message body reaches the logs.
+    for log in ["first.log", "second.log", "third.log"] {
+        let text = std::fs::read_to_string(d.join(log)).expect("log");
+        for secret in ["ヤマダ", "7654321", "C-bad"] {
+            assert!(!text.contains(secret), "{secret:?} in {log}:\n{text}");
+        }
+    }
+    eprintln!(
+        "killed at {partial_now} of {distinct} stored; {} messages; then exactly the {distinct} distinct events",
+        messages.len()
+    );
+    drop(stream);
+}
