@@ -90,6 +90,13 @@ pub struct LoginFeatures {
 pub trait EventWriter {
     /// Stores a batch atomically: either every new event of the batch is stored or none is.
     fn insert_events(&self, events: &[Event]) -> impl Future<Output = Result<Inserted>> + Send;
+
+    /// How many batches this store gains from taking at once, when their customers are
+    /// disjoint (so that which copy of an event comes first cannot depend on their order). One
+    /// for a store with a single writer.
+    fn parallel_batches(&self) -> usize {
+        1
+    }
 }
 
 /// Capability: point-in-time history questions.

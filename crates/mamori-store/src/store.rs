@@ -121,6 +121,10 @@ impl EventWriter for Store {
     async fn insert_events(&self, events: &[Event]) -> Result<Inserted> {
         each!(self, s => s.insert_events(events).await)
     }
+
+    fn parallel_batches(&self) -> usize {
+        each!(self, s => s.parallel_batches())
+    }
 }
 
 impl HistoryReader for Store {

@@ -1066,6 +1066,115 @@ fn postgres_passes_the_storage_suite() {
     });
 }
 
+/// A large batch goes through COPY (text format) into a temporary table: every field comes
+/// back as sent, including texts COPY must escape, and the first copy still wins, in the batch
+/// and against what is stored. The SQLite store, given the same batches, answers the same.
+#[test]
+fn postgres_large_batches_go_through_copy_and_keep_every_field() {
+    use mamori_core::event::{Destination, Side};
+    use mamori_core::time::DAY_US;
+    use mamori_store::HistoryReader;
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("copy").await else {
+            return;
+        };
+        let pg = schema.open().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lite = SqliteStore::open(&dir.path().join("copy.db"))
+            .await
+            .expect("open");
+        let odd = [
+            "tab\there",
+            "back\\slash",
+            "new\nline",
+            "cr\rx",
+            "\\N",
+            "ｶﾌﾞｼｷｶﾞｲｼﾔ",
+        ];
+        let events: Vec<Event> = (0..6_000i64)
+            .map(|i| {
+                let c = format!("cp{}", i % 300);
+                let mut e = testsuite::ev(
+                    &format!("e{i}"),
+                    "2021-03-31T20:00:00Z",
+                    &c,
+                    [
+                        Kind::Login,
+                        Kind::DestinationChange,
+                        Kind::Withdrawal,
+                        Kind::Trade,
+                    ][(i % 4) as usize],
+                    match i % 3 {
+                        0 => Some("203.0.113.9"),
+                        1 => Some("2001:db8::5"),
+                        _ => None,
+                    },
+                );
+                e.occurred_at += (i % 7) * DAY_US / 3 + i;
+                if i % 5 == 0 {
+                    e.user_agent = Some(format!("Mozilla/5.0 {}", odd[(i % 6) as usize]));
+                    e.device_id = Some(format!("dev\t{}", i % 11));
+                    e.channel = Channel::App;
+                }
+                if e.kind == Kind::Trade {
+                    e.amount = Some(1_000 * i);
+                    e.side = Some(if i % 2 == 0 { Side::Buy } else { Side::Sell });
+                }
+                if e.kind == Kind::DestinationChange {
+                    e.destination = Some(Destination {
+                        bank_code: "0001".into(),
+                        branch_code: "123".into(),
+                        account_type: odd[(i % 6) as usize].into(),
+                        account_number: format!("{:07}", i),
+                        holder_kana: odd[((i + 1) % 6) as usize].into(),
+                    });
+                }
+                e
+            })
+            .collect();
+        // Stored before, through the small path: a later copy of these keys adds nothing.
+        let before: Vec<Event> = events[..50]
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.kind = Kind::Logout;
+                e
+            })
+            .collect();
+        // Copies inside the large batch: the first wins.
+        let mut batch = events.clone();
+        for e in &events[100..140] {
+            let mut e = e.clone();
+            e.kind = Kind::Logout;
+            batch.push(e);
+        }
+        let r = pg.insert_events(&before).await.expect("small batch");
+        assert_eq!(r.inserted, 50);
+        let r = pg.insert_events(&batch).await.expect("large batch");
+        assert_eq!((r.inserted, r.duplicates), (5_950, 90), "{r:?}");
+        let r = pg.insert_events(&batch).await.expect("again");
+        assert_eq!((r.inserted, r.duplicates), (0, 6_040), "{r:?}");
+        lite.insert_events(&before).await.expect("sqlite small");
+        lite.insert_events(&batch).await.expect("sqlite large");
+        assert_eq!(pg.count_events().await.expect("count"), 6_000);
+        assert_eq!(pg_count(&pg, "event_keys").await, 6_000);
+        let mut want: Vec<Event> = before.clone();
+        want.extend(events[50..].iter().cloned());
+        for c in 0..300 {
+            let c = format!("cp{c}");
+            let mut w: Vec<&Event> = want.iter().filter(|e| e.customer_id == c).collect();
+            w.sort_by_key(|e| (e.occurred_at, e.event_id.clone()));
+            let mut got = pg.customer_events(&c, 0, i64::MAX).await.expect("events");
+            got.sort_by_key(|e| (e.occurred_at, e.event_id.clone()));
+            assert_eq!(got.iter().collect::<Vec<_>>(), w, "{c}");
+            let mut lite_got = lite.customer_events(&c, 0, i64::MAX).await.expect("events");
+            lite_got.sort_by_key(|e| (e.occurred_at, e.event_id.clone()));
+            assert_eq!(lite_got, got, "{c}: SQLite and PostgreSQL");
+        }
+        pg.close().await;
+    });
+}
+
 /// Two processes ("nodes") on one database: what each does is safe against the other.
 #[test]
 fn two_postgres_nodes_store_a_batch_once_and_keep_one_audit_chain() {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures_util::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mamori_core::event::Event;
 use mamori_store::{EventWriter, Inserted};
@@ -226,9 +227,29 @@ pub async fn import<S: EventWriter>(
     let mut pending: Vec<Event> = Vec::new();
     let mut buckets: Option<Buckets> = None;
     let mut decided = false;
+    let lanes = store.parallel_batches().max(1);
     let mut flush = async |pending: &mut Vec<Event>| -> anyhow::Result<()> {
         if !pending.is_empty() {
-            total_ins += store.insert_events(pending).await?;
+            if lanes == 1 {
+                total_ins += store.insert_events(pending).await?;
+            } else {
+                // One lane per customer (by a hash of the id), lanes stored at once: a
+                // customer's events keep their order, so the first copy of an event still wins.
+                let mut split: Vec<Vec<Event>> = (0..lanes).map(|_| Vec::new()).collect();
+                for e in pending.drain(..) {
+                    split[lane_of(&e.customer_id, lanes)].push(e);
+                }
+                let done = futures_util::future::join_all(
+                    split
+                        .iter()
+                        .filter(|l| !l.is_empty())
+                        .map(|l| store.insert_events(l)),
+                )
+                .await;
+                for r in done {
+                    total_ins += r?;
+                }
+            }
             pending.clear();
             bar.set_message(format!(
                 "{} events",
@@ -296,16 +317,43 @@ pub async fn import<S: EventWriter>(
                 }
             }
         });
-        let mut i = 0;
-        while let Some(r) = brx.recv().await {
-            i += 1;
-            let (events, dropped) = r?;
-            total_ins.duplicates += dropped;
-            bar.set_message(format!("storing group {i}/{n}"));
-            for chunk in events.chunks(opts.batch) {
-                total_ins += store.insert_events(chunk).await?;
+        // Buckets hold disjoint customers and are deduplicated whole, so their batches can be
+        // stored several at once where the store gains from it (PostgreSQL).
+        let parallel = store.parallel_batches().max(1);
+        let groups = AtomicU64::new(0);
+        let (groups, bar_ref) = (&groups, &bar);
+        let dropped = AtomicU64::new(0);
+        let dropped_ref = &dropped;
+        let chunks = stream::unfold(
+            &mut brx,
+            |rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        )
+        .map(move |r| {
+            let out: Vec<anyhow::Result<Vec<Event>>> = match r {
+                Ok((events, d)) => {
+                    dropped_ref.fetch_add(d, Ordering::Relaxed);
+                    let i = groups.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar_ref.set_message(format!("storing group {i}/{n}"));
+                    into_chunks(events, batch).into_iter().map(Ok).collect()
+                }
+                Err(e) => vec![Err(e)],
+            };
+            stream::iter(out)
+        })
+        .flatten();
+        let stored = chunks
+            .map(|chunk| async move {
+                let chunk = chunk?;
+                anyhow::Ok(store.insert_events(&chunk).await?)
+            })
+            .buffer_unordered(parallel);
+        {
+            let mut stored = std::pin::pin!(stored);
+            while let Some(r) = stored.next().await {
+                total_ins += r?;
             }
         }
+        total_ins.duplicates += dropped.load(Ordering::Relaxed);
         drop(brx);
         if loader.join().is_err() {
             bail!("the regrouping reader panicked");
@@ -332,6 +380,26 @@ pub async fn import<S: EventWriter>(
         elapsed: started.elapsed(),
         rejects_file: (rejected > 0).then_some(rejects.path),
     })
+}
+
+/// The lane (of `lanes`) of a customer's events: FNV-1a of the id.
+fn lane_of(customer_id: &str, lanes: usize) -> usize {
+    let h = customer_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (h % lanes as u64) as usize
+}
+
+/// `events` cut into owned batches of at most `n`, in order.
+fn into_chunks(mut events: Vec<Event>, n: usize) -> Vec<Vec<Event>> {
+    let n = n.max(1);
+    let mut out = Vec::with_capacity(events.len().div_ceil(n));
+    while events.len() > n {
+        let rest = events.split_off(n);
+        out.push(std::mem::replace(&mut events, rest));
+    }
+    out.push(events);
+    out
 }
 
 /// Whether to regroup, from the options, the input's size and its first records: `auto` regroups
