@@ -21,6 +21,7 @@ use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_net};
 use mamori_core::parse::parse_json_line;
 use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
+use mamori_store::Policies as _;
 use mamori_store::assess::{population, tokyo_day_start};
 use mamori_store::{
     Alert, AssessmentRecord, AuditNote, CaseError, DecisionLog, EventWriter, HistoryReader, Store,
@@ -38,7 +39,8 @@ use crate::problem::{Problem, json_body};
 /// Everything the handlers share.
 pub struct AppState {
     pub store: Store,
-    pub policy: Policy,
+    /// The policy in effect: the configuration's until one is set in the store.
+    pub(crate) policy: PolicyBoard,
     pub intel: Arc<dyn IpIntel>,
     pub server: Server,
     pub keys: Keys,
@@ -95,6 +97,113 @@ async fn recorder(store: Store, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
     }
 }
 
+/// The policy in effect on this node, as it last read it: the configuration's (`[policy]`) until a
+/// revision is set in the store (`mamori policy set`), then the latest revision. Every node reads
+/// the revision number again at least every [`POLICY_TTL`], so a change reaches every node on the
+/// store within a second.
+pub(crate) struct PolicyBoard {
+    configured: Arc<Policy>,
+    state: std::sync::Mutex<PolicyState>,
+}
+
+struct PolicyState {
+    checked: Option<Instant>,
+    revision: Option<i64>,
+    policy: Arc<Policy>,
+}
+
+/// How long a node trusts its copy of the policy.
+pub const POLICY_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl PolicyBoard {
+    fn new(configured: Policy) -> Self {
+        let configured = Arc::new(configured);
+        PolicyBoard {
+            state: std::sync::Mutex::new(PolicyState {
+                checked: None,
+                revision: None,
+                policy: configured.clone(),
+            }),
+            configured,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PolicyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Parses a stored revision's TOML and checks it as the configuration's `[policy]` is checked.
+pub fn parse_stored_policy(body: &str) -> Result<Policy, String> {
+    let p: Policy = toml::from_str(body).map_err(|e| e.message().trim_end().to_owned())?;
+    p.validate()?;
+    Ok(p)
+}
+
+impl AppState {
+    /// The policy in effect, read again from the store when this node's copy is older than
+    /// [`POLICY_TTL`]. A store that cannot be read, or a revision that does not parse, keeps the
+    /// copy (and says so in the log).
+    pub async fn policy(&self) -> Arc<Policy> {
+        {
+            let st = self.policy.lock();
+            if st.checked.is_some_and(|at| at.elapsed() < POLICY_TTL) {
+                return st.policy.clone();
+            }
+        }
+        let held = self.policy.lock().revision;
+        let latest = match self.store.policy_revision().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the policy revision failed; keeping this node's copy");
+                let mut st = self.policy.lock();
+                st.checked = Some(Instant::now());
+                return st.policy.clone();
+            }
+        };
+        if latest == held {
+            let mut st = self.policy.lock();
+            st.checked = Some(Instant::now());
+            return st.policy.clone();
+        }
+        let loaded = match self.store.policy().await {
+            Ok(Some(stored)) => match parse_stored_policy(&stored.body) {
+                Ok(p) => Some((Some(stored.revision), Arc::new(p))),
+                Err(e) => {
+                    tracing::error!(revision = stored.revision, error = %e, "the stored policy does not parse; keeping this node's copy");
+                    None
+                }
+            },
+            Ok(None) => Some((None, self.policy.configured.clone())),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the policy failed; keeping this node's copy");
+                None
+            }
+        };
+        let mut st = self.policy.lock();
+        st.checked = Some(Instant::now());
+        if let Some((revision, policy)) = loaded
+            && st.revision != revision
+        {
+            tracing::info!(revision = ?revision, "policy changed");
+            st.revision = revision;
+            st.policy = policy;
+            // Populations were computed with the old policy.
+            self.populations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        st.policy.clone()
+    }
+
+    /// The revision of the policy in effect (`None`: the configuration's).
+    pub async fn policy_revision(&self) -> Option<i64> {
+        self.policy().await;
+        self.policy.lock().revision
+    }
+}
+
 /// UTC microseconds now.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -118,7 +227,7 @@ impl AppState {
         AppState {
             recorder: tx,
             store,
-            policy,
+            policy: PolicyBoard::new(policy),
             intel,
             server,
             keys: Keys::default(),
@@ -191,7 +300,8 @@ impl AppState {
             return Ok(p);
         }
         let started = Instant::now();
-        let p = Arc::new(population(&self.store, day, &self.policy, self.intel.as_ref()).await?);
+        let policy = self.policy().await;
+        let p = Arc::new(population(&self.store, day, &policy, self.intel.as_ref()).await?);
         tracing::info!(
             day = %format_tokyo(day),
             logins = p.logins,
@@ -213,11 +323,12 @@ impl AppState {
         self.population(now_us()).await?;
         if self.server.preload_days > 0 {
             let started = Instant::now();
+            let policy = self.policy().await;
             self.store
                 .preload_hot(
                     i64::from(self.server.preload_days),
-                    mamori_store::assess::past_span(&self.policy),
-                    i64::from(self.policy.others_days) * DAY_US,
+                    mamori_store::assess::past_span(&policy),
+                    i64::from(policy.others_days) * DAY_US,
                 )
                 .await?;
             if let Some(h) = self.store.hot_stats() {
@@ -489,13 +600,14 @@ pub(crate) fn assessment_id() -> String {
 /// Assesses an attempt for its customer, point-in-time at its `occurred_at`.
 pub async fn decide(s: &AppState, e: &Event) -> AppResult<mamori_core::assess::Assessment> {
     let pop = s.population(e.occurred_at).await?;
+    let policy = s.policy().await;
     Ok(mamori_store::assess::assess_attempt(
         &s.store,
         &e.customer_id,
         &Attempt::of(e),
         &pop,
         s.intel.as_ref(),
-        &s.policy,
+        &policy,
     )
     .await?)
 }
@@ -937,13 +1049,14 @@ async fn get_history(
         .await?;
     let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
     let at = bound(&q.at, "at", now)?;
-    let days = q.days.unwrap_or(s.policy.history_days);
+    let policy = s.policy().await;
+    let days = q.days.unwrap_or(policy.history_days);
     if !(1..=3650).contains(&days) {
         return Err(Problem::bad_request("days: between 1 and 3650"));
     }
     let w = mamori_core::history::Windows {
         history: i64::from(days) * DAY_US,
-        ..s.policy.windows()
+        ..policy.windows()
     };
     let acc: Vec<_> = s
         .store

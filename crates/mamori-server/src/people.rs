@@ -55,6 +55,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             post(post_destination).get(get_destinations),
         )
         .route("/v1/switches", get(get_switches))
+        .route("/v1/policy", get(get_policy))
         .route("/v1/switches/{procedure}/{channel}", put(put_switch))
         .route("/v1/audit", get(get_audit))
         .route("/v1/audit/verify", get(get_audit_verify))
@@ -584,6 +585,31 @@ async fn get_switches(State(s): St, headers: HeaderMap) -> AppResult<Json<Vec<Sw
     Ok(Json(
         s.store.switches().await?.iter().map(switch_out).collect(),
     ))
+}
+
+#[utoipa::path(get, path = "/v1/policy",
+    responses((status = 200, body = Object, description = "The engine's policy in effect on this node: `revision` (null: the configuration's `[policy]`), who set it and why, and the policy itself")),
+    security(("api_key" = ["read"])))]
+async fn get_policy(State(s): St, headers: HeaderMap) -> AppResult<Json<Value>> {
+    s.keys
+        .authorize(&s.store, &headers, Scope::Read, now_us())
+        .await?;
+    let policy = s.policy().await;
+    let revision = s.policy_revision().await;
+    let stored = match revision {
+        Some(r) => mamori_store::Policies::policy(&s.store)
+            .await?
+            .filter(|p| p.revision == r),
+        None => None,
+    };
+    Ok(Json(json!({
+        "revision": revision,
+        "source": if revision.is_some() { "store" } else { "configuration" },
+        "set_at": stored.as_ref().map(|p| format_tokyo(p.set_at)),
+        "set_by": stored.as_ref().map(|p| p.set_by.clone()),
+        "reason": stored.as_ref().map(|p| p.reason.clone()),
+        "policy": *policy,
+    })))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1510,6 +1536,7 @@ async fn get_destinations(
         post_totp_verify,
         delete_totp,
         get_switches,
+        get_policy,
         put_switch,
         get_audit,
         get_audit_verify

@@ -866,6 +866,35 @@ pub trait Switches {
     ) -> impl Future<Output = Result<Vec<mamori_core::customer::SwitchState>>> + Send;
 }
 
+/// A revision of the engine's policy set at run time (the `[policy]` of mamori.toml until one is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// Grows by one with every change, from 1.
+    pub revision: i64,
+    /// The policy as TOML (the keys of mamori.toml's `[policy]`).
+    pub body: String,
+    pub set_at: i64,
+    pub set_by: String,
+    pub reason: String,
+}
+
+/// Capability: the policy the engine applies, shared by every node on the store.
+pub trait Policies {
+    /// Stores a new revision, audited in the same transaction; returns its number.
+    fn set_policy(
+        &self,
+        body: &str,
+        at: i64,
+        set_by: &str,
+        reason: &str,
+        audit: &AuditNote,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// The latest revision, if any was set.
+    fn policy(&self) -> impl Future<Output = Result<Option<StoredPolicy>>> + Send;
+    /// The latest revision's number only: what nodes poll.
+    fn policy_revision(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
+}
+
 /// Capability: retention.
 pub trait Retention {
     /// Deletes events that occurred before `t`; returns how many.

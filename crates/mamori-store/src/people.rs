@@ -723,3 +723,73 @@ fn destination_rows(conn: &raw::Conn<'_>, customer_id: &str) -> Result<Vec<Regis
     })?;
     Ok(out)
 }
+
+impl crate::Policies for SqliteStore {
+    async fn set_policy(
+        &self,
+        body: &str,
+        at: i64,
+        set_by: &str,
+        reason: &str,
+        audit: &AuditNote,
+    ) -> Result<i64> {
+        let (body, set_by, reason) = (body.to_owned(), set_by.to_owned(), reason.to_owned());
+        self.write(move |conn, _| {
+            let mut revision = 1;
+            conn.prepare("SELECT coalesce(max(revision), 0) + 1 FROM policies")?
+                .for_each(&[], |r| {
+                    revision = r.i64(0);
+                    Ok(())
+                })?;
+            conn.prepare(
+                "INSERT INTO policies (revision, body, set_at, set_by, reason) VALUES (?,?,?,?,?)",
+            )?
+            .exec(&[
+                Value::Int(revision),
+                Value::Text(&body),
+                Value::Int(at),
+                Value::Text(&set_by),
+                Value::Text(&reason),
+            ])?;
+            let mut note = audit.clone();
+            note.target = format!("policy:{revision}");
+            append_audit(conn, &note, at)?;
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn policy(&self) -> Result<Option<crate::StoredPolicy>> {
+        self.with_raw(|conn| {
+            let mut out = None;
+            conn.prepare(
+                "SELECT revision, body, set_at, set_by, reason FROM policies \
+                 ORDER BY revision DESC LIMIT 1",
+            )?
+            .for_each(&[], |r| {
+                out = Some(crate::StoredPolicy {
+                    revision: r.i64(0),
+                    body: r.string(1)?,
+                    set_at: r.i64(2),
+                    set_by: r.string(3)?,
+                    reason: r.string(4)?,
+                });
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn policy_revision(&self) -> Result<Option<i64>> {
+        self.read_now(|conn| {
+            let mut out = None;
+            conn.prepare("SELECT max(revision) FROM policies")?
+                .for_each(&[], |r| {
+                    out = r.opt_i64(0);
+                    Ok(())
+                })?;
+            Ok(out)
+        })
+    }
+}

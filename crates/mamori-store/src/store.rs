@@ -536,6 +536,25 @@ impl Switches for Store {
     }
 }
 
+impl crate::Policies for Store {
+    async fn set_policy(
+        &self,
+        body: &str,
+        at: i64,
+        set_by: &str,
+        reason: &str,
+        audit: &AuditNote,
+    ) -> Result<i64> {
+        each!(self, s => s.set_policy(body, at, set_by, reason, audit).await)
+    }
+    async fn policy(&self) -> Result<Option<crate::StoredPolicy>> {
+        each!(self, s => s.policy().await)
+    }
+    async fn policy_revision(&self) -> Result<Option<i64>> {
+        each!(self, s => s.policy_revision().await)
+    }
+}
+
 impl Retention for Store {
     async fn purge_before(&self, t: i64) -> Result<u64> {
         each!(self, s => s.purge_before(t).await)

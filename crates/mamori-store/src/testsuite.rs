@@ -58,7 +58,8 @@ pub async fn run_all<
         + Outbox
         + Reports
         + Freezes
-        + Passkeys,
+        + Passkeys
+        + crate::Policies,
 >(
     s: &S,
 ) {
@@ -78,6 +79,58 @@ pub async fn run_all<
     outbox(s).await;
     reports_and_freezes(s).await;
     passkeys(s).await;
+    policies(s).await;
+}
+
+async fn policies<S: crate::Policies + AuditLog>(s: &S) {
+    assert_eq!(s.policy().await.unwrap(), None);
+    assert_eq!(s.policy_revision().await.unwrap(), None);
+    let note = |detail: &str| AuditNote {
+        actor: "cli:risk".into(),
+        action: "policy.set".into(),
+        target: String::new(),
+        detail: serde_json::json!({ "reason": detail }),
+    };
+    let r1 = s
+        .set_policy(
+            "chain_hours = 48\n",
+            1_000,
+            "cli:risk",
+            "first",
+            &note("first"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r1, 1);
+    let r2 = s
+        .set_policy(
+            "chain_hours = 24\n",
+            2_000,
+            "cli:risk",
+            "second",
+            &note("second"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r2, 2);
+    assert_eq!(s.policy_revision().await.unwrap(), Some(2));
+    assert_eq!(
+        s.policy().await.unwrap(),
+        Some(crate::StoredPolicy {
+            revision: 2,
+            body: "chain_hours = 24\n".into(),
+            set_at: 2_000,
+            set_by: "cli:risk".into(),
+            reason: "second".into(),
+        })
+    );
+    let audit = s.audit_entries(0, 10_000).await.unwrap();
+    let targets: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "policy.set")
+        .map(|e| e.target.as_str())
+        .collect();
+    assert_eq!(targets, ["policy:1", "policy:2"]);
 }
 
 async fn passkeys<S: Passkeys + AuditLog + Outbox>(s: &S) {

@@ -82,6 +82,9 @@ pub enum Command {
     /// The emergency switch: move a procedure off the web or app to the support center.
     #[command(subcommand)]
     Switch(crate::people::SwitchCommand),
+    /// The engine's policy shared by every node on the store: set a new revision, show it.
+    #[command(subcommand)]
+    Policy(crate::people::PolicyCommand),
     /// Notices to customers: sent, waiting, failing (with the last error) or given up.
     Notices(crate::people::NoticesArgs),
 }
@@ -485,6 +488,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Customers(c) => crate::people::customers(&db, c).await?,
         Command::Audit(c) => crate::people::audit(&db, c).await?,
         Command::Switch(c) => crate::people::switch(&db, c).await?,
+        Command::Policy(c) => crate::people::policy(&db, c, &config.policy).await?,
         Command::Notices(a) => crate::people::notices(&db, a).await?,
         Command::Loadtest(a) => crate::loadtest::run(&a).await?,
         Command::Monitor(a) => {

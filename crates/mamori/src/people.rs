@@ -143,6 +143,21 @@ pub enum SwitchCommand {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Stores FILE's `[policy]` (a mamori.toml, or a file with only that section) as a new
+    /// revision: every node on the store applies it within a second. Checked first; audited.
+    Set {
+        file: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// The policy in effect (the latest revision, else the configuration's) as TOML.
+    Show,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
     On,
@@ -481,6 +496,77 @@ pub async fn audit(db: &Path, c: AuditCommand) -> anyhow::Result<()> {
                         e.detail
                     );
                 }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    r
+}
+
+/// `mamori policy`.
+pub async fn policy(
+    db: &Path,
+    c: PolicyCommand,
+    configured: &mamori_core::assess::Policy,
+) -> anyhow::Result<()> {
+    use mamori_store::Policies;
+    let store = open_store(db).await?;
+    let r = async {
+        match c {
+            PolicyCommand::Set { file, reason, who } => {
+                if reason.trim().len() < 4 {
+                    bail!("--reason: say why (it is shown to staff and kept in the audit log)");
+                }
+                let policy = mamori_server::config::Config::load(&file)?.policy;
+                let body = toml::to_string(&policy).context("writing the policy as TOML")?;
+                // What nodes will parse, parsed here first.
+                mamori_server::app::parse_stored_policy(&body)
+                    .map_err(|e| anyhow::anyhow!("the policy does not read back: {e}"))?;
+                let actor = who.actor();
+                let note = AuditNote {
+                    actor: actor.clone(),
+                    action: "policy.set".into(),
+                    target: String::new(),
+                    detail: serde_json::json!({"reason": reason, "file": file.display().to_string()}),
+                };
+                let revision = store
+                    .set_policy(&body, now_us(), &actor, &reason, &note)
+                    .await?;
+                println!(
+                    "policy revision {revision} stored: every node applies it within a second"
+                );
+            }
+            PolicyCommand::Show => {
+                let (head, policy) = match store.policy().await? {
+                    Some(p) => (
+                        format!(
+                            "# revision {} set {} by {}: {}",
+                            p.revision,
+                            format_tokyo(p.set_at),
+                            p.set_by,
+                            p.reason.replace('\n', " ")
+                        ),
+                        mamori_server::app::parse_stored_policy(&p.body).map_err(|e| {
+                            anyhow::anyhow!("revision {} does not parse: {e}", p.revision)
+                        })?,
+                    ),
+                    None => (
+                        "# the configuration's policy (no revision was set in the store)".into(),
+                        configured.clone(),
+                    ),
+                };
+                // In mamori.toml's form, so that the output can be edited and set again.
+                #[derive(serde::Serialize)]
+                struct Section<'a> {
+                    policy: &'a mamori_core::assess::Policy,
+                }
+                println!("{head}");
+                print!(
+                    "{}",
+                    toml::to_string(&Section { policy: &policy }).context("printing the policy")?
+                );
             }
         }
         anyhow::Ok(())

@@ -1460,6 +1460,81 @@ fn two_nodes_on_one_postgres_give_the_same_answers() {
         let s = s.expect("the switch never reached a node");
         assert!(s <= std::time::Duration::from_millis(1200), "{s:?}");
     }
+    // So does a policy set by the CLI: here a history of one day, so that the history the nodes
+    // answer by default (the policy's `history_days`) no longer reaches back to the logins.
+    let policy = |base: &str| {
+        let r = client
+            .get(format!("{base}/v1/policy"))
+            .bearer(&key)
+            .send()
+            .expect("policy");
+        assert_eq!(r.status(), 200, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).expect("json")
+    };
+    let history = |base: &str| {
+        let r = client
+            .get(format!("{base}/v1/customers/N1/history?at=2020-10-10"))
+            .bearer(&key)
+            .send()
+            .expect("history");
+        assert_eq!(r.status(), 200, "{}", r.body);
+        r.body
+    };
+    for base in [&a.base, &b.base] {
+        let p = policy(base);
+        assert_eq!(p["source"], "configuration", "{p}");
+        assert!(p["revision"].is_null(), "{p}");
+        assert!(history(base).contains("192.0.2."));
+    }
+    let shown = ok(d, &["--db", &db, "config", "show"]);
+    let one_day = shown.replace("history_days = 365\n", "history_days = 1\n");
+    assert_ne!(one_day, shown, "{shown}");
+    std::fs::write(d.join("one-day.toml"), &one_day).expect("write");
+    let out = ok(
+        d,
+        &[
+            "--db",
+            &db,
+            "policy",
+            "set",
+            "one-day.toml",
+            "--reason",
+            "drill",
+            "--actor",
+            "staff:sato",
+        ],
+    );
+    assert!(out.contains("revision 1"), "{out}");
+    let set = std::time::Instant::now();
+    let mut seen = [None, None];
+    while seen.iter().any(Option::is_none) && set.elapsed() < std::time::Duration::from_secs(3) {
+        for (n, base) in [&a.base, &b.base].into_iter().enumerate() {
+            if seen[n].is_none() && !history(base).contains("192.0.2.") {
+                seen[n] = Some(set.elapsed());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("the policy reached the nodes after {seen:?}");
+    for s in seen {
+        let s = s.expect("the policy never reached a node");
+        assert!(s <= std::time::Duration::from_millis(1200), "{s:?}");
+    }
+    for base in [&a.base, &b.base] {
+        let p = policy(base);
+        assert_eq!(
+            (p["source"].as_str(), p["revision"].as_i64()),
+            (Some("store"), Some(1)),
+            "{p}"
+        );
+        assert_eq!(p["set_by"], "staff:sato", "{p}");
+        assert_eq!(p["policy"]["history_days"], 1, "{p}");
+    }
+    let shown = ok(d, &["--db", &db, "policy", "show"]);
+    assert!(
+        shown.starts_with("# revision 1 set ") && shown.contains("staff:sato: drill"),
+        "{shown}"
+    );
     drop((a, b));
     drop_pg_schema(&admin, &schema);
 }

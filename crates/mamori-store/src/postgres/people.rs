@@ -720,3 +720,60 @@ impl Destinations for PgStore {
             .collect()
     }
 }
+
+impl crate::Policies for PgStore {
+    async fn set_policy(
+        &self,
+        body: &str,
+        at: i64,
+        set_by: &str,
+        reason: &str,
+        audit: &AuditNote,
+    ) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        // Two nodes setting at once: the second waits here, then takes the next number.
+        sqlx::query("LOCK TABLE policies IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let revision: i64 = sqlx::query_scalar(
+            "INSERT INTO policies (revision, body, set_at, set_by, reason) \
+             SELECT coalesce(max(revision), 0) + 1, $1, $2, $3, $4 FROM policies \
+             RETURNING revision",
+        )
+        .bind(body)
+        .bind(at)
+        .bind(set_by)
+        .bind(reason)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut note = audit.clone();
+        note.target = format!("policy:{revision}");
+        append_audit(&mut tx, &note, at).await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    async fn policy(&self) -> Result<Option<crate::StoredPolicy>> {
+        let row: Option<(i64, String, i64, String, String)> = sqlx::query_as(
+            "SELECT revision, body, set_at, set_by, reason FROM policies \
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(revision, body, set_at, set_by, reason)| crate::StoredPolicy {
+                revision,
+                body,
+                set_at,
+                set_by,
+                reason,
+            },
+        ))
+    }
+
+    async fn policy_revision(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT max(revision) FROM policies")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
