@@ -145,38 +145,36 @@ impl AppState {
     /// [`POLICY_TTL`]. A store that cannot be read, or a revision that does not parse, keeps the
     /// copy (and says so in the log).
     pub async fn policy(&self) -> Arc<Policy> {
-        {
+        self.policy_and_revision().await.1
+    }
+
+    /// The policy in effect and its revision (`None`: the configuration's).
+    pub async fn policy_and_revision(&self) -> (Option<i64>, Arc<Policy>) {
+        let held = {
             let st = self.policy.lock();
             if st.checked.is_some_and(|at| at.elapsed() < POLICY_TTL) {
-                return st.policy.clone();
+                return (st.revision, st.policy.clone());
             }
-        }
-        let held = self.policy.lock().revision;
-        let latest = match self.store.policy_revision().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the policy revision failed; keeping this node's copy");
-                let mut st = self.policy.lock();
-                st.checked = Some(Instant::now());
-                return st.policy.clone();
-            }
+            st.revision
         };
-        if latest == held {
-            let mut st = self.policy.lock();
-            st.checked = Some(Instant::now());
-            return st.policy.clone();
-        }
-        let loaded = match self.store.policy().await {
-            Ok(Some(stored)) => match parse_stored_policy(&stored.body) {
-                Ok(p) => Some((Some(stored.revision), Arc::new(p))),
+        let loaded = match self.store.policy_revision().await {
+            Ok(latest) if latest == held => None,
+            Ok(_) => match self.store.policy().await {
+                Ok(Some(stored)) => match parse_stored_policy(&stored.body) {
+                    Ok(p) => Some((Some(stored.revision), Arc::new(p))),
+                    Err(e) => {
+                        tracing::error!(revision = stored.revision, error = %e, "the stored policy does not parse; keeping this node's copy");
+                        None
+                    }
+                },
+                Ok(None) => Some((None, self.policy.configured.clone())),
                 Err(e) => {
-                    tracing::error!(revision = stored.revision, error = %e, "the stored policy does not parse; keeping this node's copy");
+                    tracing::warn!(error = %e, "reading the policy failed; keeping this node's copy");
                     None
                 }
             },
-            Ok(None) => Some((None, self.policy.configured.clone())),
             Err(e) => {
-                tracing::warn!(error = %e, "reading the policy failed; keeping this node's copy");
+                tracing::warn!(error = %e, "reading the policy revision failed; keeping this node's copy");
                 None
             }
         };
@@ -194,13 +192,7 @@ impl AppState {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
         }
-        st.policy.clone()
-    }
-
-    /// The revision of the policy in effect (`None`: the configuration's).
-    pub async fn policy_revision(&self) -> Option<i64> {
-        self.policy().await;
-        self.policy.lock().revision
+        (st.revision, st.policy.clone())
     }
 }
 

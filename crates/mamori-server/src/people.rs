@@ -594,8 +594,7 @@ async fn get_policy(State(s): St, headers: HeaderMap) -> AppResult<Json<Value>> 
     s.keys
         .authorize(&s.store, &headers, Scope::Read, now_us())
         .await?;
-    let policy = s.policy().await;
-    let revision = s.policy_revision().await;
+    let (revision, policy) = s.policy_and_revision().await;
     let stored = match revision {
         Some(r) => mamori_store::Policies::policy(&s.store)
             .await?

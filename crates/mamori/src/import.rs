@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mamori_core::event::Event;
 use mamori_store::{EventWriter, Inserted};
@@ -230,27 +229,7 @@ pub async fn import<S: EventWriter>(
     let lanes = store.parallel_batches().max(1);
     let mut flush = async |pending: &mut Vec<Event>| -> anyhow::Result<()> {
         if !pending.is_empty() {
-            if lanes == 1 {
-                total_ins += store.insert_events(pending).await?;
-            } else {
-                // One lane per customer (by a hash of the id), lanes stored at once: a
-                // customer's events keep their order, so the first copy of an event still wins.
-                let mut split: Vec<Vec<Event>> = (0..lanes).map(|_| Vec::new()).collect();
-                for e in pending.drain(..) {
-                    split[lane_of(&e.customer_id, lanes)].push(e);
-                }
-                let done = futures_util::future::join_all(
-                    split
-                        .iter()
-                        .filter(|l| !l.is_empty())
-                        .map(|l| store.insert_events(l)),
-                )
-                .await;
-                for r in done {
-                    total_ins += r?;
-                }
-            }
-            pending.clear();
+            total_ins += store_batch(store, std::mem::take(pending), lanes).await?;
             bar.set_message(format!(
                 "{} events",
                 total_ins.inserted + total_ins.duplicates
@@ -317,43 +296,16 @@ pub async fn import<S: EventWriter>(
                 }
             }
         });
-        // Buckets hold disjoint customers and are deduplicated whole, so their batches can be
-        // stored several at once where the store gains from it (PostgreSQL).
-        let parallel = store.parallel_batches().max(1);
-        let groups = AtomicU64::new(0);
-        let (groups, bar_ref) = (&groups, &bar);
-        let dropped = AtomicU64::new(0);
-        let dropped_ref = &dropped;
-        let chunks = stream::unfold(
-            &mut brx,
-            |rx| async move { rx.recv().await.map(|r| (r, rx)) },
-        )
-        .map(move |r| {
-            let out: Vec<anyhow::Result<Vec<Event>>> = match r {
-                Ok((events, d)) => {
-                    dropped_ref.fetch_add(d, Ordering::Relaxed);
-                    let i = groups.fetch_add(1, Ordering::Relaxed) + 1;
-                    bar_ref.set_message(format!("storing group {i}/{n}"));
-                    into_chunks(events, batch).into_iter().map(Ok).collect()
-                }
-                Err(e) => vec![Err(e)],
-            };
-            stream::iter(out)
-        })
-        .flatten();
-        let stored = chunks
-            .map(|chunk| async move {
-                let chunk = chunk?;
-                anyhow::Ok(store.insert_events(&chunk).await?)
-            })
-            .buffer_unordered(parallel);
-        {
-            let mut stored = std::pin::pin!(stored);
-            while let Some(r) = stored.next().await {
-                total_ins += r?;
+        let mut i = 0;
+        while let Some(r) = brx.recv().await {
+            i += 1;
+            let (events, dropped) = r?;
+            total_ins.duplicates += dropped;
+            bar.set_message(format!("storing group {i}/{n}"));
+            for chunk in into_chunks(events, opts.batch) {
+                total_ins += store_batch(store, chunk, lanes).await?;
             }
         }
-        total_ins.duplicates += dropped.load(Ordering::Relaxed);
         drop(brx);
         if loader.join().is_err() {
             bail!("the regrouping reader panicked");
@@ -382,6 +334,35 @@ pub async fn import<S: EventWriter>(
     })
 }
 
+/// Stores one batch: whole, or where the store gains from several at once
+/// ([`EventWriter::parallel_batches`]), as one lane per customer (by a hash of the id) stored at
+/// once, so that a customer's events keep their order and the first copy of an event still wins.
+async fn store_batch<S: EventWriter>(
+    store: &S,
+    events: Vec<Event>,
+    lanes: usize,
+) -> anyhow::Result<Inserted> {
+    if lanes <= 1 {
+        return Ok(store.insert_events(&events).await?);
+    }
+    let mut split: Vec<Vec<Event>> = (0..lanes).map(|_| Vec::new()).collect();
+    for e in events {
+        split[lane_of(&e.customer_id, lanes)].push(e);
+    }
+    let done = futures_util::future::join_all(
+        split
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| store.insert_events(l)),
+    )
+    .await;
+    let mut total = Inserted::default();
+    for r in done {
+        total += r?;
+    }
+    Ok(total)
+}
+
 /// The lane (of `lanes`) of a customer's events: FNV-1a of the id.
 fn lane_of(customer_id: &str, lanes: usize) -> usize {
     let h = customer_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -390,15 +371,17 @@ fn lane_of(customer_id: &str, lanes: usize) -> usize {
     (h % lanes as u64) as usize
 }
 
-/// `events` cut into owned batches of at most `n`, in order.
-fn into_chunks(mut events: Vec<Event>, n: usize) -> Vec<Vec<Event>> {
+/// `events` cut into owned batches of at most `n`, in order (each event moved once: the batches
+/// are split off from the end).
+fn into_chunks<T>(mut events: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let n = n.max(1);
     let mut out = Vec::with_capacity(events.len().div_ceil(n));
     while events.len() > n {
-        let rest = events.split_off(n);
-        out.push(std::mem::replace(&mut events, rest));
+        let last = (events.len() - 1) / n * n;
+        out.push(events.split_off(last));
     }
     out.push(events);
+    out.reverse();
     out
 }
 
@@ -590,4 +573,29 @@ fn load_bucket(path: &std::path::Path, batch: usize) -> anyhow::Result<(Vec<Even
         });
     }
     Ok((events, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{into_chunks, lane_of};
+
+    #[test]
+    fn batches_keep_order_and_size() {
+        for (len, n) in [(0, 3), (1, 3), (3, 3), (4, 3), (10, 3), (9, 1), (5, 0)] {
+            let chunks = into_chunks((0..len).collect::<Vec<u32>>(), n);
+            assert!(chunks.iter().all(|c| c.len() <= n.max(1)), "{len} {n}");
+            assert!(chunks.iter().rev().skip(1).all(|c| c.len() == n.max(1)));
+            let flat: Vec<u32> = chunks.into_iter().flatten().collect();
+            assert_eq!(flat, (0..len).collect::<Vec<u32>>(), "{len} {n}");
+        }
+    }
+
+    #[test]
+    fn a_customer_has_one_lane() {
+        let lanes: Vec<usize> = (0..1000).map(|i| lane_of(&format!("C{i:07}"), 2)).collect();
+        assert!(lanes.iter().all(|&l| l < 2));
+        let ones = lanes.iter().filter(|&&l| l == 1).count();
+        assert!((400..=600).contains(&ones), "{ones}");
+        assert_eq!(lane_of("C0000042", 2), lane_of("C0000042", 2));
+    }
 }

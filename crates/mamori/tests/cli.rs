@@ -1443,23 +1443,11 @@ fn two_nodes_on_one_postgres_give_the_same_answers() {
             "staff:sato",
         ],
     );
-    let set = std::time::Instant::now();
-    let mut seen = [None, None];
     let mut i = 0;
-    while seen.iter().any(Option::is_none) && set.elapsed() < std::time::Duration::from_secs(3) {
-        for (n, base) in [&a.base, &b.base].into_iter().enumerate() {
-            i += 1;
-            if seen[n].is_none() && withdrawal(base, &format!("w-{i}")) {
-                seen[n] = Some(set.elapsed());
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("the switch reached the nodes after {seen:?}");
-    for s in seen {
-        let s = s.expect("the switch never reached a node");
-        assert!(s <= std::time::Duration::from_millis(1200), "{s:?}");
-    }
+    reaches_both("the switch", [&a.base, &b.base], |base| {
+        i += 1;
+        withdrawal(base, &format!("w-{i}"))
+    });
     // So does a policy set by the CLI: here a history of one day, so that the history the nodes
     // answer by default (the policy's `history_days`) no longer reaches back to the logins.
     let policy = |base: &str| {
@@ -1505,21 +1493,9 @@ fn two_nodes_on_one_postgres_give_the_same_answers() {
         ],
     );
     assert!(out.contains("revision 1"), "{out}");
-    let set = std::time::Instant::now();
-    let mut seen = [None, None];
-    while seen.iter().any(Option::is_none) && set.elapsed() < std::time::Duration::from_secs(3) {
-        for (n, base) in [&a.base, &b.base].into_iter().enumerate() {
-            if seen[n].is_none() && !history(base).contains("192.0.2.") {
-                seen[n] = Some(set.elapsed());
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("the policy reached the nodes after {seen:?}");
-    for s in seen {
-        let s = s.expect("the policy never reached a node");
-        assert!(s <= std::time::Duration::from_millis(1200), "{s:?}");
-    }
+    reaches_both("the policy", [&a.base, &b.base], |base| {
+        !history(base).contains("192.0.2.")
+    });
     for base in [&a.base, &b.base] {
         let p = policy(base);
         assert_eq!(
@@ -1537,6 +1513,26 @@ fn two_nodes_on_one_postgres_give_the_same_answers() {
     );
     drop((a, b));
     drop_pg_schema(&admin, &schema);
+}
+
+/// Polls both nodes every 20 ms (for 3 s at most) until `changed` holds on each, and asserts that
+/// it did within 1.2 s of the call on both: a change made elsewhere reaching every node.
+fn reaches_both(what: &str, nodes: [&str; 2], mut changed: impl FnMut(&str) -> bool) {
+    let set = std::time::Instant::now();
+    let mut seen = [None, None];
+    while seen.iter().any(Option::is_none) && set.elapsed() < std::time::Duration::from_secs(3) {
+        for (n, base) in nodes.into_iter().enumerate() {
+            if seen[n].is_none() && changed(base) {
+                seen[n] = Some(set.elapsed());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("{what} reached the nodes after {seen:?}");
+    for s in seen {
+        let s = s.unwrap_or_else(|| panic!("{what} never reached a node"));
+        assert!(s <= std::time::Duration::from_millis(1200), "{what}: {s:?}");
+    }
 }
 
 /// Runs SQL on the store as someone with a SQLite shell would (what `audit verify` must catch).
