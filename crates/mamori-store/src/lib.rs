@@ -97,6 +97,19 @@ pub trait EventWriter {
     fn parallel_batches(&self) -> usize {
         1
     }
+
+    /// A bulk load (an import) begins: a store may write months it does not have yet in a way
+    /// that is cheaper in bulk and hides them until [`EventWriter::finish_bulk`]. Finishes what
+    /// an earlier load left unfinished. By default nothing.
+    fn begin_bulk(&self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// The bulk load ends (also after a failure): whatever it stored becomes readable. Returns
+    /// how many months it had written aside.
+    fn finish_bulk(&self) -> impl Future<Output = Result<usize>> + Send {
+        std::future::ready(Ok(0))
+    }
 }
 
 /// Capability: point-in-time history questions.

@@ -125,6 +125,14 @@ impl EventWriter for Store {
     fn parallel_batches(&self) -> usize {
         each!(self, s => s.parallel_batches())
     }
+
+    async fn begin_bulk(&self) -> Result<()> {
+        each!(self, s => s.begin_bulk().await)
+    }
+
+    async fn finish_bulk(&self) -> Result<usize> {
+        each!(self, s => s.finish_bulk().await)
+    }
 }
 
 impl HistoryReader for Store {

@@ -1175,6 +1175,238 @@ fn postgres_large_batches_go_through_copy_and_keep_every_field() {
     });
 }
 
+/// An import's new months are loaded beside `events` without indexes, then indexed and attached
+/// when it finishes: nothing is lost or doubled, a month another process created meanwhile gets
+/// the loaded rows, a load left unfinished is finished by the next, and retention purges months
+/// being loaded. The store then answers as SQLite given the same batches.
+#[test]
+fn postgres_bulk_loads_new_months_beside_events_and_attaches_them() {
+    use mamori_core::time::{DAY_US, parse_rfc3339};
+    use mamori_store::{HistoryReader, Retention};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("bulk").await else {
+            return;
+        };
+        let (pg, other) = (schema.open().await, schema.open().await);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lite = SqliteStore::open(&dir.path().join("bulk.db"))
+            .await
+            .expect("open");
+        // Customers' events from January to March 2021, about 90 a day.
+        let events: Vec<Event> = (0..8_000i64)
+            .map(|i| {
+                let mut e = testsuite::ev(
+                    &format!("b{i}"),
+                    "2021-01-01T00:00:00Z",
+                    &format!("c{}", i % 250),
+                    [
+                        Kind::Login,
+                        Kind::LoginFailed,
+                        Kind::Withdrawal,
+                        Kind::DestinationChange,
+                    ][(i % 4) as usize],
+                    match i % 3 {
+                        0 => Some("198.51.100.7"),
+                        1 => Some("2001:db8::9"),
+                        _ => None,
+                    },
+                );
+                e.occurred_at += i * (DAY_US / 90);
+                e
+            })
+            .collect();
+        let month = |e: &Event| mamori_store::postgres::month_of(e.occurred_at);
+        let jan = month(&events[0]);
+        // January is in the store before the load.
+        let (before, rest): (Vec<Event>, Vec<Event>) = events
+            .iter()
+            .cloned()
+            .partition(|e| month(e) == jan && e.occurred_at % 2 == 0);
+        assert_eq!(
+            pg.insert_events(&before).await.expect("before").inserted,
+            before.len() as u64
+        );
+        lite.insert_events(&before).await.expect("sqlite before");
+        pg.begin_bulk().await.expect("begin");
+        // A large batch (COPY) and a small one (arrays), both across months, with copies.
+        let (big, small) = rest.split_at(rest.len() - 1_500);
+        let mut big = big.to_vec();
+        big.extend(before[..20].iter().cloned());
+        let r = pg.insert_events(&big).await.expect("big");
+        assert_eq!(r.duplicates, 20, "{r:?}");
+        pg.insert_events(small).await.expect("small");
+        lite.insert_events(&big).await.expect("sqlite big");
+        lite.insert_events(small).await.expect("sqlite small");
+        let loading: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'events_load'::regclass ORDER BY 1",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .expect("loading");
+        assert_eq!(loading, ["loading_2021_02", "loading_2021_03"]);
+        // Until the load finishes its new months are not read, but their copies are duplicates.
+        let jan_n = events.iter().filter(|e| month(e) == jan).count() as u64;
+        assert_eq!(pg.count_events().await.expect("count"), jan_n);
+        assert_eq!(pg_count(&pg, "event_keys").await, events.len() as i64);
+        let r = pg.insert_events(small).await.expect("again");
+        assert_eq!(r.inserted, 0);
+        // Another process, not loading, writes March: it creates the month in `events`.
+        let late = {
+            let mut e = testsuite::ev(
+                "late",
+                "2021-03-20T00:00:00Z",
+                "c7",
+                Kind::Login,
+                Some("198.51.100.7"),
+            );
+            e.occurred_at += 1;
+            e
+        };
+        assert_eq!(
+            other
+                .insert_events(std::slice::from_ref(&late))
+                .await
+                .expect("late")
+                .inserted,
+            1
+        );
+        lite.insert_events(std::slice::from_ref(&late))
+            .await
+            .expect("sqlite late");
+        pg.finish_bulk().await.expect("finish");
+        assert_eq!(
+            pg_partitions(&pg).await,
+            ["events_2021_01", "events_2021_02", "events_2021_03"]
+        );
+        assert_eq!(pg_count(&pg, "events_load").await, 0);
+        let total = events.len() as u64 + 1;
+        assert_eq!(pg.count_events().await.expect("count"), total);
+        assert_eq!(pg_count(&pg, "event_keys").await, total as i64);
+        // Each month has the three indexes of `events`, attached to them (none built twice).
+        let month_indexes: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tablename::text, count(*) FROM pg_indexes \
+             WHERE schemaname = current_schema() AND tablename LIKE 'events\\_2%' \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .expect("indexes");
+        assert_eq!(
+            month_indexes,
+            [
+                ("events_2021_01".to_owned(), 3),
+                ("events_2021_02".to_owned(), 3),
+                ("events_2021_03".to_owned(), 3)
+            ]
+        );
+        let attached: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent IN \
+             ('events_customer'::regclass, 'events_ip'::regclass, 'events_sensitive'::regclass)",
+        )
+        .fetch_one(pg.pool())
+        .await
+        .expect("attached");
+        assert_eq!(attached, 9);
+        let compare = async |pg: &mamori_store::PgStore| {
+            for c in (0..250).map(|c| format!("c{c}")) {
+                let got = pg.customer_events(&c, 0, i64::MAX).await.expect("events");
+                let want = lite.customer_events(&c, 0, i64::MAX).await.expect("events");
+                assert_eq!(got, want, "{c}");
+            }
+            let ip = mamori_core::net::ip_key("198.51.100.7".parse().expect("ip"));
+            let t = parse_rfc3339("2021-03-21T00:00:00Z").expect("time");
+            assert_eq!(
+                pg.range_activity("c7", (ip, ip), t - 60 * DAY_US, t)
+                    .await
+                    .expect("pg"),
+                lite.range_activity("c7", (ip, ip), t - 60 * DAY_US, t)
+                    .await
+                    .expect("lite")
+            );
+        };
+        compare(&pg).await;
+        // A load left unfinished (the process killed): the next one finishes it first.
+        pg.begin_bulk().await.expect("begin");
+        let april: Vec<Event> = (0..50)
+            .map(|i| {
+                testsuite::ev(
+                    &format!("a{i}"),
+                    "2021-04-02T00:00:00Z",
+                    &format!("c{i}"),
+                    Kind::Login,
+                    Some("198.51.100.7"),
+                )
+            })
+            .collect();
+        pg.insert_events(&april).await.expect("april");
+        lite.insert_events(&april).await.expect("sqlite april");
+        pg.close().await;
+        assert_eq!(pg_count(&other, "loading_2021_04").await, 50);
+        other.begin_bulk().await.expect("finishes april");
+        assert_eq!(pg_count(&other, "events_2021_04").await, 50);
+        compare(&other).await;
+        // Retention purges a month being loaded like any other.
+        let december = testsuite::ev("d1", "2020-12-15T00:00:00Z", "c1", Kind::Login, None);
+        other.insert_events(&[december]).await.expect("december");
+        assert_eq!(pg_count(&other, "loading_2020_12").await, 1);
+        let purged = other
+            .purge_before(parse_rfc3339("2021-01-01T00:00:00Z").expect("time"))
+            .await
+            .expect("purge");
+        assert_eq!(purged, 1);
+        other.finish_bulk().await.expect("finish");
+        assert_eq!(other.count_events().await.expect("count"), total + 50);
+        other.close().await;
+    });
+}
+
+/// Two processes sent the same large batch of customers new to the store at once: each may
+/// take the path without conflict checks for the customers it created, and every event is
+/// still stored once.
+#[test]
+fn postgres_new_customers_sent_to_two_nodes_at_once_are_stored_once() {
+    use mamori_store::HistoryReader;
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("fresh").await else {
+            return;
+        };
+        let (a, b) = (schema.open().await, schema.open().await);
+        let mut total = 0u64;
+        for round in 0..6 {
+            let batch: Vec<Event> = (0..4_000i64)
+                .map(|i| {
+                    let mut e = testsuite::ev(
+                        &format!("r{round}e{i}"),
+                        "2021-06-01T00:00:00Z",
+                        &format!("r{round}c{}", i % 40),
+                        Kind::Login,
+                        Some("192.0.2.1"),
+                    );
+                    e.occurred_at += i;
+                    e
+                })
+                .collect();
+            let mut reversed = batch.clone();
+            reversed.reverse();
+            let (ra, rb) =
+                futures_util::future::join(a.insert_events(&batch), b.insert_events(&reversed))
+                    .await;
+            let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+            assert_eq!(
+                ra.inserted + rb.inserted,
+                4_000,
+                "round {round}: {ra:?} {rb:?}"
+            );
+            total += 4_000;
+            assert_eq!(a.count_events().await.expect("count"), total);
+        }
+        assert_eq!(pg_count(&a, "event_keys").await, total as i64);
+        a.close().await;
+        b.close().await;
+    });
+}
+
 /// Two processes ("nodes") on one database: what each does is safe against the other.
 #[test]
 fn two_postgres_nodes_store_a_batch_once_and_keep_one_audit_chain() {

@@ -79,6 +79,8 @@ pub struct ImportReport {
     pub duplicates: u64,
     pub rejected: u64,
     pub elapsed: Duration,
+    /// Months the store wrote aside and indexed at the end, and how long that took.
+    pub indexed: Option<(usize, Duration)>,
     /// Set when some records were rejected.
     pub rejects_file: Option<PathBuf>,
 }
@@ -103,6 +105,13 @@ impl std::fmt::Display for ImportReport {
         )?;
         if let Some(p) = &self.rejects_file {
             write!(f, " (see {})", p.display())?;
+        }
+        if let Some((months, took)) = self.indexed {
+            write!(
+                f,
+                "; {months} new months indexed in {:.1} s",
+                took.as_secs_f64()
+            )?;
         }
         Ok(())
     }
@@ -150,8 +159,46 @@ enum Msg {
     Failed(anyhow::Error),
 }
 
-/// Imports files (`-` for stdin) into the store.
+/// Imports files (`-` for stdin) into the store, as a bulk load ([`EventWriter::begin_bulk`]):
+/// what it stored is readable when it returns, also after a failure.
 pub async fn import<S: EventWriter>(
+    store: &S,
+    paths: &[String],
+    opts: &ImportOptions,
+) -> anyhow::Result<ImportReport> {
+    let started = Instant::now();
+    store
+        .begin_bulk()
+        .await
+        .context("finishing an earlier import's months")?;
+    let report = import_batches(store, paths, opts).await;
+    let bar = if opts.progress {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message("indexing the months loaded");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let indexing = Instant::now();
+    let finished = store.finish_bulk().await;
+    bar.finish_and_clear();
+    match (report, finished) {
+        (Ok(mut r), Ok(months)) => {
+            r.elapsed = started.elapsed();
+            r.indexed = (months > 0).then(|| (months, indexing.elapsed()));
+            Ok(r)
+        }
+        (Ok(_), Err(e)) => {
+            Err(anyhow::Error::new(e).context("making the months loaded readable (run the import again to finish them)"))
+        }
+        (Err(e), Ok(_)) => Err(e),
+        (Err(e), Err(f)) => Err(e.context(format!(
+            "and the months loaded could not be made readable: {f} (run an import again to finish them)"
+        ))),
+    }
+}
+
+async fn import_batches<S: EventWriter>(
     store: &S,
     paths: &[String],
     opts: &ImportOptions,
@@ -330,6 +377,7 @@ pub async fn import<S: EventWriter>(
         duplicates: total_ins.duplicates,
         rejected,
         elapsed: started.elapsed(),
+        indexed: None,
         rejects_file: (rejected > 0).then_some(rejects.path),
     })
 }

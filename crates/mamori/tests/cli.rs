@@ -1291,6 +1291,55 @@ fn fresh_pg_schema(what: &str) -> Option<(String, String, String)> {
     ))
 }
 
+/// An import into PostgreSQL loads the months new to the store beside it and indexes them when
+/// it ends: the report says so, a second import finds every event a duplicate, and the seed's
+/// investigation over the store says what it says over the embedded store.
+#[test]
+fn import_into_postgres_answers_as_the_embedded_store() {
+    let Some((db, admin, schema)) = fresh_pg_schema("import") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let events = simulate(d, "300");
+    let n = count_lines(&events);
+    let s = stderr(&mamori(
+        d,
+        &["--db", &db, "import", "--quiet", "events.jsonl"],
+    ));
+    assert!(
+        s.contains(&format!("{n} accepted, 0 duplicates, 0 rejected;"))
+            && s.contains("new months indexed in"),
+        "{s}"
+    );
+    let s = stderr(&mamori(
+        d,
+        &["--db", &db, "import", "--quiet", "events.jsonl"],
+    ));
+    assert!(
+        s.contains(&format!("0 accepted, {n} duplicates, 0 rejected")),
+        "{s}"
+    );
+    assert!(!s.contains("indexed"), "no month was new: {s}");
+    ok(d, &["import", "--quiet", "events.jsonl"]);
+    let args = [
+        "investigate",
+        "--from",
+        "2020-06-01",
+        "--to",
+        "2020-10-01",
+        "--format",
+        "csv",
+    ];
+    let lite = ok(d, &args);
+    let mut on_pg = vec!["--db", db.as_str()];
+    on_pg.extend(args);
+    let pg = ok(d, &on_pg);
+    assert!(csv_rows(&lite).len() > 5, "too few procedures:\n{lite}");
+    assert_eq!(csv_rows(&pg), csv_rows(&lite));
+    drop_pg_schema(&admin, &schema);
+}
+
 fn drop_pg_schema(admin: &str, schema: &str) {
     use sqlx::Connection;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -186,7 +186,7 @@ pub(crate) async fn record_in(
         out.push(Ok(alert));
     }
     if !allowed.is_empty() {
-        insert_in(conn, store, &allowed, fresh).await?;
+        insert_in(conn, store, &allowed, fresh, &Default::default()).await?;
     }
     Ok(out)
 }
@@ -373,7 +373,7 @@ impl DecisionLog for PgStore {
         if let Some(kind) = effect.store_as {
             let mut e = rec.event.clone();
             e.kind = kind;
-            insert_in(&mut tx, self, &[e], &mut fresh).await?;
+            insert_in(&mut tx, self, &[e], &mut fresh, &Default::default()).await?;
         }
         let alert = match effect.alert {
             Some(t) => Some(open_alert(&mut tx, id, at, t).await?),

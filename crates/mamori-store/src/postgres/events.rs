@@ -22,7 +22,7 @@ use mamori_core::net::{ip_key, key_bytes, key_ip};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use super::{PgStore, is_missing_partition, month_end, partition_month};
+use super::{PgStore, is_missing_partition, month_end, month_of, partition_month};
 use crate::sqlite::{channel_of, corrupt, ip_of, kind_of, side_of};
 use crate::{
     EventWriter, HistoryReader, Inserted, IpEvent, LoginFeatures, Result, Retention, StoreError,
@@ -84,7 +84,7 @@ async fn intern(
     side: SideTable,
     texts: HashSet<&str>,
     fresh: &mut Fresh,
-) -> Result<HashMap<Box<str>, i64>> {
+) -> Result<(HashMap<Box<str>, i64>, Vec<i64>)> {
     let mut out: HashMap<Box<str>, i64> = HashMap::with_capacity(texts.len());
     let mut missing: Vec<&str> = Vec::new();
     {
@@ -104,17 +104,17 @@ async fn intern(
         }
     }
     if missing.is_empty() {
-        return Ok(out);
+        return Ok((out, Vec::new()));
     }
     // In text order, so that two transactions creating the same keys lock them in one order.
     missing.sort_unstable();
     let (table, key, text) = side.sql();
-    sqlx::query(AssertSqlSafe(format!(
+    let created: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "INSERT INTO {table} ({text}) SELECT t FROM unnest($1::text[]) AS t ORDER BY t \
-         ON CONFLICT ({text}) DO NOTHING"
+         ON CONFLICT ({text}) DO NOTHING RETURNING {key}"
     )))
     .bind(&missing)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
     let found: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {text}, {key} FROM {table} WHERE {text} = ANY($1::text[])"
@@ -135,7 +135,7 @@ async fn intern(
         list.push((t.clone(), k));
         out.insert(t, k);
     }
-    Ok(out)
+    Ok((out, created))
 }
 
 impl PgStore {
@@ -144,7 +144,9 @@ impl PgStore {
     /// that share a device or a user agent would wait for each other's whole transaction (the
     /// second's insert of the key waits for the first to commit). A batch that then fails leaves
     /// its keys behind, which is harmless: nothing reads a key without an event.
-    async fn intern_committed(&self, events: &[Event]) -> Result<()> {
+    ///
+    /// Returns the keys of the customers it created: no event of theirs was stored before.
+    async fn intern_committed(&self, events: &[Event]) -> Result<HashSet<i64>> {
         let customer_ids: HashSet<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
         let device_ids: HashSet<&str> = events
             .iter()
@@ -156,7 +158,7 @@ impl PgStore {
             .collect();
         let mut tx = self.begin().await?;
         let mut fresh = Fresh::default();
-        intern(
+        let (_, created) = intern(
             &mut tx,
             self,
             SideTable::Customers,
@@ -168,7 +170,7 @@ impl PgStore {
         intern(&mut tx, self, SideTable::Agents, agent_texts, &mut fresh).await?;
         tx.commit().await?;
         self.committed(fresh);
-        Ok(())
+        Ok(created.into_iter().collect())
     }
 }
 
@@ -178,11 +180,14 @@ impl PgStore {
 ///
 /// Set-based: the side-table keys in two statements per table, then one statement that inserts
 /// the keys into `event_keys` and the events of the new ones (arrays bound once, `unnest`).
+/// Events of `new_customers` (created for this batch, so with nothing stored) skip the check
+/// when there are many ([`copy_fresh`]).
 pub(crate) async fn insert_in(
     conn: &mut PgConnection,
     store: &PgStore,
     events: &[Event],
     fresh: &mut Fresh,
+    new_customers: &HashSet<i64>,
 ) -> Result<u64> {
     let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
     let rows: Vec<&Event> = events
@@ -199,12 +204,50 @@ pub(crate) async fn insert_in(
         .iter()
         .filter_map(|e| e.user_agent.as_deref())
         .collect();
-    let customers = intern(conn, store, SideTable::Customers, customer_ids, fresh).await?;
-    let devices = intern(conn, store, SideTable::Devices, device_ids, fresh).await?;
-    let agents = intern(conn, store, SideTable::Agents, agent_texts, fresh).await?;
-    if rows.len() >= COPY_FROM {
-        return copy_in(conn, &rows, &customers, &devices, &agents).await;
+    let (customers, _) = intern(conn, store, SideTable::Customers, customer_ids, fresh).await?;
+    let (devices, _) = intern(conn, store, SideTable::Devices, device_ids, fresh).await?;
+    let (agents, _) = intern(conn, store, SideTable::Agents, agent_texts, fresh).await?;
+    let keys = (&customers, &devices, &agents);
+    // Events of months being loaded beside `events` go there.
+    let (loading, attached): (Vec<&Event>, Vec<&Event>) = rows
+        .into_iter()
+        .partition(|e| store.is_loading(month_of(e.occurred_at)));
+    let mut n = 0;
+    for (rows, target) in [(attached, "events"), (loading, "events_load")] {
+        let (new, mut rows): (Vec<&Event>, Vec<&Event>) = rows.into_iter().partition(|e| {
+            customers
+                .get(e.customer_id.as_str())
+                .is_some_and(|k| new_customers.contains(k))
+        });
+        if new.len() >= COPY_FROM {
+            n += copy_fresh(conn, &new, keys, target).await?;
+        } else {
+            rows.extend(new);
+        }
+        if rows.is_empty() {
+        } else if rows.len() >= COPY_FROM {
+            n += copy_in(conn, &rows, keys, target).await?;
+        } else {
+            n += bind_in(conn, &rows, keys, target).await?;
+        }
     }
+    Ok(n)
+}
+
+/// The side-table keys of a batch: customers, devices, user agents.
+type BatchKeys<'a> = (
+    &'a HashMap<Box<str>, i64>,
+    &'a HashMap<Box<str>, i64>,
+    &'a HashMap<Box<str>, i64>,
+);
+
+/// Stores `rows` (no two with one key) into `target` by binding arrays: one round trip.
+async fn bind_in(
+    conn: &mut PgConnection,
+    rows: &[&Event],
+    (customers, devices, agents): BatchKeys<'_>,
+    target: &str,
+) -> Result<u64> {
     let n = rows.len();
     let mut customer_key = Vec::with_capacity(n);
     let mut occurred_at = Vec::with_capacity(n);
@@ -222,8 +265,8 @@ pub(crate) async fn insert_in(
     let mut account_type = Vec::with_capacity(n);
     let mut account_number = Vec::with_capacity(n);
     let mut holder = Vec::with_capacity(n);
-    for e in &rows {
-        let k = Keys::of(e, &customers, &devices, &agents)?;
+    for e in rows {
+        let k = Keys::of(e, customers, devices, agents)?;
         customer_key.push(k.customer);
         occurred_at.push(e.occurred_at);
         event_id.push(e.event_id.as_str());
@@ -249,7 +292,8 @@ pub(crate) async fn insert_in(
                  $10::bigint[], $11::smallint[], $12::text[], $13::text[], $14::text[], \
                  $15::text[], $16::text[]) \
              AS t ({EVENT_COLUMNS}) \
-         ), {STORE_NEW}"
+         ), {}",
+        store_new(target)
     )))
     .bind(customer_key)
     .bind(occurred_at)
@@ -281,23 +325,26 @@ const EVENT_COLUMNS: &str = "customer_key, occurred_at, event_id, kind, channel,
     device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, dest_account_type, \
     dest_account_number, dest_holder_kana";
 
-/// The statement's tail that stores the rows of `input` (no two with one key): their keys into
-/// `event_keys`, and the events of the keys that were new.
-const STORE_NEW: &str = "fresh AS ( \
-         INSERT INTO event_keys (customer_key, event_id, occurred_at) \
-         SELECT customer_key, event_id, occurred_at FROM input \
-         ORDER BY customer_key, event_id \
-         ON CONFLICT DO NOTHING \
-         RETURNING customer_key, event_id \
-     ) \
-     INSERT INTO events (customer_key, occurred_at, event_id, kind, channel, ip, \
-         device_hash, device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, \
-         dest_account_type, dest_account_number, dest_holder_kana) \
-     SELECT i.customer_key, i.occurred_at, i.event_id, i.kind, i.channel, i.ip, \
-         i.device_hash, i.device_key, i.ua_key, i.amount, i.side, i.dest_bank_code, \
-         i.dest_branch_code, i.dest_account_type, i.dest_account_number, i.dest_holder_kana \
-     FROM input i JOIN fresh f \
-         ON f.customer_key = i.customer_key AND f.event_id = i.event_id";
+/// The statement's tail that stores the rows of `input` (no two with one key) into `target`
+/// (`events` or `events_load`): their keys into `event_keys`, and the events of the keys that
+/// were new.
+fn store_new(target: &str) -> String {
+    format!(
+        "fresh AS ( \
+             INSERT INTO event_keys (customer_key, event_id, occurred_at) \
+             SELECT customer_key, event_id, occurred_at FROM input \
+             ORDER BY customer_key, event_id \
+             ON CONFLICT DO NOTHING \
+             RETURNING customer_key, event_id \
+         ) \
+         INSERT INTO {target} ({EVENT_COLUMNS}) \
+         SELECT i.customer_key, i.occurred_at, i.event_id, i.kind, i.channel, i.ip, \
+             i.device_hash, i.device_key, i.ua_key, i.amount, i.side, i.dest_bank_code, \
+             i.dest_branch_code, i.dest_account_type, i.dest_account_number, i.dest_holder_kana \
+         FROM input i JOIN fresh f \
+             ON f.customer_key = i.customer_key AND f.event_id = i.event_id"
+    )
+}
 
 /// An event's side-table keys.
 struct Keys {
@@ -340,16 +387,15 @@ impl Keys {
 async fn copy_in(
     conn: &mut PgConnection,
     rows: &[&Event],
-    customers: &HashMap<Box<str>, i64>,
-    devices: &HashMap<Box<str>, i64>,
-    agents: &HashMap<Box<str>, i64>,
+    (customers, devices, agents): BatchKeys<'_>,
+    target: &str,
 ) -> Result<u64> {
     // Sorting and joining 100,000s of keys: in memory, not in temporary files.
     sqlx::query("SET LOCAL work_mem = '256MB'")
         .execute(&mut *conn)
         .await?;
     sqlx::query(
-        "CREATE TEMPORARY TABLE load_events ( \
+        "CREATE TEMPORARY TABLE IF NOT EXISTS load_events ( \
              customer_key bigint NOT NULL, occurred_at bigint NOT NULL, \
              event_id text COLLATE \"C\" NOT NULL, kind smallint NOT NULL, \
              channel smallint NOT NULL, ip bytea, device_hash bigint, device_key bigint, \
@@ -360,13 +406,80 @@ async fn copy_in(
     )
     .execute(&mut *conn)
     .await?;
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY load_events ({EVENT_COLUMNS}) FROM STDIN"))
+    // A batch with rows for both `events` and `events_load` fills it twice.
+    sqlx::query("TRUNCATE load_events")
+        .execute(&mut *conn)
         .await?;
+    send_copy(
+        conn,
+        &format!("COPY load_events ({EVENT_COLUMNS}) FROM STDIN"),
+        rows,
+        |buf, e| {
+            copy_row(buf, e, &Keys::of(e, customers, devices, agents)?);
+            Ok(())
+        },
+    )
+    .await?;
+    let done = sqlx::query(AssertSqlSafe(format!(
+        "WITH input AS (SELECT * FROM load_events), {}",
+        store_new(target)
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Sends `rows` of customers created for this batch (nothing of theirs is stored, and no two
+/// rows have one key) with COPY straight into `event_keys` and `target`: no temporary table, no
+/// conflict check, no join. If another process stored one of the same events since the
+/// customer was created, the key's unique index fails the transaction, and
+/// [`EventWriter::insert_events`] stores the batch again the usual way.
+async fn copy_fresh(
+    conn: &mut PgConnection,
+    rows: &[&Event],
+    (customers, devices, agents): BatchKeys<'_>,
+    target: &str,
+) -> Result<u64> {
+    send_copy(
+        conn,
+        "COPY event_keys (customer_key, event_id, occurred_at) FROM STDIN",
+        rows,
+        |buf, e| {
+            let k = Keys::of(e, customers, devices, agents)?;
+            buf.extend_from_slice(k.customer.to_string().as_bytes());
+            buf.push(b'\t');
+            copy_text(buf, Some(&e.event_id));
+            buf.push(b'\t');
+            buf.extend_from_slice(e.occurred_at.to_string().as_bytes());
+            buf.push(b'\n');
+            Ok(())
+        },
+    )
+    .await?;
+    send_copy(
+        conn,
+        &format!("COPY {target} ({EVENT_COLUMNS}) FROM STDIN"),
+        rows,
+        |buf, e| {
+            copy_row(buf, e, &Keys::of(e, customers, devices, agents)?);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(rows.len() as u64)
+}
+
+/// Runs a `COPY … FROM STDIN` statement with `row` writing each of `rows` in COPY's text format.
+async fn send_copy(
+    conn: &mut PgConnection,
+    sql: &str,
+    rows: &[&Event],
+    mut row: impl FnMut(&mut Vec<u8>, &Event) -> Result<()>,
+) -> Result<()> {
+    let mut copy = conn.copy_in_raw(sql).await?;
     let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
     for e in rows {
-        let k = Keys::of(e, customers, devices, agents)?;
-        copy_row(&mut buf, e, &k);
+        row(&mut buf, e)?;
         if buf.len() >= COPY_CHUNK {
             copy.send(std::mem::take(&mut buf)).await?;
             buf.reserve(COPY_CHUNK + 4096);
@@ -376,12 +489,7 @@ async fn copy_in(
         copy.send(buf).await?;
     }
     copy.finish().await?;
-    let done = sqlx::query(AssertSqlSafe(format!(
-        "WITH input AS (SELECT * FROM load_events), {STORE_NEW}"
-    )))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+    Ok(())
 }
 
 /// Bytes of COPY data per message.
@@ -466,6 +574,15 @@ impl EventWriter for PgStore {
         2
     }
 
+    /// New months are loaded beside `events` ([`PgStore::begin_loading`]).
+    async fn begin_bulk(&self) -> Result<()> {
+        self.begin_loading().await
+    }
+
+    async fn finish_bulk(&self) -> Result<usize> {
+        Ok(self.finish_loading().await?.len())
+    }
+
     async fn insert_events(&self, events: &[Event]) -> Result<Inserted> {
         if events.is_empty() {
             return Ok(Inserted::default());
@@ -473,14 +590,14 @@ impl EventWriter for PgStore {
         // A partition this process created may since have been dropped by another's purge:
         // then the insert fails, and runs once more after looking again.
         let mut tries = 0;
-        self.intern_committed(events).await?;
+        let mut new_customers = self.intern_committed(events).await?;
         let inserted = loop {
             tries += 1;
             self.ensure_months(events.iter().map(|e| e.occurred_at))
                 .await?;
             let mut tx = self.begin().await?;
             let mut fresh = Fresh::default();
-            let done = match insert_in(&mut tx, self, events, &mut fresh).await {
+            let done = match insert_in(&mut tx, self, events, &mut fresh, &new_customers).await {
                 Ok(n) => tx.commit().await.map(|_| n).map_err(StoreError::from),
                 Err(e) => Err(e),
             };
@@ -490,6 +607,15 @@ impl EventWriter for PgStore {
                     break n;
                 }
                 Err(e) if tries < 3 && is_missing_partition(&e) => self.forget_months(),
+                // Another process stored an event of a customer created for this batch (or
+                // the two waited on each other's keys): again, with every key checked in order.
+                Err(StoreError::Db(e))
+                    if tries < 3
+                        && !new_customers.is_empty()
+                        && (super::is_code(&e, "23505") || super::is_code(&e, "40P01")) =>
+                {
+                    new_customers.clear()
+                }
                 Err(e) => return Err(e),
             }
         };
@@ -841,6 +967,101 @@ impl HistoryReader for PgStore {
     }
 }
 
+/// The indexes of a month of `events`, as the partitioned indexes of migration 0001 define them:
+/// (name suffix, columns and predicate). A loaded month gets them before it is attached, and
+/// attaching adopts them.
+const MONTH_INDEXES: [(&str, &str); 3] = [
+    ("customer", "(customer_key, occurred_at)"),
+    ("ip", "(ip, occurred_at) WHERE ip IS NOT NULL"),
+    (
+        "sensitive",
+        "(kind, occurred_at) WHERE kind IN (4, 5, 7, 8, 9, 10, 11, 12)",
+    ),
+];
+
+impl PgStore {
+    /// From now on, this process writes the events of months `events` lacks into tables beside
+    /// it (partitions of `events_load`, no indexes), which [`PgStore::finish_loading`] indexes
+    /// in bulk and attaches. Months loads left unfinished (a process killed) are finished first.
+    pub async fn begin_loading(&self) -> Result<()> {
+        self.finish_loading().await?;
+        self.bulk.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes every month loaded beside `events` (by this process or another that did not finish)
+    /// part of it: indexed (two indexes built at once), then, under the partition lock, attached
+    /// as the month's partition, or, if `events` has that month meanwhile (another process
+    /// created it), its rows moved there. Returns the months. Ends this process's loading.
+    pub async fn finish_loading(&self) -> Result<Vec<i64>> {
+        self.bulk.store(false, std::sync::atomic::Ordering::Relaxed);
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'events_load'::regclass ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut done = Vec::with_capacity(names.len());
+        for name in names {
+            let m = super::loading_month(&name)
+                .ok_or_else(|| corrupt(&format!("unexpected partition of events_load: {name}")))?;
+            let build = |(suffix, def): (&'static str, &'static str)| {
+                let sql = format!("CREATE INDEX IF NOT EXISTS {name}_{suffix} ON {name} {def}");
+                async move {
+                    let mut tx = self.begin().await?;
+                    // A month's sort in memory, not in temporary files.
+                    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Result::<()>::Ok(())
+                }
+            };
+            let [a, b, c] = MONTH_INDEXES;
+            futures_util::future::try_join(build(a), build(b)).await?;
+            build(c).await?;
+            let mut tx = self.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(super::PARTITION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER TABLE events_load DETACH PARTITION {name}"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            let part = super::partition_name(m);
+            if super::has_partition(&mut tx, m).await? {
+                for sql in [
+                    format!("INSERT INTO events SELECT * FROM {name}"),
+                    format!("DROP TABLE {name}"),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                }
+            } else {
+                let (lo, hi) = super::month_bounds(m);
+                for sql in [
+                    format!("ALTER TABLE {name} RENAME TO {part}"),
+                    format!(
+                        "ALTER TABLE events ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
+                    ),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            sqlx::query(AssertSqlSafe(format!("ANALYZE {part}")))
+                .execute(&self.pool)
+                .await?;
+            super::lock(&self.loading).remove(&m);
+            super::lock(&self.months).insert(m);
+            done.push(m);
+        }
+        Ok(done)
+    }
+}
+
 /// The partitions of `events` and their months.
 pub(crate) async fn partitions(conn: &mut PgConnection) -> Result<Vec<(String, i64)>> {
     let names: Vec<String> = sqlx::query_scalar(
@@ -879,10 +1100,28 @@ impl Retention for PgStore {
                     .await?;
             }
         }
-        sqlx::query("DELETE FROM events WHERE occurred_at < $1")
+        // Months being loaded beside `events` are purged alike.
+        let loading: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'events_load'::regclass",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for name in loading {
+            if super::loading_month(&name).is_some_and(|m| month_end(m) <= t) {
+                sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for table in ["events", "events_load"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE occurred_at < $1"
+            )))
             .bind(t)
             .execute(&mut *tx)
             .await?;
+        }
         let gone = sqlx::query("DELETE FROM event_keys WHERE occurred_at < $1")
             .bind(t)
             .execute(&mut *tx)

@@ -7,6 +7,7 @@
 //! ([`events`]); their idempotency key lives in an unpartitioned table.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mamori_core::time::{DAY_US, civil_from_days, days_from_civil};
@@ -34,6 +35,10 @@ pub struct PgStore {
     pool: PgPool,
     /// Months (`year * 12 + month - 1`) whose partition this process knows exists.
     months: Arc<Mutex<BTreeSet<i64>>>,
+    /// Months this process loads beside `events` ([`PgStore::begin_loading`]).
+    loading: Arc<Mutex<BTreeSet<i64>>>,
+    /// Whether new months are loaded beside `events` rather than created in it.
+    bulk: Arc<AtomicBool>,
     /// Committed keys of the side tables (they never change once committed).
     keys: Arc<Mutex<events::KeyCache>>,
     /// User-agent families by `ua_key`.
@@ -119,6 +124,8 @@ impl PgStore {
         Ok(PgStore {
             pool,
             months: Arc::default(),
+            loading: Arc::default(),
+            bulk: Arc::default(),
             keys: Arc::default(),
             ua_families: Arc::default(),
         })
@@ -141,12 +148,18 @@ impl PgStore {
     /// Makes sure the partitions of the months of `times` exist, each created (if missing) in a
     /// transaction of its own, serialised across processes by an advisory lock. Called before the
     /// transaction that inserts, never inside one (creating a partition waits for the
-    /// transactions that use `events`).
+    /// transactions that use `events`). While loading ([`PgStore::begin_loading`]), a month
+    /// `events` lacks is created beside it, in `events_load`.
     pub(crate) async fn ensure_months(&self, times: impl IntoIterator<Item = i64>) -> Result<()> {
+        let bulk = self.bulk.load(Ordering::Relaxed);
         let missing: Vec<i64> = {
-            let known = self.months.lock().unwrap_or_else(|p| p.into_inner());
+            let known = lock(&self.months);
+            let loading = lock(&self.loading);
             let wanted: BTreeSet<i64> = times.into_iter().map(month_of).collect();
-            wanted.into_iter().filter(|m| !known.contains(m)).collect()
+            wanted
+                .into_iter()
+                .filter(|m| !known.contains(m) && !loading.contains(m))
+                .collect()
         };
         for m in missing {
             let (lo, hi) = month_bounds(m);
@@ -155,28 +168,56 @@ impl PgStore {
                 .bind(PARTITION_LOCK)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF events FOR VALUES FROM ({lo}) TO ({hi})",
-                partition_name(m)
-            )))
-            .execute(&mut *tx)
-            .await?;
+            let attached = !bulk || has_partition(&mut tx, m).await?;
+            let sql = if attached {
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF events FOR VALUES FROM ({lo}) TO ({hi})",
+                    partition_name(m)
+                )
+            } else {
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF events_load \
+                     FOR VALUES FROM ({lo}) TO ({hi})",
+                    loading_name(m)
+                )
+            };
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
             tx.commit().await?;
-            self.months
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(m);
+            lock(if attached {
+                &self.months
+            } else {
+                &self.loading
+            })
+            .insert(m);
         }
         Ok(())
     }
 
+    /// Whether this process loads the month `m` beside `events`.
+    pub(crate) fn is_loading(&self, m: i64) -> bool {
+        lock(&self.loading).contains(&m)
+    }
+
     /// Forgets which partitions exist (another process may have dropped some).
     pub(crate) fn forget_months(&self) {
-        self.months
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        lock(&self.months).clear();
+        lock(&self.loading).clear();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `events` has the partition of month `m`.
+async fn has_partition(conn: &mut PgConnection, m: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'events'::regclass AND c.relname = $1)",
+    )
+    .bind(partition_name(m))
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Whether a database error has this SQLSTATE.
@@ -221,6 +262,16 @@ pub fn partition_name(month: i64) -> String {
     } else {
         format!("events_{y:04}_{m:02}")
     }
+}
+
+/// The table a month is loaded into beside `events`: `loading_2020_01`.
+pub fn loading_name(month: i64) -> String {
+    format!("loading_{}", &partition_name(month)["events_".len()..])
+}
+
+/// The month of a table made by [`loading_name`].
+pub fn loading_month(name: &str) -> Option<i64> {
+    partition_month(&format!("events_{}", name.strip_prefix("loading_")?))
 }
 
 /// The month of a partition name made by [`partition_name`].
@@ -269,6 +320,7 @@ mod tests {
         for at in [i64::MIN, -1, 0, 1, i64::MAX] {
             let m = month_of(at);
             assert_eq!(partition_month(&partition_name(m)), Some(m), "{at}");
+            assert_eq!(loading_month(&loading_name(m)), Some(m), "{at}");
             let (lo, hi) = month_bounds(m);
             let inside = |b: &str, f: fn(i64, i64) -> bool| b.parse().map_or(true, |b| f(b, at));
             assert!(inside(&lo, |b, at| b <= at), "{at} {lo}");
@@ -276,6 +328,8 @@ mod tests {
         }
         assert_eq!(partition_month("events_2020_13"), None);
         assert_eq!(partition_month("event_keys"), None);
+        assert_eq!(loading_name(jan), "loading_2020_01");
+        assert_eq!(loading_month("events_2020_01"), None);
         assert!(valid_schema("mamori_test_1") && !valid_schema("x; drop") && !valid_schema(""));
         assert_eq!(
             redacted("postgres://u:secret@host/db"),
