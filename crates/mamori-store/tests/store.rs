@@ -1361,6 +1361,76 @@ fn postgres_bulk_loads_new_months_beside_events_and_attaches_them() {
     });
 }
 
+/// A new month's partition is created without waiting for the queries that read `events`: a
+/// node storing the first event of a month is not held up by a long investigation on another,
+/// and does not stop every other reader behind it.
+#[test]
+fn postgres_a_new_month_does_not_wait_for_readers_of_events() {
+    use sqlx::Connection;
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("month").await else {
+            return;
+        };
+        let s = schema.open().await;
+        let jan = testsuite::ev(
+            "j1",
+            "2021-01-10T00:00:00Z",
+            "c1",
+            Kind::Login,
+            Some("192.0.2.1"),
+        );
+        s.insert_events(&[jan]).await.expect("january");
+        // A reader holds `events` in a transaction, as a long investigation does.
+        let mut reader = sqlx::PgConnection::connect(&schema.url)
+            .await
+            .expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET search_path = {}",
+            schema.name
+        )))
+        .execute(&mut reader)
+        .await
+        .expect("search path");
+        let mut tx = reader.begin().await.expect("begin");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("read");
+        assert_eq!(n, 1);
+        let feb = testsuite::ev(
+            "f1",
+            "2021-02-10T00:00:00Z",
+            "c1",
+            Kind::Login,
+            Some("192.0.2.1"),
+        );
+        let stored = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.insert_events(std::slice::from_ref(&feb)),
+        )
+        .await
+        .expect("the new month waited for the reader")
+        .expect("february");
+        assert_eq!(stored.inserted, 1);
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            pg_partitions(&s).await,
+            ["events_2021_01", "events_2021_02"]
+        );
+        // The month has the indexes of `events`, attached to them.
+        let attached: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE c.relname LIKE 'events\\_2021\\_02\\_%' AND i.inhparent IN \
+             ('events_customer'::regclass, 'events_ip'::regclass, 'events_sensitive'::regclass)",
+        )
+        .fetch_one(s.pool())
+        .await
+        .expect("indexes");
+        assert_eq!(attached, 3);
+        s.close().await;
+    });
+}
+
 /// Two processes sent the same large batch of customers new to the store at once: each may
 /// take the path without conflict checks for the customers it created, and every event is
 /// still stored once.

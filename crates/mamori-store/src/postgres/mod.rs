@@ -168,20 +168,34 @@ impl PgStore {
                 .bind(PARTITION_LOCK)
                 .execute(&mut *tx)
                 .await?;
-            let attached = !bulk || has_partition(&mut tx, m).await?;
-            let sql = if attached {
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF events FOR VALUES FROM ({lo}) TO ({hi})",
-                    partition_name(m)
-                )
+            let exists = has_partition(&mut tx, m).await?;
+            let attached = !bulk || exists;
+            let sql = if exists {
+                vec![]
+            } else if attached {
+                // Created, then attached: `CREATE TABLE … PARTITION OF` would take an exclusive
+                // lock on `events`, waiting for every query reading it (a long investigation)
+                // and stopping every node's reads and writes behind it; attaching takes a lock
+                // that lets them run. Attaching builds the (empty) month's indexes.
+                let part = partition_name(m);
+                vec![
+                    format!(
+                        "CREATE TABLE {part} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                    ),
+                    format!(
+                        "ALTER TABLE events ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
+                    ),
+                ]
             } else {
-                format!(
+                vec![format!(
                     "CREATE TABLE IF NOT EXISTS {} PARTITION OF events_load \
                      FOR VALUES FROM ({lo}) TO ({hi})",
                     loading_name(m)
-                )
+                )]
             };
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            for sql in sql {
+                sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             lock(if attached {
                 &self.months
