@@ -1066,9 +1066,10 @@ fn postgres_passes_the_storage_suite() {
     });
 }
 
-/// A large batch goes through COPY (text format) into a temporary table: every field comes
-/// back as sent, including texts COPY must escape, and the first copy still wins, in the batch
-/// and against what is stored. The SQLite store, given the same batches, answers the same.
+/// A large batch goes through COPY (binary format): for customers with stored events into a
+/// temporary table, for customers new to the store straight into the tables. Every field comes
+/// back as sent (tabs, backslashes, newlines, `\N` and kana in texts, IPv4 and IPv6, NULLs), and
+/// the first copy still wins, in the batch and against what is stored. The SQLite store, given the same batches, answers the same.
 #[test]
 fn postgres_large_batches_go_through_copy_and_keep_every_field() {
     use mamori_core::event::{Destination, Side};
@@ -1133,7 +1134,9 @@ fn postgres_large_batches_go_through_copy_and_keep_every_field() {
             })
             .collect();
         // Stored before, through the small path: a later copy of these keys adds nothing.
-        let before: Vec<Event> = events[..50]
+        // 150 of the 300 customers: 3,000 of the batch's events are theirs, 3,000 are new
+        // customers'; both halves are large enough for COPY.
+        let before: Vec<Event> = events[..150]
             .iter()
             .map(|e| {
                 let mut e = e.clone();
@@ -1141,17 +1144,17 @@ fn postgres_large_batches_go_through_copy_and_keep_every_field() {
                 e
             })
             .collect();
-        // Copies inside the large batch: the first wins.
+        // Copies inside the large batch (of new customers' events): the first wins.
         let mut batch = events.clone();
-        for e in &events[100..140] {
+        for e in &events[200..240] {
             let mut e = e.clone();
             e.kind = Kind::Logout;
             batch.push(e);
         }
         let r = pg.insert_events(&before).await.expect("small batch");
-        assert_eq!(r.inserted, 50);
+        assert_eq!(r.inserted, 150);
         let r = pg.insert_events(&batch).await.expect("large batch");
-        assert_eq!((r.inserted, r.duplicates), (5_950, 90), "{r:?}");
+        assert_eq!((r.inserted, r.duplicates), (5_850, 190), "{r:?}");
         let r = pg.insert_events(&batch).await.expect("again");
         assert_eq!((r.inserted, r.duplicates), (0, 6_040), "{r:?}");
         lite.insert_events(&before).await.expect("sqlite small");
@@ -1159,7 +1162,7 @@ fn postgres_large_batches_go_through_copy_and_keep_every_field() {
         assert_eq!(pg.count_events().await.expect("count"), 6_000);
         assert_eq!(pg_count(&pg, "event_keys").await, 6_000);
         let mut want: Vec<Event> = before.clone();
-        want.extend(events[50..].iter().cloned());
+        want.extend(events[150..].iter().cloned());
         for c in 0..300 {
             let c = format!("cp{c}");
             let mut w: Vec<&Event> = want.iter().filter(|e| e.customer_id == c).collect();

@@ -381,7 +381,7 @@ impl Keys {
     }
 }
 
-/// Sends `rows` (no two with one key) with COPY (text format) into a temporary table dropped at
+/// Sends `rows` (no two with one key) with COPY (binary format) into a temporary table dropped at
 /// commit, then stores the new ones from there in one statement. COPY is parsed by the server
 /// far faster than arrays of bound parameters, and the client's encoding overlaps it.
 async fn copy_in(
@@ -412,7 +412,7 @@ async fn copy_in(
         .await?;
     send_copy(
         conn,
-        &format!("COPY load_events ({EVENT_COLUMNS}) FROM STDIN"),
+        &format!("COPY load_events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"),
         rows,
         |buf, e| {
             copy_row(buf, e, &Keys::of(e, customers, devices, agents)?);
@@ -442,23 +442,17 @@ async fn copy_fresh(
 ) -> Result<u64> {
     send_copy(
         conn,
-        "COPY event_keys (customer_key, event_id, occurred_at) FROM STDIN",
+        "COPY event_keys (customer_key, event_id, occurred_at) FROM STDIN (FORMAT binary)",
         rows,
         |buf, e| {
-            let k = Keys::of(e, customers, devices, agents)?;
-            buf.extend_from_slice(k.customer.to_string().as_bytes());
-            buf.push(b'\t');
-            copy_text(buf, Some(&e.event_id));
-            buf.push(b'\t');
-            buf.extend_from_slice(e.occurred_at.to_string().as_bytes());
-            buf.push(b'\n');
+            copy_key(buf, e, &Keys::of(e, customers, devices, agents)?);
             Ok(())
         },
     )
     .await?;
     send_copy(
         conn,
-        &format!("COPY {target} ({EVENT_COLUMNS}) FROM STDIN"),
+        &format!("COPY {target} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"),
         rows,
         |buf, e| {
             copy_row(buf, e, &Keys::of(e, customers, devices, agents)?);
@@ -469,7 +463,8 @@ async fn copy_fresh(
     Ok(rows.len() as u64)
 }
 
-/// Runs a `COPY … FROM STDIN` statement with `row` writing each of `rows` in COPY's text format.
+/// Runs a `COPY … FROM STDIN (FORMAT binary)` statement with `row` writing each of `rows` as a
+/// tuple of COPY's binary format.
 async fn send_copy(
     conn: &mut PgConnection,
     sql: &str,
@@ -478,6 +473,7 @@ async fn send_copy(
 ) -> Result<()> {
     let mut copy = conn.copy_in_raw(sql).await?;
     let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
+    buf.extend_from_slice(COPY_BINARY_HEADER);
     for e in rows {
         row(&mut buf, e)?;
         if buf.len() >= COPY_CHUNK {
@@ -485,9 +481,8 @@ async fn send_copy(
             buf.reserve(COPY_CHUNK + 4096);
         }
     }
-    if !buf.is_empty() {
-        copy.send(buf).await?;
-    }
+    buf.extend_from_slice(COPY_BINARY_TRAILER);
+    copy.send(buf).await?;
     copy.finish().await?;
     Ok(())
 }
@@ -495,44 +490,26 @@ async fn send_copy(
 /// Bytes of COPY data per message.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// One event as a line of COPY's text format, in [`EVENT_COLUMNS`] order.
+/// One event as a tuple of COPY's binary format, in [`EVENT_COLUMNS`] order (the server reads
+/// binary fields with less work than text: no parsing of numbers, no hex decoding).
 fn copy_row(buf: &mut Vec<u8>, e: &Event, k: &Keys) {
-    let mut n = itoa::Buffer::new();
-    let mut int = |buf: &mut Vec<u8>, v: Option<i64>| match v {
-        Some(v) => buf.extend_from_slice(n.format(v).as_bytes()),
-        None => buf.extend_from_slice(b"\\N"),
-    };
-    int(buf, Some(k.customer));
-    buf.push(b'\t');
-    int(buf, Some(e.occurred_at));
-    buf.push(b'\t');
-    copy_text(buf, Some(&e.event_id));
-    buf.push(b'\t');
-    int(buf, Some(i64::from(e.kind.code())));
-    buf.push(b'\t');
-    int(buf, Some(i64::from(e.channel.code())));
-    buf.push(b'\t');
-    match e.ip {
-        // bytea's hex form, its backslash escaped for COPY.
-        Some(ip) => {
-            buf.extend_from_slice(b"\\\\x");
-            for b in key_bytes(ip_key(ip)) {
-                buf.push(HEX[usize::from(b >> 4)]);
-                buf.push(HEX[usize::from(b & 15)]);
-            }
-        }
-        None => buf.extend_from_slice(b"\\N"),
-    }
-    buf.push(b'\t');
-    int(buf, e.device_id.as_deref().map(|d| device_hash(d) as i64));
-    buf.push(b'\t');
-    int(buf, k.device);
-    buf.push(b'\t');
-    int(buf, k.agent);
-    buf.push(b'\t');
-    int(buf, e.amount);
-    buf.push(b'\t');
-    int(buf, e.side.map(|s| i64::from(s.code())));
+    buf.extend_from_slice(&16i16.to_be_bytes());
+    bin_i64(buf, Some(k.customer));
+    bin_i64(buf, Some(e.occurred_at));
+    bin_bytes(buf, Some(e.event_id.as_bytes()));
+    bin_i16(buf, Some(i16::from(e.kind.code())));
+    bin_i16(buf, Some(i16::from(e.channel.code())));
+    bin_bytes(
+        buf,
+        e.ip.map(|ip| key_bytes(ip_key(ip)))
+            .as_ref()
+            .map(|b| &b[..]),
+    );
+    bin_i64(buf, e.device_id.as_deref().map(|d| device_hash(d) as i64));
+    bin_i64(buf, k.device);
+    bin_i64(buf, k.agent);
+    bin_i64(buf, e.amount);
+    bin_i16(buf, e.side.map(|s| i16::from(s.code())));
     let d = e.destination.as_ref();
     for f in [
         d.map(|d| d.bank_code.as_str()),
@@ -541,30 +518,44 @@ fn copy_row(buf: &mut Vec<u8>, e: &Event, k: &Keys) {
         d.map(|d| d.account_number.as_str()),
         d.map(|d| d.holder_kana.as_str()),
     ] {
-        buf.push(b'\t');
-        copy_text(buf, f);
+        bin_bytes(buf, f.map(str::as_bytes));
     }
-    buf.push(b'\n');
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// An event's idempotency key as a tuple of COPY's binary format: `customer_key, event_id,
+/// occurred_at`.
+fn copy_key(buf: &mut Vec<u8>, e: &Event, k: &Keys) {
+    buf.extend_from_slice(&3i16.to_be_bytes());
+    bin_i64(buf, Some(k.customer));
+    bin_bytes(buf, Some(e.event_id.as_bytes()));
+    bin_i64(buf, Some(e.occurred_at));
+}
 
-/// A text field of COPY's text format: backslash, tab, newline and carriage return escaped;
-/// `\N` for NULL.
-fn copy_text(buf: &mut Vec<u8>, t: Option<&str>) {
-    let Some(t) = t else {
-        buf.extend_from_slice(b"\\N");
-        return;
-    };
-    for &b in t.as_bytes() {
-        match b {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            _ => buf.push(b),
+/// The header of COPY's binary format: signature, flags, no extension.
+const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The trailer of COPY's binary format.
+const COPY_BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// A field of COPY's binary format: its length (−1 for NULL) and its bytes (text and bytea are
+/// sent as they are).
+fn bin_bytes(buf: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(b) => {
+            // Fields are far below 2 GiB: texts of the event contract and 16-byte keys.
+            buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
+            buf.extend_from_slice(b);
         }
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
     }
+}
+
+fn bin_i64(buf: &mut Vec<u8>, v: Option<i64>) {
+    bin_bytes(buf, v.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+}
+
+fn bin_i16(buf: &mut Vec<u8>, v: Option<i16>) {
+    bin_bytes(buf, v.map(i16::to_be_bytes).as_ref().map(|b| &b[..]));
 }
 
 impl EventWriter for PgStore {
