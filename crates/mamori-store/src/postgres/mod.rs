@@ -147,8 +147,9 @@ impl PgStore {
 
     /// Makes sure the partitions of the months of `times` exist, each created (if missing) in a
     /// transaction of its own, serialised across processes by an advisory lock. Called before the
-    /// transaction that inserts, never inside one (creating a partition waits for the
-    /// transactions that use `events`). While loading ([`PgStore::begin_loading`]), a month
+    /// transaction that inserts, never inside one (a month is attached with a lock that lets
+    /// `events` be read and written, but a loading month's `CREATE TABLE … PARTITION OF` waits
+    /// for the transactions that use `events_load`). While loading ([`PgStore::begin_loading`]), a month
     /// `events` lacks is created beside it, in `events_load`.
     pub(crate) async fn ensure_months(&self, times: impl IntoIterator<Item = i64>) -> Result<()> {
         let bulk = self.bulk.load(Ordering::Relaxed);
