@@ -2260,32 +2260,100 @@ impl Drop for TestStream {
     }
 }
 
-/// `(customer_id, event_id)` of every event in a store file, and how many rows it has.
+/// The store `mamori consume` writes in its test: a SQLite file or a PostgreSQL schema.
+enum Target {
+    File(PathBuf),
+    Pg(String),
+}
+
+/// A connection that reads the store under test.
+enum TargetConn {
+    Lite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl Target {
+    fn db_arg(&self) -> String {
+        match self {
+            Target::File(p) => p.display().to_string(),
+            Target::Pg(url) => url.clone(),
+        }
+    }
+
+    /// A connection, when the store can be opened (not before the consumer creates it).
+    async fn connect(&self) -> Option<TargetConn> {
+        use sqlx::Connection;
+        match self {
+            Target::File(p) => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(p)
+                    .read_only(true);
+                sqlx::SqliteConnection::connect_with(&opts)
+                    .await
+                    .ok()
+                    .map(TargetConn::Lite)
+            }
+            Target::Pg(url) => sqlx::PgConnection::connect(url)
+                .await
+                .ok()
+                .map(TargetConn::Pg),
+        }
+    }
+}
+
+impl TargetConn {
+    async fn count(&mut self) -> Result<i64, sqlx::Error> {
+        const SQL: &str = "SELECT count(*) FROM events";
+        match self {
+            TargetConn::Lite(c) => sqlx::query_scalar(SQL).fetch_one(c).await,
+            TargetConn::Pg(c) => sqlx::query_scalar(SQL).fetch_one(c).await,
+        }
+    }
+
+    async fn keys(&mut self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        const SQL: &str =
+            "SELECT c.customer_id, e.event_id FROM events e JOIN customers c USING (customer_key)";
+        match self {
+            TargetConn::Lite(c) => sqlx::query_as(SQL).fetch_all(c).await,
+            TargetConn::Pg(c) => sqlx::query_as(SQL).fetch_all(c).await,
+        }
+    }
+}
+
+/// `(customer_id, event_id)` of every event in the store, and how many rows it has.
 fn stored_keys(
     rt: &tokio::runtime::Runtime,
-    db: &Path,
+    target: &Target,
 ) -> (std::collections::HashSet<(String, String)>, usize) {
-    use sqlx::Connection;
     rt.block_on(async {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .read_only(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&opts)
-            .await
-            .expect("open the store");
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT c.customer_id, e.event_id FROM events e JOIN customers c USING (customer_key)",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .expect("read the store");
+        let mut conn = target.connect().await.expect("open the store");
+        let rows = conn.keys().await.expect("read the store");
         let n = rows.len();
         (rows.into_iter().collect(), n)
     })
 }
 
+/// Drops a PostgreSQL test schema when dropped.
+struct DropSchema(String, String);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        drop_pg_schema(&self.0, &self.1);
+    }
+}
+
 #[test]
 fn consume_from_nats_is_exactly_once_across_kill_9() {
+    consume_is_exactly_once_across_kill_9(false);
+}
+
+/// The same into PostgreSQL, the store of several nodes.
+#[test]
+fn consume_from_nats_into_postgres_is_exactly_once_across_kill_9() {
+    consume_is_exactly_once_across_kill_9(true);
+}
+
+fn consume_is_exactly_once_across_kill_9(on_postgres: bool) {
     use std::collections::HashSet;
     use std::time::{Duration, Instant};
     let Some(url) = nats_or_skip() else {
@@ -2293,6 +2361,15 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
+    let (target, _schema) = if on_postgres {
+        let Some((db, admin, schema)) = fresh_pg_schema("consume") else {
+            return;
+        };
+        (Target::Pg(db), Some(DropSchema(admin, schema)))
+    } else {
+        (Target::File(d.join("store.db")), None)
+    };
+    let db_arg = target.db_arg();
     let events = simulate(d, "200");
     let lines: Vec<String> = std::fs::read_to_string(&events)
         .expect("events")
@@ -2382,7 +2459,7 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
                 .env_remove("MAMORI_NATS")
                 .env("RUST_LOG", "info")
                 .args([
-                    "--db", "store.db", "consume", "--nats", &url, "--stream", &name,
+                    "--db", &db_arg, "consume", "--nats", &url, "--stream", &name,
                 ])
                 .args([
                     "--batch",
@@ -2399,15 +2476,10 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
                 .expect("spawn mamori consume"),
         )
     };
-    let db = d.join("store.db");
     // Counts the stored events every 2 ms until `until` says stop; returns the last count.
     let watch_count = |child: &mut Killed, until: &dyn Fn(i64) -> bool, what: &str| -> i64 {
-        use sqlx::Connection;
         let started = Instant::now();
         rt.block_on(async {
-            let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .read_only(true);
             let mut conn = None;
             loop {
                 assert!(
@@ -2418,13 +2490,10 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
                     panic!("mamori consume ended ({status}) before {what}");
                 }
                 if conn.is_none() {
-                    conn = sqlx::SqliteConnection::connect_with(&opts).await.ok();
+                    conn = target.connect().await;
                 }
                 if let Some(c) = conn.as_mut() {
-                    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
-                        .fetch_one(c)
-                        .await
-                    {
+                    match c.count().await {
                         Ok(n) if until(n) => return n,
                         Ok(_) => {}
                         Err(_) => conn = None, // not created yet
@@ -2440,7 +2509,7 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
     let mut first = consume("first.log", &[]);
     let partial = watch_count(&mut first, &|n| n >= distinct / 4, "a quarter was stored");
     drop(first);
-    let (_, partial_now) = stored_keys(&rt, &db);
+    let (_, partial_now) = stored_keys(&rt, &target);
     assert!(
         (partial_now as i64) < distinct,
         "the consumer stored everything ({partial} when seen) before the kill; nothing was tested"
@@ -2466,7 +2535,7 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
         "{log2}"
     );
 
-    let (stored, rows) = stored_keys(&rt, &db);
+    let (stored, rows) = stored_keys(&rt, &target);
     assert_eq!(rows, expected.len(), "events stored twice or lost");
     let lost: Vec<_> = expected.difference(&stored).take(3).collect();
     let extra: Vec<_> = stored.difference(&expected).take(3).collect();
@@ -2526,7 +2595,7 @@ fn consume_from_nats_is_exactly_once_across_kill_9() {
         log3.contains("1 stored, 0 duplicates, 0 rejected"),
         "{log3}"
     );
-    let (stored, rows) = stored_keys(&rt, &db);
+    let (stored, rows) = stored_keys(&rt, &target);
     assert_eq!(rows, expected.len());
     assert!(
         stored == expected,
