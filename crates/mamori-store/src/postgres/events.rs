@@ -410,16 +410,7 @@ async fn copy_in(
     sqlx::query("TRUNCATE load_events")
         .execute(&mut *conn)
         .await?;
-    send_copy(
-        conn,
-        &format!("COPY load_events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"),
-        rows,
-        |buf, e| {
-            copy_row(buf, e, &Keys::of(e, customers, devices, agents)?);
-            Ok(())
-        },
-    )
-    .await?;
+    copy_events(conn, "load_events", rows, (customers, devices, agents)).await?;
     let done = sqlx::query(AssertSqlSafe(format!(
         "WITH input AS (SELECT * FROM load_events), {}",
         store_new(target)
@@ -450,17 +441,27 @@ async fn copy_fresh(
         },
     )
     .await?;
+    copy_events(conn, target, rows, (customers, devices, agents)).await?;
+    Ok(rows.len() as u64)
+}
+
+/// Sends `rows` with COPY into `table` (`load_events`, `events` or `events_load`).
+async fn copy_events(
+    conn: &mut PgConnection,
+    table: &str,
+    rows: &[&Event],
+    (customers, devices, agents): BatchKeys<'_>,
+) -> Result<()> {
     send_copy(
         conn,
-        &format!("COPY {target} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"),
+        &format!("COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"),
         rows,
         |buf, e| {
             copy_row(buf, e, &Keys::of(e, customers, devices, agents)?);
             Ok(())
         },
     )
-    .await?;
-    Ok(rows.len() as u64)
+    .await
 }
 
 /// Runs a `COPY … FROM STDIN (FORMAT binary)` statement with `row` writing each of `rows` as a
@@ -986,12 +987,7 @@ impl PgStore {
     /// created it), its rows moved there. Returns the months. Ends this process's loading.
     pub async fn finish_loading(&self) -> Result<Vec<i64>> {
         self.bulk.store(false, std::sync::atomic::Ordering::Relaxed);
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = 'events_load'::regclass ORDER BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let names = children(&mut *self.pool.acquire().await?, "events_load").await?;
         let mut done = Vec::with_capacity(names.len());
         for name in names {
             let m = super::loading_month(&name)
@@ -1053,15 +1049,21 @@ impl PgStore {
     }
 }
 
+/// The names of a partitioned table's partitions (`events`, `events_load`), in name order.
+async fn children(conn: &mut PgConnection, parent: &'static str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = $1::regclass ORDER BY 1",
+    )
+    .bind(parent)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 /// The partitions of `events` and their months.
 pub(crate) async fn partitions(conn: &mut PgConnection) -> Result<Vec<(String, i64)>> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'events'::regclass",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    names
+    children(conn, "events")
+        .await?
         .into_iter()
         .map(|n| {
             let m = partition_month(&n)
@@ -1092,13 +1094,7 @@ impl Retention for PgStore {
             }
         }
         // Months being loaded beside `events` are purged alike.
-        let loading: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = 'events_load'::regclass",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for name in loading {
+        for name in children(&mut tx, "events_load").await? {
             if super::loading_month(&name).is_some_and(|m| month_end(m) <= t) {
                 sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
                     .execute(&mut *tx)
