@@ -1,18 +1,26 @@
 //! The server's hot cache: customers' recent events, IPs' recent uses and the resolutions' marks
-//! held in memory, so that an assessment reads nothing from the file once its customer and IP
+//! held in memory, so that an assessment reads nothing from the store once its customer and IP
 //! have been seen.
 //!
-//! Coherence rests on `store_meta.seq`, which every write transaction of every process
-//! increments (migration 0007):
-//! - **Writes of this process** go through [`crate::SqliteStore`]'s single writer; after each
-//!   commit (seq `s`), still holding the writer, its new events are added to what is held —
-//!   except to entries read from a snapshot that already had them (their seq ≥ `s`).
-//! - **Fills** (a customer or IP read on a miss) run beside the writer: they read the seq and the
-//!   rows in one snapshot, and their result is kept only if no write of this process was added
-//!   since that seq (otherwise it answers its own question and is dropped).
-//! - **Writes of other processes** (an import into the store while it serves) show as a seq this
-//!   process did not make: found by its next write, or by a reader that polls (every [`POLL`]),
-//!   they empty the cache. Another process's events thus reach decisions within about [`POLL`].
+//! Every write the cache learns of is **applied** in turn and numbered: the events are added to
+//! the customers and IPs held, except to those whose read already saw the write ([`Seen`]), and
+//! kept a while for fills.
+//! - **Fills** (a customer or IP read on a miss) run beside the writes: a fill notes the number
+//!   of the last write applied, then reads the rows and what its read saw (SQLite: the
+//!   `store_meta.seq` of the snapshot; PostgreSQL: the snapshot itself). What it holds then gets
+//!   the writes applied after that number that the read did not see; a write applied before it
+//!   had committed before the read began, so the read saw it. A fill whose later writes are no
+//!   longer kept is dropped (it answers its own question).
+//! - **SQLite**: the writes of this process, after each commit (seq `s`, from `store_meta.seq`,
+//!   which every write transaction of every process increments, migration 0007), still holding
+//!   the writer. Writes of other processes (an import into the store while it serves) show as a
+//!   seq this process did not make: found by its next write, or by a reader that polls (every
+//!   [`POLL`]), they empty the cache. Another process's events thus reach decisions within about
+//!   [`POLL`].
+//! - **PostgreSQL** (several nodes): the writes of this node after each commit, by transaction
+//!   id; every other process's as the change feed brings them (`crate::postgres::feed`): each
+//!   transaction that stores events also writes them to the feed table, and each node reads the
+//!   transactions committed since its last look, every [`POLL`] or sooner.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,12 +47,71 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// earlier moment (batches of attempts out of order) is still answered from memory.
 pub(crate) const FILL_SLACK_US: i64 = 2 * mamori_core::time::DAY_US;
 
-/// A customer's events from `from` on, in time order (ties in the store's order), as of seq
-/// `seq` and this process's writes after it.
+/// A write whose events the cache applies: a SQLite write transaction by its `store_meta.seq`,
+/// or a PostgreSQL one by its transaction id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    Seq(i64),
+    Xid(u64),
+}
+
+/// The writes a read saw: on SQLite every write up to a `store_meta.seq`; on PostgreSQL those a
+/// snapshot saw committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seen {
+    Seq(i64),
+    Snap(Arc<Snapshot>),
+}
+
+impl Seen {
+    /// Whether the read saw the write.
+    pub(crate) fn includes(&self, w: Write) -> bool {
+        match (self, w) {
+            (Seen::Seq(s), Write::Seq(q)) => q <= *s,
+            (Seen::Snap(s), Write::Xid(x)) => s.sees(x),
+            // One store never mixes them; a read that cannot tell did not see it.
+            _ => false,
+        }
+    }
+}
+
+/// A PostgreSQL snapshot as `pg_current_snapshot()` gives it: every transaction below `xmin` had
+/// ended; those from `xmax` on had not started; of those between, `xip` were in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub xip: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Parses the text form `xmin:xmax:xip,xip,…`.
+    pub fn parse(s: &str) -> Option<Snapshot> {
+        let mut parts = s.splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next()? {
+            "" => Vec::new(),
+            l => l
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        (xmin <= xmax).then_some(Snapshot { xmin, xmax, xip })
+    }
+
+    /// Whether a committed transaction `x` is visible in the snapshot.
+    pub fn sees(&self, x: u64) -> bool {
+        x < self.xmin || (x < self.xmax && !self.xip.contains(&x))
+    }
+}
+
+/// A customer's events from `from` on, in time order (ties in the store's order), as of the read
+/// `seen` and the writes applied after it.
 #[derive(Debug)]
 struct Held {
     from: i64,
-    seq: i64,
+    seen: Seen,
     rows: Vec<Past>,
     used: u64,
 }
@@ -57,11 +124,11 @@ type Resolutions = (HashMap<Box<str>, Vec<Familiar>>, Vec<(u128, i64)>);
 
 /// An IP's uses by UTC day, from `from_day` on: per customer and day (as `ip_seen` counts them),
 /// and for some days also event by event (the days a question's window starts or ends inside).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct HeldIp {
     from_day: i64,
-    /// The seq of the snapshot the days were read from.
-    seq: i64,
+    /// The read the days came from.
+    seen: Seen,
     days: BTreeMap<i64, IpDay>,
     rows: usize,
     used: u64,
@@ -74,8 +141,8 @@ struct HeldIp {
 struct IpDay {
     /// (logins, failed logins) by customer.
     customers: HashMap<Arc<str>, (u32, u32)>,
-    /// The events and the seq of the snapshot they were read from.
-    events: Option<(i64, Vec<IpUse<String>>)>,
+    /// The events and the read they came from.
+    events: Option<(Seen, Vec<IpUse<String>>)>,
 }
 
 /// An IP's uses over the days `first..=last`, as [`mamori_core::history::ip_activity`] counts them: the customers
@@ -128,10 +195,10 @@ pub(crate) enum IpNeed {
 }
 
 impl Held {
-    /// Adds an event of write `seq` unless it is before the rows or they were read after it;
-    /// returns the rows added.
-    fn apply(&mut self, seq: i64, p: &Past) -> usize {
-        if p.access.at < self.from || self.seq >= seq {
+    /// Adds an event of write `w` unless it is before the rows or their read saw it; returns the
+    /// rows added.
+    fn apply(&mut self, w: Write, p: &Past) -> usize {
+        if p.access.at < self.from || self.seen.includes(w) {
             return 0;
         }
         // After every held event at the same time: the store orders ties by event id, but no
@@ -143,37 +210,47 @@ impl Held {
 }
 
 impl HeldIp {
-    /// Adds a use of write `seq` to the day's counts and events, each unless read after it;
-    /// returns the rows added.
-    fn apply(&mut self, seq: i64, customer: &str, p: &Past) -> usize {
+    fn new(from_day: i64, seen: Seen, used: u64) -> Self {
+        HeldIp {
+            from_day,
+            seen,
+            days: BTreeMap::new(),
+            rows: 0,
+            used,
+            whole: None,
+        }
+    }
+
+    /// Adds a use of write `w` to the day's counts and events, unless their reads saw it (a
+    /// day's events are read after the days, so they saw whatever the days' read saw); returns
+    /// the rows added.
+    fn apply(&mut self, w: Write, customer: &str, p: &Past) -> usize {
         let day = utc_day(p.access.at);
-        if day < self.from_day {
+        if day < self.from_day || self.seen.includes(w) {
             return 0;
         }
         let use_ = IpUse::event(p.access.at, customer.to_owned(), p.access.kind);
         let d = self.days.entry(day).or_insert_with(|| IpDay {
-            // A day the IP had no use before this write: its events are this write's.
-            events: Some((seq - 1, Vec::new())),
+            // A day the IP had no use in the read: its events are the writes' after it.
+            events: Some((self.seen.clone(), Vec::new())),
             ..IpDay::default()
         });
         let mut n = 0;
-        if self.seq < seq {
-            if self
-                .whole
-                .as_ref()
-                .is_some_and(|w| w.first <= day && day <= w.last)
-            {
-                self.whole = None;
-            }
-            let c = d.customers.entry(customer.into()).or_insert_with(|| {
-                n += 1;
-                (0, 0)
-            });
-            c.0 += use_.logins;
-            c.1 += use_.failed_logins;
+        if self
+            .whole
+            .as_ref()
+            .is_some_and(|w| w.first <= day && day <= w.last)
+        {
+            self.whole = None;
         }
+        let c = d.customers.entry(customer.into()).or_insert_with(|| {
+            n += 1;
+            (0, 0)
+        });
+        c.0 += use_.logins;
+        c.1 += use_.failed_logins;
         if let Some((read, ev)) = &mut d.events
-            && *read < seq
+            && !read.includes(w)
         {
             ev.push(use_);
             n += 1;
@@ -194,12 +271,17 @@ struct State {
     /// Legitimate resolutions by customer, and confirmed-fraud IPs with their time; `None` until
     /// read (again).
     marks: Option<Resolutions>,
-    /// `store_meta.seq` after this process's last write added here (or its last check).
+    /// SQLite: `store_meta.seq` after this process's last write added here (or its last check).
     seq: i64,
-    /// This process's last writes, in seq order (consecutive since the last clear), for fills
-    /// read in an earlier snapshot.
-    recent: std::collections::VecDeque<(i64, Vec<(String, Past)>)>,
+    /// Writes applied so far (each gets the next number); a fill notes the number before it
+    /// reads.
+    applied: u64,
+    /// The last writes applied, by number, for fills that read before them.
+    recent: std::collections::VecDeque<(u64, Write, Vec<(String, Past)>)>,
     recent_events: usize,
+    /// Writes up to this number are no longer in `recent` (or were cleared): a fill that noted
+    /// an earlier number is dropped.
+    lost: u64,
     checked: Option<Instant>,
     hits: u64,
     misses: u64,
@@ -263,6 +345,11 @@ impl Hot {
         }
     }
 
+    /// The number of the last write applied: a fill notes it before it reads.
+    pub(crate) fn applied(&self) -> u64 {
+        self.state().applied
+    }
+
     /// The customer's events with `from ≤ at < to`, when held from `from` or earlier.
     pub(crate) fn past(&self, customer: &str, from: i64, to: i64) -> Option<Vec<Past>> {
         let mut s = self.state();
@@ -285,25 +372,25 @@ impl Hot {
     }
 
     /// Holds a customer's events read from the store (every event with `at ≥ from`, in order)
-    /// in the snapshot of `seq`, with this process's writes since added.
-    pub(crate) fn fill(&self, customer: &str, from: i64, seq: i64, rows: Vec<Past>) {
+    /// by the read `seen`, begun after write number `noted` was applied, with the writes applied
+    /// since that it did not see.
+    pub(crate) fn fill(&self, customer: &str, from: i64, noted: u64, seen: Seen, rows: Vec<Past>) {
         let mut s = self.state();
         s.tick += 1;
         let mut held = Held {
             from,
-            seq,
+            seen,
             rows,
             used: s.tick,
         };
-        let Some(later) = Self::since(&s, seq) else {
+        let Some(later) = Self::since(&s, noted) else {
             return;
         };
-        for (q, c, p) in later {
+        for (w, c, p) in later {
             if c == customer {
-                held.apply(q, p);
+                held.apply(w, p);
             }
         }
-        held.seq = held.seq.max(s.seq);
         let s = &mut *s;
         hold(
             &mut s.customers,
@@ -315,13 +402,18 @@ impl Hot {
         );
     }
 
-    /// Adds the events of this process's write `seq` (after its commit) to the customers and IPs
-    /// held, and records `seq` as the last.
-    pub(crate) fn stored(&self, seq: i64, events: Vec<(String, Past)>) {
+    /// Adds the events of a committed write to the customers and IPs held (unless their reads
+    /// saw it) and keeps them for fills that read before: this process's writes after their
+    /// commit, other processes' as the store reports them. A SQLite write's seq is recorded as
+    /// the last.
+    pub(crate) fn stored(&self, w: Write, events: Vec<(String, Past)>) {
         let mut s = self.state();
         let s = &mut *s;
-        s.seq = s.seq.max(seq);
-        s.checked = Some(Instant::now());
+        if let Write::Seq(seq) = w {
+            s.seq = s.seq.max(seq);
+            s.checked = Some(Instant::now());
+        }
+        s.applied += 1;
         for (customer, p) in &events {
             for key in p
                 .access
@@ -330,34 +422,35 @@ impl Hot {
                 .flat_map(|ip| [(false, ip), (true, prefix_key(ip))])
             {
                 if let Some(h) = s.ips.get_mut(&key) {
-                    s.ip_rows += h.apply(seq, customer, p);
+                    s.ip_rows += h.apply(w, customer, p);
                 }
             }
             if let Some(h) = s.customers.get_mut(customer.as_str()) {
-                s.rows += h.apply(seq, p);
+                s.rows += h.apply(w, p);
             }
         }
         s.recent_events += events.len();
-        s.recent.push_back((seq, events));
+        s.recent.push_back((s.applied, w, events));
         while s.recent.len() > RECENT_WRITES || s.recent_events > RECENT_EVENTS {
-            let Some((_, old)) = s.recent.pop_front() else {
+            let Some((n, _, old)) = s.recent.pop_front() else {
                 break;
             };
+            s.lost = n;
             s.recent_events -= old.len();
         }
     }
 
-    /// This process's writes after `seq`, for a fill read in the snapshot of `seq`; `None` if
-    /// some are no longer kept (the fill is then dropped).
-    fn since(s: &State, seq: i64) -> Option<impl Iterator<Item = (i64, &String, &Past)>> {
-        if s.seq > seq && s.recent.front().is_none_or(|(q, _)| *q > seq + 1) {
+    /// The writes applied after number `noted`, for a fill that noted it before it read; `None`
+    /// if some are no longer kept (the fill is then dropped).
+    fn since(s: &State, noted: u64) -> Option<impl Iterator<Item = (Write, &String, &Past)>> {
+        if s.lost > noted {
             return None;
         }
         Some(
             s.recent
                 .iter()
-                .filter(move |(q, _)| *q > seq)
-                .flat_map(|(q, evs)| evs.iter().map(move |(c, p)| (*q, c, p))),
+                .filter(move |(n, _, _)| *n > noted)
+                .flat_map(|(_, w, evs)| evs.iter().map(move |(c, p)| (*w, c, p))),
         )
     }
 
@@ -504,24 +597,19 @@ impl Hot {
     }
 
     /// Holds an IP's uses of every day from `from_day` on, as the store gives them for whole
-    /// days (a customer's day may come in two parts, which add up), read in the snapshot of
-    /// `seq`, with this process's writes since added.
+    /// days (a customer's day may come in two parts, which add up), read by `seen` after write
+    /// number `noted`, with the writes applied since that it did not see.
     pub(crate) fn fill_ip(
         &self,
         net: bool,
         ip: u128,
         from_day: i64,
-        seq: i64,
+        (noted, seen): (u64, Seen),
         uses: Vec<(u128, IpUse<String>)>,
     ) {
         let mut s = self.state();
         s.tick += 1;
-        let mut h = HeldIp {
-            from_day,
-            seq,
-            used: s.tick,
-            ..HeldIp::default()
-        };
+        let mut h = HeldIp::new(from_day, seen, s.tick);
         for (_, u) in uses {
             let d = h.days.entry(utc_day(u.at)).or_default();
             let c = d.customers.entry(u.customer.into()).or_insert_with(|| {
@@ -531,15 +619,14 @@ impl Hot {
             c.0 += u.logins;
             c.1 += u.failed_logins;
         }
-        let Some(later) = Self::since(&s, seq) else {
+        let Some(later) = Self::since(&s, noted) else {
             return;
         };
-        for (q, c, p) in later {
+        for (w, c, p) in later {
             if on(net, ip, p) {
-                h.apply(q, c, p);
+                h.apply(w, c, p);
             }
         }
-        h.seq = h.seq.max(s.seq);
         let s = &mut *s;
         hold(
             &mut s.ips,
@@ -551,14 +638,14 @@ impl Hot {
         );
     }
 
-    /// Holds the events of an IP's day read in the snapshot of `seq` (the IP's days must be
-    /// held), with this process's writes since added.
+    /// Holds the events of an IP's day read by `seen` after write number `noted` (the IP's days
+    /// must be held), with the writes applied since that it did not see.
     pub(crate) fn fill_ip_day(
         &self,
         net: bool,
         ip: u128,
         day: i64,
-        seq: i64,
+        (noted, seen): (u64, Seen),
         uses: Vec<(u128, IpUse<String>)>,
     ) {
         let mut s = self.state();
@@ -567,32 +654,34 @@ impl Hot {
             .filter(|(k, u)| *k == ip && utc_day(u.at) == day)
             .map(|(_, u)| u)
             .collect();
-        let Some(later) = Self::since(&s, seq) else {
+        let Some(later) = Self::since(&s, noted) else {
             return;
         };
         // Only the events: the day's counts have had every write already.
-        for (_, c, p) in later {
-            if on(net, ip, p) && utc_day(p.access.at) == day {
+        for (w, c, p) in later {
+            if on(net, ip, p) && utc_day(p.access.at) == day && !seen.includes(w) {
                 ev.push(IpUse::event(p.access.at, c.clone(), p.access.kind));
             }
         }
-        let last = s.seq.max(seq);
         let Some(h) = s.ips.get_mut(&(net, ip)) else {
             return;
         };
         let n = ev.len();
         let d = h.days.entry(day).or_default();
-        let old = d.events.replace((last, ev)).map_or(0, |(_, e)| e.len());
+        let old = d.events.replace((seen, ev)).map_or(0, |(_, e)| e.len());
         h.rows = h.rows + n - old;
         s.ip_rows = s.ip_rows + n - old;
     }
 
-    /// Empties the cache (another process wrote, or events were purged).
+    /// Empties the cache (another process wrote, or events were purged); fills that read
+    /// before are dropped.
     pub(crate) fn clear(&self) {
         let mut s = self.state();
         s.customers.clear();
         s.ips.clear();
         s.recent.clear();
+        s.applied += 1;
+        s.lost = s.applied;
         s.recent_events = 0;
         s.ip_rows = 0;
         s.rows = 0;
@@ -770,13 +859,13 @@ mod tests {
     fn answers_only_windows_it_holds_and_evicts_the_least_recently_used() {
         let h = Hot::new(10, 0);
         assert!(h.past("a", 0, 100).is_none());
-        h.fill("a", 10, 0, vec![past(10), past(20), past(30)]);
+        h.fill("a", 10, 0, Seen::Seq(0), vec![past(10), past(20), past(30)]);
         assert!(h.past("a", 5, 100).is_none(), "held from 10 only");
         assert_eq!(at(&h.past("a", 15, 30).unwrap()), vec![20]);
-        h.fill("b", 0, 0, (0..5).map(past).collect());
+        h.fill("b", 0, 0, Seen::Seq(0), (0..5).map(past).collect());
         h.past("a", 10, 11);
         // 3 + 5 + 4 > 10: b, used least recently, goes.
-        h.fill("c", 0, 0, (0..4).map(past).collect());
+        h.fill("c", 0, 0, Seen::Seq(0), (0..4).map(past).collect());
         assert!(h.past("b", 0, 10).is_none());
         assert!(h.past("a", 10, 11).is_some() && h.past("c", 0, 1).is_some());
         assert_eq!(h.stats().rows, 7);
@@ -785,30 +874,101 @@ mod tests {
     #[test]
     fn a_fill_read_before_writes_gets_them_once_or_is_dropped() {
         let h = Hot::new(1000, 10);
-        // Write 11 stores an event of "a" (not held yet); a fill read in the snapshot of seq 10,
-        // before it, gets it added; one read at 11 already has it.
-        h.stored(11, vec![("a".into(), past(50))]);
-        h.fill("a", 0, 10, vec![past(10)]);
+        // A fill notes the writes applied (none), reads in the snapshot of seq 10; write 11 of
+        // "a" is applied meanwhile (not held yet): the fill gets it added. One that read at 11
+        // already has it.
+        let noted = h.applied();
+        h.stored(Write::Seq(11), vec![("a".into(), past(50))]);
+        h.fill("a", 0, noted, Seen::Seq(10), vec![past(10)]);
         assert_eq!(at(&h.past("a", 0, 100).unwrap()), vec![10, 50]);
-        h.fill("b", 0, 11, vec![past(10), past(50)]);
-        h.stored(12, vec![("b".into(), past(60)), ("a".into(), past(60))]);
+        h.fill("b", 0, noted, Seen::Seq(11), vec![past(10), past(50)]);
+        // A write applied after a fill is held only where the fill did not see it: "c" read at
+        // 12 (before write 12 was applied here) has it already.
+        h.fill("c", 0, h.applied(), Seen::Seq(12), vec![past(60)]);
+        h.stored(
+            Write::Seq(12),
+            vec![
+                ("b".into(), past(60)),
+                ("a".into(), past(60)),
+                ("c".into(), past(60)),
+            ],
+        );
         assert_eq!(at(&h.past("b", 0, 100).unwrap()), vec![10, 50, 60]);
         assert_eq!(at(&h.past("a", 0, 100).unwrap()), vec![10, 50, 60]);
+        assert_eq!(at(&h.past("c", 0, 100).unwrap()), vec![60]);
         // An IP's days likewise: a login of write 13 on the IP, a fill read at 12.
         let mut login = past(DAY_US + 5);
         login.access.ip = Some(7);
-        h.stored(13, vec![("c".into(), login)]);
-        h.fill_ip(false, 7, 0, 12, vec![]);
+        let noted = h.applied();
+        h.stored(Write::Seq(13), vec![("c".into(), login)]);
+        h.fill_ip(false, 7, 0, (noted, Seen::Seq(12)), vec![]);
         let uses = h.ip_uses(false, 7, 0, 3 * DAY_US).expect("held");
         assert_eq!(uses.len(), 1);
         assert_eq!((uses[0].1.customer.as_str(), uses[0].1.logins), ("c", 1));
-        // Another process wrote (seq 20): fills from before it are dropped, later ones kept.
+        // Another process wrote (seq 20): fills that began before the cache was emptied are
+        // dropped, later ones kept.
+        let noted = h.applied();
         h.clear();
         h.set_seq(20);
-        h.fill("d", 0, 15, vec![past(1)]);
+        h.fill("d", 0, noted, Seen::Seq(20), vec![past(1)]);
         assert!(h.past("d", 0, 100).is_none());
-        h.fill("d", 0, 20, vec![past(1)]);
+        h.fill("d", 0, h.applied(), Seen::Seq(20), vec![past(1)]);
         assert!(h.past("d", 0, 100).is_some());
+    }
+
+    fn snap(s: &str) -> Seen {
+        Seen::Snap(Arc::new(Snapshot::parse(s).expect("snapshot")))
+    }
+
+    #[test]
+    fn snapshots_parse_and_see_what_had_committed() {
+        let s = Snapshot::parse("100:105:101,103").expect("parses");
+        assert_eq!((s.xmin, s.xmax, s.xip.as_slice()), (100, 105, &[101, 103][..]));
+        let seen: Vec<u64> = (98..107).filter(|x| s.sees(*x)).collect();
+        assert_eq!(seen, vec![98, 99, 100, 102, 104]);
+        assert_eq!(Snapshot::parse("7:7:"), Some(Snapshot { xmin: 7, xmax: 7, xip: vec![] }));
+        for bad in ["", "7", "7:", "8:7:", "1:2:x", "a:2:"] {
+            assert_eq!(Snapshot::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// On PostgreSQL writes arrive in commit order, not transaction-id order, and a fill's
+    /// snapshot may have seen a write applied after the fill began, or not.
+    #[test]
+    fn fills_by_snapshot_get_the_writes_they_did_not_see_once() {
+        let h = Hot::new(1000, 0);
+        let noted = h.applied();
+        // Transactions 101 and 103 commit while the fill reads; its snapshot saw 103 (it had
+        // committed) but not 101 (still in progress).
+        h.stored(Write::Xid(103), vec![("a".into(), past(30))]);
+        h.stored(Write::Xid(101), vec![("a".into(), past(20))]);
+        h.fill("a", 0, noted, snap("101:104:101"), vec![past(10), past(30)]);
+        assert_eq!(at(&h.past("a", 0, 100).unwrap()), vec![10, 20, 30]);
+        // 102 committed before the snapshot but reaches this node after the fill: not again.
+        // 104 started after it: added.
+        h.stored(Write::Xid(102), vec![("a".into(), past(25))]);
+        h.stored(Write::Xid(104), vec![("a".into(), past(40))]);
+        assert_eq!(at(&h.past("a", 0, 100).unwrap()), vec![10, 20, 30, 40]);
+        // An IP's day: counts from the days' read, events from the day's later read.
+        let mut ev = past(DAY_US + 5);
+        ev.access.ip = Some(9);
+        h.fill_ip(false, 9, 0, (h.applied(), snap("110:110:")), vec![]);
+        let noted = h.applied();
+        h.stored(Write::Xid(111), vec![("b".into(), ev)]);
+        // The day's events read by a snapshot that saw 111: it brings the event itself.
+        h.fill_ip_day(
+            false,
+            9,
+            1,
+            (noted, snap("112:112:")),
+            vec![(9, IpUse::event(DAY_US + 5, "b".into(), Kind::Login))],
+        );
+        let uses = h
+            .ip_uses(false, 9, DAY_US + 1, DAY_US + 9)
+            .expect("held");
+        assert_eq!(uses.len(), 1, "{uses:?}");
+        let act = h.activity(false, 9, "x", 0, 3 * DAY_US).expect("held");
+        assert_eq!((act.logins, act.other_customers), (1, 1));
     }
 
     /// `activity` against `ip_activity` over the uses `ip_uses` gives (what it did before it
@@ -828,11 +988,17 @@ mod tests {
                 use_(day, 20, ["b", "c"][day as usize % 2], Kind::LoginFailed),
             ));
         }
-        h.fill_ip(false, 7, 0, 1, uses.clone());
+        h.fill_ip(false, 7, 0, (h.applied(), Seen::Seq(1)), uses.clone());
         let (from, to) = (DAY_US + 12 * 3_600_000_000, 5 * DAY_US + 12 * 3_600_000_000);
         for day in [1, 5] {
             let of_day = uses.iter().filter(|(_, u)| utc_day(u.at) == day);
-            h.fill_ip_day(false, 7, day, 1, of_day.cloned().collect());
+            h.fill_ip_day(
+                false,
+                7,
+                day,
+                (h.applied(), Seen::Seq(1)),
+                of_day.cloned().collect(),
+            );
         }
         let check = |what: &str| {
             let held = h.ip_uses(false, 7, from, to).expect("held");
@@ -855,14 +1021,14 @@ mod tests {
             (c.to_owned(), p)
         };
         // A new customer on a whole day, then an old one's first failed login there.
-        h.stored(2, vec![ev(3, "d", Kind::Login)]);
+        h.stored(Write::Seq(2), vec![ev(3, "d", Kind::Login)]);
         check("after d on day 3");
-        h.stored(3, vec![ev(2, "a", Kind::LoginFailed)]);
+        h.stored(Write::Seq(3), vec![ev(2, "a", Kind::LoginFailed)]);
         check("after a failed on day 2");
         // On the edges: a customer only there (inside the window), and one already on whole
         // days (after the window's end).
         h.stored(
-            4,
+            Write::Seq(4),
             vec![ev(1, "e", Kind::LoginFailed), ev(5, "b", Kind::Login)],
         );
         check("after the edges' writes");

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::hot::{Hot, IpNeed};
+use crate::hot::{Hot, IpNeed, Seen, Write};
 use crate::raw;
 use crate::{
     EventWriter, HistoryReader, Inserted, IpEvent, LoginFeatures, Result, Retention, StoreError,
@@ -738,7 +738,7 @@ impl SqliteStore {
                 h.clear();
                 h.set_seq(seq);
             } else {
-                h.stored(seq, hot);
+                h.stored(Write::Seq(seq), hot);
                 if marks_changed {
                     h.marks_changed();
                 }
@@ -1146,14 +1146,16 @@ impl SqliteStore {
                     let day = utc_day(from) - crate::hot::FILL_SLACK_US / DAY_US;
                     // Whole days only: both edges on midnight.
                     let w = [(lo, hi, day * DAY_US, FAR_DAY * DAY_US)];
+                    let noted = h.applied();
                     let (seq, uses) = self.read_now(|c| snapshot(c, |c| range_windows(c, &w)))?;
-                    h.fill_ip(net, lo, day, seq, uses);
+                    h.fill_ip(net, lo, day, (noted, Seen::Seq(seq)), uses);
                 }
                 Err(IpNeed::Events(day)) => {
                     // An edge inside the day: its events one by one.
                     let w = [(lo, hi, day * DAY_US + 1, day * DAY_US + 2)];
+                    let noted = h.applied();
                     let (seq, uses) = self.read_now(|c| snapshot(c, |c| range_windows(c, &w)))?;
-                    h.fill_ip_day(net, lo, day, seq, uses);
+                    h.fill_ip_day(net, lo, day, (noted, Seen::Seq(seq)), uses);
                 }
             }
         }
@@ -1228,12 +1230,13 @@ impl SqliteStore {
             if !h.preload_room().0 {
                 break;
             }
+            let noted = h.applied();
             let (seq, rows) = self.read_now(|conn| {
                 snapshot(conn, |conn| {
                     past_rows(conn, &self.ua_families, c, held_from, i64::MAX)
                 })
             })?;
-            h.fill(c, held_from, seq, rows);
+            h.fill(c, held_from, noted, Seen::Seq(seq), rows);
         }
         let ip_day = utc_day(first_day * DAY_US - ip_span - crate::hot::FILL_SLACK_US);
         for ip in ips {
@@ -1241,8 +1244,9 @@ impl SqliteStore {
                 break;
             }
             let w = [(ip, ip_day * DAY_US, FAR_DAY * DAY_US)];
+            let noted = h.applied();
             let (seq, uses) = self.read_now(|c| snapshot(c, |c| ip_windows(c, &w)))?;
-            h.fill_ip(false, ip, ip_day, seq, uses);
+            h.fill_ip(false, ip, ip_day, (noted, Seen::Seq(seq)), uses);
         }
         Ok(())
     }
@@ -1421,6 +1425,7 @@ impl HistoryReader for SqliteStore {
         }
         // A miss: every event from a little before the window on, with the seq of the snapshot.
         let held_from = from.saturating_sub(crate::hot::FILL_SLACK_US);
+        let noted = h.applied();
         let (seq, rows) = self.read_now(|conn| {
             snapshot(conn, |conn| {
                 past_rows(conn, &self.ua_families, customer, held_from, i64::MAX)
@@ -1429,7 +1434,7 @@ impl HistoryReader for SqliteStore {
         let lo = rows.partition_point(|p| p.access.at < from);
         let hi = rows.partition_point(|p| p.access.at < to);
         let out = rows[lo..hi].to_vec();
-        h.fill(customer, held_from, seq, rows);
+        h.fill(customer, held_from, noted, Seen::Seq(seq), rows);
         Ok(out)
     }
 
