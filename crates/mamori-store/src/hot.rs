@@ -116,6 +116,9 @@ struct Held {
     used: u64,
 }
 
+/// A write applied: its number, the write, its events by customer.
+type Applied = (u64, Write, Vec<(String, Past)>);
+
 /// A familiar mark: (IP key, device hash, since).
 type Familiar = (Option<u128>, Option<u64>, i64);
 
@@ -277,7 +280,7 @@ struct State {
     /// reads.
     applied: u64,
     /// The last writes applied, by number, for fills that read before them.
-    recent: std::collections::VecDeque<(u64, Write, Vec<(String, Past)>)>,
+    recent: std::collections::VecDeque<Applied>,
     recent_events: usize,
     /// Writes up to this number are no longer in `recent` (or were cleared): a fill that noted
     /// an earlier number is dropped.
@@ -923,10 +926,20 @@ mod tests {
     #[test]
     fn snapshots_parse_and_see_what_had_committed() {
         let s = Snapshot::parse("100:105:101,103").expect("parses");
-        assert_eq!((s.xmin, s.xmax, s.xip.as_slice()), (100, 105, &[101, 103][..]));
+        assert_eq!(
+            (s.xmin, s.xmax, s.xip.as_slice()),
+            (100, 105, &[101, 103][..])
+        );
         let seen: Vec<u64> = (98..107).filter(|x| s.sees(*x)).collect();
         assert_eq!(seen, vec![98, 99, 100, 102, 104]);
-        assert_eq!(Snapshot::parse("7:7:"), Some(Snapshot { xmin: 7, xmax: 7, xip: vec![] }));
+        assert_eq!(
+            Snapshot::parse("7:7:"),
+            Some(Snapshot {
+                xmin: 7,
+                xmax: 7,
+                xip: vec![]
+            })
+        );
         for bad in ["", "7", "7:", "8:7:", "1:2:x", "a:2:"] {
             assert_eq!(Snapshot::parse(bad), None, "{bad:?}");
         }
@@ -963,9 +976,7 @@ mod tests {
             (noted, snap("112:112:")),
             vec![(9, IpUse::event(DAY_US + 5, "b".into(), Kind::Login))],
         );
-        let uses = h
-            .ip_uses(false, 9, DAY_US + 1, DAY_US + 9)
-            .expect("held");
+        let uses = h.ip_uses(false, 9, DAY_US + 1, DAY_US + 9).expect("held");
         assert_eq!(uses.len(), 1, "{uses:?}");
         let act = h.activity(false, 9, "x", 0, 3 * DAY_US).expect("held");
         assert_eq!((act.logins, act.other_customers), (1, 1));

@@ -78,12 +78,12 @@ impl Store {
         ))
     }
 
-    /// Gives the SQLite store a hot cache of `max_rows` events (see [`crate::hot`]); a
-    /// PostgreSQL store is shared by several nodes and reads the database.
+    /// Gives the store a hot cache of `max_rows` events (see [`crate::hot`]); on PostgreSQL the
+    /// change feed keeps it current with the other nodes' writes.
     pub async fn with_hot(self, max_rows: usize) -> Result<Self> {
         Ok(match self {
             Store::Sqlite(s) => Store::Sqlite(s.with_hot(max_rows).await?),
-            Store::Postgres(s) => Store::Postgres(s),
+            Store::Postgres(s) => Store::Postgres(s.with_hot(max_rows).await?),
         })
     }
 
@@ -99,7 +99,7 @@ impl Store {
     pub fn hot_stats(&self) -> Option<crate::hot::HotStats> {
         match self {
             Store::Sqlite(s) => s.hot_stats(),
-            Store::Postgres(_) => None,
+            Store::Postgres(s) => s.hot_stats(),
         }
     }
 

@@ -52,11 +52,9 @@ fn sqlite_passes_the_storage_suite() {
 /// writes (another process, as far as the cache can tell), resolutions and concurrent fills.
 #[test]
 fn the_hot_cache_answers_as_the_store_does() {
-    use mamori_core::assess::{Attempt, Decision, Policy};
-    use mamori_core::case::Resolution;
-    use mamori_core::time::{DAY_US, parse_bound};
-    use mamori_store::assess::{activity, assess_attempt, past_span, population};
-    use mamori_store::{AssessmentRecord, DecisionLog, HistoryReader};
+    use mamori_core::assess::Policy;
+    use mamori_core::time::DAY_US;
+    use mamori_store::assess::past_span;
     let dir = tempfile::tempdir().expect("tempdir");
     runtime().block_on(async {
         let (plain, events) = simulated_store(dir.path(), 300).await;
@@ -75,137 +73,209 @@ fn the_hot_cache_answers_as_the_store_does() {
         .await
         .expect("preload");
         assert!(hot.hot_stats().expect("stats").customers > 0);
-        let from = parse_bound("2020-08-20").unwrap();
-        let to = parse_bound("2020-09-20").unwrap();
-        let mut attempts: Vec<Event> = events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.kind,
-                    Kind::Login | Kind::Withdrawal | Kind::DestinationChange
-                ) && from <= e.occurred_at
-                    && e.occurred_at < to
-            })
-            .cloned()
-            .collect();
-        attempts.sort_by_key(|e| e.occurred_at);
-        attempts.truncate(600);
-        assert!(attempts.len() > 200, "{}", attempts.len());
-        let pop = population(
-            &plain,
-            mamori_store::assess::tokyo_day_start(from),
-            &policy,
-            &NoIntel,
+        let stats = hot_answers_as_the_store(
+            hot.into(),
+            plain.into(),
+            &events,
+            mamori_store::hot::POLL * 2,
         )
-        .await
-        .expect("population");
-        let check = |s: &SqliteStore, e: &Event| {
-            let (s, e, pop, policy) = (s.clone(), e.clone(), &pop, &policy);
-            let plain = plain.clone();
-            async move {
-                let t = e.occurred_at;
-                let span = past_span(policy);
-                assert_eq!(
+        .await;
+        assert!(stats.cleared > 0 && stats.hits > stats.misses, "{stats:?}");
+    });
+}
+
+/// The same on PostgreSQL: the other handle's writes reach the cache through the change feed,
+/// without emptying it.
+#[test]
+fn postgres_hot_cache_answers_as_the_store_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("hot").await else {
+            return;
+        };
+        let (_, events) = simulated_store(dir.path(), 300).await;
+        let plain = schema.open().await;
+        plain.insert_events(&events).await.expect("insert");
+        let hot = schema.open().await.with_hot(40_000).await.expect("hot");
+        let stats = hot_answers_as_the_store(
+            hot.into(),
+            plain.into(),
+            &events,
+            mamori_store::postgres::feed::TAIL_EVERY * 10,
+        )
+        .await;
+        assert!(stats.cleared == 0 && stats.hits > stats.misses, "{stats:?}");
+    });
+}
+
+/// Assesses and records attempts of `events` on `hot` in four tasks at once, checking each
+/// question against `plain` (the same store without the cache); now and then `plain` stores an
+/// event and the task waits `settle` for the cache to learn of it. A check is made while no
+/// write is under way (or again): a write between the two reads is not a difference.
+async fn hot_answers_as_the_store(
+    hot: mamori_store::Store,
+    plain: mamori_store::Store,
+    events: &[Event],
+    settle: std::time::Duration,
+) -> mamori_store::hot::HotStats {
+    use mamori_core::assess::{Attempt, Decision, Policy};
+    use mamori_core::case::Resolution;
+    use mamori_core::time::{DAY_US, parse_bound};
+    use mamori_store::assess::{activity, assess_attempt, past_span, population};
+    use mamori_store::{AssessmentRecord, DecisionLog, HistoryReader, Store};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let policy = Policy::default();
+    let from = parse_bound("2020-08-20").unwrap();
+    let to = parse_bound("2020-09-20").unwrap();
+    let mut attempts: Vec<Event> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Kind::Login | Kind::Withdrawal | Kind::DestinationChange
+            ) && from <= e.occurred_at
+                && e.occurred_at < to
+        })
+        .cloned()
+        .collect();
+    attempts.sort_by_key(|e| e.occurred_at);
+    attempts.truncate(600);
+    assert!(attempts.len() > 200, "{}", attempts.len());
+    let pop = population(
+        &plain,
+        mamori_store::assess::tokyo_day_start(from),
+        &policy,
+        &NoIntel,
+    )
+    .await
+    .expect("population");
+    // Writes under way, and writes begun.
+    let (busy, begun) = (AtomicU64::new(0), AtomicU64::new(0));
+    let write_begins = || {
+        begun.fetch_add(1, Ordering::SeqCst);
+        busy.fetch_add(1, Ordering::SeqCst);
+    };
+    let write_ends = || {
+        busy.fetch_sub(1, Ordering::SeqCst);
+    };
+    let check = |s: &Store, e: &Event| {
+        let (s, e, pop, policy, plain) = (s.clone(), e.clone(), &pop, &policy, &plain);
+        let (busy, begun) = (&busy, &begun);
+        async move {
+            let s = &s;
+            let t = e.occurred_at;
+            let span = past_span(policy);
+            let a = Attempt::of(&e);
+            for _ in 0..500 {
+                let before = begun.load(Ordering::SeqCst);
+                if busy.load(Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    continue;
+                }
+                let got = (
                     s.customer_past(&e.customer_id, t - span, t)
                         .await
                         .expect("past"),
+                    activity(s, &e.customer_id, e.ip, t, policy)
+                        .await
+                        .expect("act"),
+                    mamori_store::assess::net_activity(s, &e.customer_id, e.ip, t, policy)
+                        .await
+                        .expect("net"),
+                    assess_attempt(s, &e.customer_id, &a, pop, &NoIntel, policy)
+                        .await
+                        .expect("assess"),
+                );
+                let want = (
                     plain
                         .customer_past(&e.customer_id, t - span, t)
                         .await
                         .expect("past"),
-                    "past of {}",
-                    e.customer_id
-                );
-                assert_eq!(
-                    activity(&s, &e.customer_id, e.ip, t, policy)
+                    activity(plain, &e.customer_id, e.ip, t, policy)
                         .await
                         .expect("act"),
-                    activity(&plain, &e.customer_id, e.ip, t, policy)
-                        .await
-                        .expect("act"),
-                    "activity of {:?} at {t}",
-                    e.ip
-                );
-                assert_eq!(
-                    mamori_store::assess::net_activity(&s, &e.customer_id, e.ip, t, policy)
+                    mamori_store::assess::net_activity(plain, &e.customer_id, e.ip, t, policy)
                         .await
                         .expect("net"),
-                    mamori_store::assess::net_activity(&plain, &e.customer_id, e.ip, t, policy)
+                    assess_attempt(plain, &e.customer_id, &a, pop, &NoIntel, policy)
                         .await
-                        .expect("net"),
-                    "network activity of {:?} at {t}",
-                    e.ip
+                        .expect("assess"),
                 );
-                let a = Attempt::of(&e);
-                let got = assess_attempt(&s, &e.customer_id, &a, pop, &NoIntel, policy)
-                    .await
-                    .expect("assess");
-                let want = assess_attempt(&plain, &e.customer_id, &a, pop, &NoIntel, policy)
-                    .await
-                    .expect("assess");
-                assert_eq!(got, want, "{} {}", e.customer_id, e.event_id);
-                got
-            }
-        };
-        // Four tasks at once assess and record (allowed attempts become events, in the cache
-        // too); now and then the other handle writes, and an alert is resolved.
-        let chunks: Vec<Vec<Event>> = attempts.chunks(150).map(|c| c.to_vec()).collect();
-        let mut tasks = Vec::new();
-        for (n, chunk) in chunks.into_iter().enumerate() {
-            let (hot, plain, check) = (hot.clone(), plain.clone(), &check);
-            tasks.push(async move {
-                for (i, e) in chunk.iter().enumerate() {
-                    let a = check(&hot, e).await;
-                    let mut attempt = e.clone();
-                    attempt.event_id = format!("hot-{n}-{i}");
-                    let rec = AssessmentRecord {
-                        assessment_id: format!("as-{n}-{i}"),
-                        created_at: e.occurred_at,
-                        event: attempt.clone(),
-                        decision: if i % 40 == 7 {
-                            Decision::Hold
-                        } else {
-                            a.decision
-                        },
-                        score: a.score,
-                        reasons: serde_json::json!([]),
-                        outcome: None,
-                        outcome_at: None,
-                    };
-                    let alert = hot.record_assessment(&rec).await.expect("record");
-                    if let Some(alert) = alert {
-                        let r = if i % 80 == 7 {
-                            Resolution::ConfirmedFraud
-                        } else {
-                            Resolution::Legitimate
-                        };
-                        hot.resolve_alert(alert, r, "test", "staff", e.occurred_at)
-                            .await
-                            .expect("resolve");
-                    }
-                    if i % 30 == 29 {
-                        // Another process's write: a login of this customer a second later.
-                        let mut other = e.clone();
-                        other.event_id = format!("other-{n}-{i}");
-                        other.kind = Kind::Login;
-                        other.occurred_at += 1_000_000;
-                        plain.insert_events(&[other]).await.expect("insert");
-                        tokio::time::sleep(mamori_store::hot::POLL * 2).await;
-                    }
+                if begun.load(Ordering::SeqCst) != before {
+                    continue;
                 }
-            });
+                assert_eq!(got.0, want.0, "past of {}", e.customer_id);
+                assert_eq!(got.1, want.1, "activity of {:?} at {t}", e.ip);
+                assert_eq!(got.2, want.2, "network activity of {:?} at {t}", e.ip);
+                assert_eq!(got.3, want.3, "{} {}", e.customer_id, e.event_id);
+                return got.3;
+            }
+            panic!("no moment without a write to check {}", e.event_id);
         }
-        futures_util::future::join_all(tasks).await;
-        // Afterwards, every customer and IP of the attempts, at a later time.
-        for e in &attempts {
-            let mut later = e.clone();
-            later.occurred_at = to + DAY_US;
-            check(&hot, &later).await;
-        }
-        let stats = hot.hot_stats().expect("stats");
-        eprintln!("{stats:?}");
-        assert!(stats.cleared > 0 && stats.hits > stats.misses, "{stats:?}");
-    });
+    };
+    // Four tasks at once assess and record (allowed attempts become events, in the cache
+    // too); now and then the other handle writes, and an alert is resolved.
+    let chunks: Vec<Vec<Event>> = attempts.chunks(150).map(|c| c.to_vec()).collect();
+    let mut tasks = Vec::new();
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let (hot, plain, check) = (&hot, &plain, &check);
+        let (write_begins, write_ends) = (&write_begins, &write_ends);
+        tasks.push(async move {
+            for (i, e) in chunk.iter().enumerate() {
+                let a = check(hot, e).await;
+                let mut attempt = e.clone();
+                attempt.event_id = format!("hot-{n}-{i}");
+                let rec = AssessmentRecord {
+                    assessment_id: format!("as-{n}-{i}"),
+                    created_at: e.occurred_at,
+                    event: attempt.clone(),
+                    decision: if i % 40 == 7 {
+                        Decision::Hold
+                    } else {
+                        a.decision
+                    },
+                    score: a.score,
+                    reasons: serde_json::json!([]),
+                    outcome: None,
+                    outcome_at: None,
+                };
+                write_begins();
+                let alert = hot.record_assessment(&rec).await.expect("record");
+                if let Some(alert) = alert {
+                    let r = if i % 80 == 7 {
+                        Resolution::ConfirmedFraud
+                    } else {
+                        Resolution::Legitimate
+                    };
+                    hot.resolve_alert(alert, r, "test", "staff", e.occurred_at)
+                        .await
+                        .expect("resolve");
+                }
+                write_ends();
+                if i % 30 == 29 {
+                    // Another process's write: a login of this customer a second later.
+                    let mut other = e.clone();
+                    other.event_id = format!("other-{n}-{i}");
+                    other.kind = Kind::Login;
+                    other.occurred_at += 1_000_000;
+                    write_begins();
+                    plain.insert_events(&[other]).await.expect("insert");
+                    tokio::time::sleep(settle).await;
+                    write_ends();
+                }
+            }
+        });
+    }
+    futures_util::future::join_all(tasks).await;
+    // Afterwards, every customer and IP of the attempts, at a later time.
+    for e in &attempts {
+        let mut later = e.clone();
+        later.occurred_at = to + DAY_US;
+        check(&hot, &later).await;
+    }
+    let stats = hot.hot_stats().expect("stats");
+    eprintln!("{stats:?}");
+    stats
 }
 
 /// Events of several customers, devices, agents and IPs, as the old-schema test writes them.
@@ -1063,6 +1133,15 @@ fn postgres_passes_the_storage_suite() {
             "one idempotency key per stored event"
         );
         s.close().await;
+        // The same suite through the server's hot cache (small, so that it evicts).
+        let Some(schema) = PgSchema::new("suitehot").await else {
+            return;
+        };
+        let hot = schema.open().await.with_hot(50).await.expect("hot");
+        testsuite::run_all(&hot).await;
+        let stats = hot.hot_stats().expect("stats");
+        assert!(stats.hits > 0 && stats.misses > 0, "{stats:?}");
+        hot.close().await;
     });
 }
 

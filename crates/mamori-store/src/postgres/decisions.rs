@@ -331,8 +331,7 @@ impl DecisionLog for PgStore {
         let mut tx = self.begin().await?;
         let mut fresh = Fresh::default();
         let out = record_in(&mut tx, self, recs, &mut fresh).await?;
-        tx.commit().await?;
-        self.committed(fresh);
+        self.commit(tx, fresh).await?;
         Ok(out)
     }
 
@@ -379,8 +378,7 @@ impl DecisionLog for PgStore {
             Some(t) => Some(open_alert(&mut tx, id, at, t).await?),
             None => None,
         };
-        tx.commit().await.map_err(crate::StoreError::from)?;
-        self.committed(fresh);
+        self.commit(tx, fresh).await?;
         Ok(alert)
     }
 

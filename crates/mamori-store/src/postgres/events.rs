@@ -23,10 +23,13 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::{PgStore, is_missing_partition, month_end, month_of, partition_month};
-use crate::sqlite::{channel_of, corrupt, ip_of, kind_of, side_of};
+use crate::hot::{Hot, IpNeed, Seen, Snapshot};
+use crate::sqlite::{channel_of, corrupt, ip_of, kind_of, side_of, utc_day};
 use crate::{
     EventWriter, HistoryReader, Inserted, IpEvent, LoginFeatures, Result, Retention, StoreError,
 };
+use mamori_core::time::DAY_US;
+use std::sync::Arc;
 
 /// Kinds kept in the partial index `events_sensitive` (as in the SQLite store).
 pub(crate) const SENSITIVE_SQL: &str = "(4, 5, 7, 8, 9, 10, 11, 12)";
@@ -40,21 +43,28 @@ pub(crate) struct KeyCache {
     agents: HashMap<Box<str>, i64>,
 }
 
-/// Keys a transaction looked up or created, for the cache once it commits.
+/// Keys a transaction looked up or created, for the cache once it commits, and the events it
+/// stored, for the change feed and this node's hot cache ([`PgStore::commit`]).
 #[derive(Debug, Default)]
 pub(crate) struct Fresh {
     customers: Vec<(Box<str>, i64)>,
     devices: Vec<(Box<str>, i64)>,
     agents: Vec<(Box<str>, i64)>,
+    pub(crate) news: super::feed::News,
 }
 
 impl PgStore {
-    /// Adds the keys of a committed transaction to the cache.
-    pub(crate) fn committed(&self, fresh: Fresh) {
+    /// Adds the keys of a committed transaction to the cache, and its events (transaction `tx`)
+    /// to the hot cache.
+    pub(crate) fn committed(&self, fresh: Fresh, tx: Option<u64>) {
         let mut c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         c.customers.extend(fresh.customers);
         c.devices.extend(fresh.devices);
         c.agents.extend(fresh.agents);
+        drop(c);
+        if let (Some(h), Some(tx)) = (&self.hot, tx) {
+            super::feed::apply(h, tx, fresh.news);
+        }
     }
 }
 
@@ -169,7 +179,7 @@ impl PgStore {
         intern(&mut tx, self, SideTable::Devices, device_ids, &mut fresh).await?;
         intern(&mut tx, self, SideTable::Agents, agent_texts, &mut fresh).await?;
         tx.commit().await?;
-        self.committed(fresh);
+        self.committed(fresh, None);
         Ok(created.into_iter().collect())
     }
 }
@@ -208,6 +218,9 @@ pub(crate) async fn insert_in(
     let (devices, _) = intern(conn, store, SideTable::Devices, device_ids, fresh).await?;
     let (agents, _) = intern(conn, store, SideTable::Agents, agent_texts, fresh).await?;
     let keys = (&customers, &devices, &agents);
+    // A bulk load tells the feed only that much changed; otherwise the new events go to it.
+    let exact = !store.bulk.load(std::sync::atomic::Ordering::Relaxed);
+    let mut news = exact.then(Vec::new);
     // Events of months being loaded beside `events` go there.
     let (loading, attached): (Vec<&Event>, Vec<&Event>) = rows
         .into_iter()
@@ -221,17 +234,50 @@ pub(crate) async fn insert_in(
         });
         if new.len() >= COPY_FROM {
             n += copy_fresh(conn, &new, keys, target).await?;
+            if let Some(news) = &mut news {
+                news.extend(new.iter().map(|e| (e.customer_id.clone(), Past::of(e))));
+            }
         } else {
             rows.extend(new);
         }
         if rows.is_empty() {
         } else if rows.len() >= COPY_FROM {
-            n += copy_in(conn, &rows, keys, target).await?;
+            n += copy_in(conn, &rows, keys, target, news.as_mut()).await?;
         } else {
-            n += bind_in(conn, &rows, keys, target).await?;
+            n += bind_in(conn, &rows, keys, target, news.as_mut()).await?;
         }
     }
+    match news {
+        Some(news) => fresh.news.events.extend(news),
+        None => fresh.news.clear |= n > 0,
+    }
     Ok(n)
+}
+
+/// Runs a statement made by [`store_new`]: returns how many events were stored and, with
+/// `news`, adds them there.
+async fn run_store_new(
+    conn: &mut PgConnection,
+    q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &[&Event],
+    customers: &HashMap<Box<str>, i64>,
+    news: Option<&mut Vec<(String, Past)>>,
+) -> Result<u64> {
+    let Some(news) = news else {
+        return Ok(q.execute(&mut *conn).await?.rows_affected());
+    };
+    let stored: Vec<(i64, String)> = q
+        .try_map(|r: PgRow| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .fetch_all(&mut *conn)
+        .await?;
+    let stored: HashSet<(i64, &str)> = stored.iter().map(|(k, id)| (*k, id.as_str())).collect();
+    for e in rows {
+        let k = customers.get(e.customer_id.as_str()).copied();
+        if k.is_some_and(|k| stored.contains(&(k, e.event_id.as_str()))) {
+            news.push((e.customer_id.clone(), Past::of(e)));
+        }
+    }
+    Ok(stored.len() as u64)
 }
 
 /// The side-table keys of a batch: customers, devices, user agents.
@@ -247,6 +293,7 @@ async fn bind_in(
     rows: &[&Event],
     (customers, devices, agents): BatchKeys<'_>,
     target: &str,
+    news: Option<&mut Vec<(String, Past)>>,
 ) -> Result<u64> {
     let n = rows.len();
     let mut customer_key = Vec::with_capacity(n);
@@ -285,7 +332,7 @@ async fn bind_in(
         account_number.push(d.map(|d| d.account_number.as_str()));
         holder.push(d.map(|d| d.holder_kana.as_str()));
     }
-    let done = sqlx::query(AssertSqlSafe(format!(
+    let q = sqlx::query(AssertSqlSafe(format!(
         "WITH input AS ( \
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::smallint[], \
                  $5::smallint[], $6::bytea[], $7::bigint[], $8::bigint[], $9::bigint[], \
@@ -293,7 +340,7 @@ async fn bind_in(
                  $15::text[], $16::text[]) \
              AS t ({EVENT_COLUMNS}) \
          ), {}",
-        store_new(target)
+        store_new(target, news.is_some())
     )))
     .bind(customer_key)
     .bind(occurred_at)
@@ -310,10 +357,8 @@ async fn bind_in(
     .bind(branch)
     .bind(account_type)
     .bind(account_number)
-    .bind(holder)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+    .bind(holder);
+    run_store_new(conn, q, rows, customers, news).await
 }
 
 /// Batches with at least this many new rows are sent with COPY into a temporary table; smaller
@@ -327,8 +372,16 @@ const EVENT_COLUMNS: &str = "customer_key, occurred_at, event_id, kind, channel,
 
 /// The statement's tail that stores the rows of `input` (no two with one key) into `target`
 /// (`events` or `events_load`): their keys into `event_keys`, and the events of the keys that
-/// were new.
-fn store_new(target: &str) -> String {
+/// were new. With `returning`, it returns the keys stored.
+fn store_new(target: &str, returning: bool) -> String {
+    let (head, tail) = if returning {
+        (
+            ", ins AS (",
+            " RETURNING customer_key, event_id) SELECT * FROM ins",
+        )
+    } else {
+        ("", "")
+    };
     format!(
         "fresh AS ( \
              INSERT INTO event_keys (customer_key, event_id, occurred_at) \
@@ -336,13 +389,13 @@ fn store_new(target: &str) -> String {
              ORDER BY customer_key, event_id \
              ON CONFLICT DO NOTHING \
              RETURNING customer_key, event_id \
-         ) \
+         ){head} \
          INSERT INTO {target} ({EVENT_COLUMNS}) \
          SELECT i.customer_key, i.occurred_at, i.event_id, i.kind, i.channel, i.ip, \
              i.device_hash, i.device_key, i.ua_key, i.amount, i.side, i.dest_bank_code, \
              i.dest_branch_code, i.dest_account_type, i.dest_account_number, i.dest_holder_kana \
          FROM input i JOIN fresh f \
-             ON f.customer_key = i.customer_key AND f.event_id = i.event_id"
+             ON f.customer_key = i.customer_key AND f.event_id = i.event_id{tail}"
     )
 }
 
@@ -389,6 +442,7 @@ async fn copy_in(
     rows: &[&Event],
     (customers, devices, agents): BatchKeys<'_>,
     target: &str,
+    news: Option<&mut Vec<(String, Past)>>,
 ) -> Result<u64> {
     // Sorting and joining 100,000s of keys: in memory, not in temporary files.
     sqlx::query("SET LOCAL work_mem = '256MB'")
@@ -411,13 +465,11 @@ async fn copy_in(
         .execute(&mut *conn)
         .await?;
     copy_events(conn, "load_events", rows, (customers, devices, agents)).await?;
-    let done = sqlx::query(AssertSqlSafe(format!(
+    let q = sqlx::query(AssertSqlSafe(format!(
         "WITH input AS (SELECT * FROM load_events), {}",
-        store_new(target)
-    )))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+        store_new(target, news.is_some())
+    )));
+    run_store_new(conn, q, rows, customers, news).await
 }
 
 /// Sends `rows` of customers created for this batch (nothing of theirs is stored, and no two
@@ -590,14 +642,11 @@ impl EventWriter for PgStore {
             let mut tx = self.begin().await?;
             let mut fresh = Fresh::default();
             let done = match insert_in(&mut tx, self, events, &mut fresh, &new_customers).await {
-                Ok(n) => tx.commit().await.map(|_| n).map_err(StoreError::from),
+                Ok(n) => self.commit(tx, fresh).await.map(|_| n),
                 Err(e) => Err(e),
             };
             match done {
-                Ok(n) => {
-                    self.committed(fresh);
-                    break n;
-                }
+                Ok(n) => break n,
                 Err(e) if tries < 3 && is_missing_partition(&e) => self.forget_months(),
                 // Another process stored an event of a customer created for this batch (or
                 // the two waited on each other's keys): again, with every key checked in order.
@@ -667,11 +716,20 @@ impl PgStore {
     }
 
     /// Uses of the IPs of key ranges for windows `(lo, hi, from, to)`, each labelled with its
-    /// range's `lo`: every event of a range over the span of its windows, once, as one use.
+    /// range's `lo`: every event of a range over the span of its windows, once, as one use. The
+    /// server's single question comes from the hot cache when there is one.
     async fn range_uses(
         &self,
         windows: &[(u128, u128, i64, i64)],
     ) -> Result<Vec<(u128, IpUse<String>)>> {
+        if let [(lo, hi, from, to)] = *windows
+            && let Some((h, net)) = self.hot_range(lo, hi)
+            && let Some(uses) = self
+                .ask_hot(h, net, lo, hi, from, |h| h.ip_uses(net, lo, from, to))
+                .await?
+        {
+            return Ok(uses);
+        }
         // One span per range: an event in two windows of a range is still one use of it.
         let mut spans: BTreeMap<(u128, u128), (i64, i64)> = BTreeMap::new();
         for &(lo, hi, from, to) in windows {
@@ -716,6 +774,173 @@ impl PgStore {
                 Ok((lo, IpUse::event(r.try_get(1)?, r.try_get(2)?, kind)))
             })
             .collect()
+    }
+}
+
+/// What a read saw, from `pg_current_snapshot()` in its text form.
+fn seen(text: &str) -> Result<Seen> {
+    Snapshot::parse(text)
+        .map(|s| Seen::Snap(Arc::new(s)))
+        .ok_or_else(|| corrupt("a snapshot did not parse"))
+}
+
+/// The UTC day of `occurred_at` in SQL (floor division, as [`crate::sqlite::utc_day`]).
+const SQL_DAY: &str = "((e.occurred_at - ((e.occurred_at % 86400000000) + 86400000000) \
+    % 86400000000) / 86400000000)";
+
+impl PgStore {
+    /// A customer's events with `from ≤ at < to`, in order, and what the read saw.
+    async fn read_past(&self, customer: &str, from: i64, to: i64) -> Result<(Seen, Vec<Past>)> {
+        let rows = sqlx::query(
+            "SELECT s.snap, x.occurred_at, x.kind, x.channel, x.ip, x.device_hash, x.ua_key, \
+                    x.amount, x.side \
+             FROM (SELECT pg_current_snapshot()::text AS snap) s \
+             LEFT JOIN LATERAL ( \
+                 SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, \
+                        e.amount, e.side, e.event_id \
+                 FROM customers c JOIN events e ON e.customer_key = c.customer_key \
+                 WHERE c.customer_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 \
+             ) x ON true \
+             ORDER BY x.occurred_at, x.event_id",
+        )
+        .bind(customer)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let snap: String = match rows.first() {
+            Some(r) => r.try_get(0)?,
+            None => return Err(corrupt("a snapshot query returned no row")),
+        };
+        let mut out: Vec<(Past, Option<i64>)> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.try_get::<Option<i64>, _>(1)?.is_none() {
+                continue;
+            }
+            out.push((
+                Past {
+                    access: access_at(r, 1)?,
+                    ua: None,
+                    amount: r.try_get(7)?,
+                    side: side_of(r.try_get::<Option<i16>, _>(8)?.map(i64::from))?,
+                },
+                r.try_get(6)?,
+            ));
+        }
+        let families = self.families(out.iter().filter_map(|p| p.1)).await?;
+        let past = out
+            .into_iter()
+            .map(|(mut p, k)| {
+                p.ua = k.and_then(|k| families.get(&k).copied());
+                p
+            })
+            .collect();
+        Ok((seen(&snap)?, past))
+    }
+
+    /// The hot cache and whether `[lo, hi]` is a network, when the cache holds such ranges: an
+    /// address, or a familiarity network (another block is read from the database).
+    fn hot_range(&self, lo: u128, hi: u128) -> Option<(&Hot, bool)> {
+        let h = self.hot.as_deref()?;
+        let net = lo != hi;
+        (!net || crate::hot::is_network(lo, hi)).then_some((h, net))
+    }
+
+    /// `ask`s the hot cache about the range `[lo, hi]` (an address, or a familiarity network
+    /// with `net`), reading what it lacks: the days from before `from` (per customer and day),
+    /// then the events of up to two edge days. `None` when it still lacks them (a range too
+    /// large to hold, or fills overtaken by writes): the caller reads the database.
+    async fn ask_hot<R>(
+        &self,
+        h: &Hot,
+        net: bool,
+        lo: u128,
+        hi: u128,
+        from: i64,
+        ask: impl Fn(&Hot) -> std::result::Result<R, IpNeed>,
+    ) -> Result<Option<R>> {
+        let (lo_b, hi_b) = (key_bytes(lo).to_vec(), key_bytes(hi).to_vec());
+        for _ in 0..4 {
+            match ask(h) {
+                Ok(r) => return Ok(Some(r)),
+                Err(IpNeed::Days) => {
+                    let day = utc_day(from) - crate::hot::FILL_SLACK_US / DAY_US;
+                    let noted = h.applied();
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT s.snap, x.day, x.customer_id, x.logins, x.failed \
+                         FROM (SELECT pg_current_snapshot()::text AS snap) s \
+                         LEFT JOIN LATERAL ( \
+                             SELECT {SQL_DAY} AS day, c.customer_id, \
+                                 count(*) FILTER (WHERE e.kind = $4) AS logins, \
+                                 count(*) FILTER (WHERE e.kind = $5) AS failed \
+                             FROM events e JOIN customers c ON c.customer_key = e.customer_key \
+                             WHERE e.ip >= $1 AND e.ip <= $2 AND e.occurred_at >= $3 \
+                             GROUP BY 1, 2 \
+                         ) x ON true"
+                    )))
+                    .bind(&lo_b)
+                    .bind(&hi_b)
+                    .bind(day * DAY_US)
+                    .bind(i16::from(Kind::Login.code()))
+                    .bind(i16::from(Kind::LoginFailed.code()))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut snap = None;
+                    let mut uses = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        snap.get_or_insert(r.try_get::<String, _>(0)?);
+                        let Some(d) = r.try_get::<Option<i64>, _>(1)? else {
+                            continue;
+                        };
+                        let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+                        uses.push((
+                            lo,
+                            IpUse {
+                                at: d * DAY_US,
+                                customer: r.try_get(2)?,
+                                logins: n(r.try_get(3)?),
+                                failed_logins: n(r.try_get(4)?),
+                            },
+                        ));
+                    }
+                    let snap = snap.ok_or_else(|| corrupt("a snapshot query returned no row"))?;
+                    h.fill_ip(net, lo, day, (noted, seen(&snap)?), uses);
+                }
+                Err(IpNeed::Events(day)) => {
+                    // An edge inside the day: its events one by one.
+                    let noted = h.applied();
+                    let rows = sqlx::query(
+                        "SELECT s.snap, x.occurred_at, x.customer_id, x.kind \
+                         FROM (SELECT pg_current_snapshot()::text AS snap) s \
+                         LEFT JOIN LATERAL ( \
+                             SELECT e.occurred_at, c.customer_id, e.kind \
+                             FROM events e JOIN customers c ON c.customer_key = e.customer_key \
+                             WHERE e.ip >= $1 AND e.ip <= $2 \
+                               AND e.occurred_at >= $3 AND e.occurred_at < $4 \
+                         ) x ON true",
+                    )
+                    .bind(&lo_b)
+                    .bind(&hi_b)
+                    .bind(day * DAY_US)
+                    .bind((day + 1) * DAY_US)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut snap = None;
+                    let mut uses = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        snap.get_or_insert(r.try_get::<String, _>(0)?);
+                        let Some(at) = r.try_get::<Option<i64>, _>(1)? else {
+                            continue;
+                        };
+                        let kind = kind_of(r.try_get::<i16, _>(3)?.into())?;
+                        uses.push((lo, IpUse::event(at, r.try_get(2)?, kind)));
+                    }
+                    let snap = snap.ok_or_else(|| corrupt("a snapshot query returned no row"))?;
+                    h.fill_ip_day(net, lo, day, (noted, seen(&snap)?), uses);
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -800,6 +1025,15 @@ impl HistoryReader for PgStore {
         from: i64,
         to: i64,
     ) -> Result<IpActivity> {
+        if let Some((h, net)) = self.hot_range(lo, hi)
+            && let Some(act) = self
+                .ask_hot(h, net, lo, hi, from, |h| {
+                    h.activity(net, lo, customer, from, to)
+                })
+                .await?
+        {
+            return Ok(act);
+        }
         // Counted where the events are: a busy address (a carrier's NAT) sends no rows.
         let (others, failed_accounts, failed, logins): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT count(DISTINCT e.customer_key) FILTER (WHERE e.customer_key IS DISTINCT FROM \
@@ -849,38 +1083,21 @@ impl HistoryReader for PgStore {
     }
 
     async fn customer_past(&self, customer: &str, from: i64, to: i64) -> Result<Vec<Past>> {
-        let rows = sqlx::query(
-            "SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash, e.ua_key, e.amount, \
-                    e.side \
-             FROM customers c JOIN events e ON e.customer_key = c.customer_key \
-             WHERE c.customer_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 \
-             ORDER BY e.occurred_at, e.event_id",
-        )
-        .bind(customer)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out: Vec<(Past, Option<i64>)> = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push((
-                Past {
-                    access: access_at(r, 0)?,
-                    ua: None,
-                    amount: r.try_get(6)?,
-                    side: side_of(r.try_get::<Option<i16>, _>(7)?.map(i64::from))?,
-                },
-                r.try_get(5)?,
-            ));
+        let Some(h) = &self.hot else {
+            return Ok(self.read_past(customer, from, to).await?.1);
+        };
+        if let Some(p) = h.past(customer, from, to) {
+            return Ok(p);
         }
-        let families = self.families(out.iter().filter_map(|p| p.1)).await?;
-        Ok(out
-            .into_iter()
-            .map(|(mut p, k)| {
-                p.ua = k.and_then(|k| families.get(&k).copied());
-                p
-            })
-            .collect())
+        // A miss: every event from a little before the window on, with what the read saw.
+        let held_from = from.saturating_sub(crate::hot::FILL_SLACK_US);
+        let noted = h.applied();
+        let (seen, rows) = self.read_past(customer, held_from, i64::MAX).await?;
+        let lo = rows.partition_point(|p| p.access.at < from);
+        let hi = rows.partition_point(|p| p.access.at < to);
+        let out = rows[lo..hi].to_vec();
+        h.fill(customer, held_from, noted, seen, rows);
+        Ok(out)
     }
 
     async fn login_features(&self, from: i64, to: i64) -> Result<Vec<LoginFeatures>> {
@@ -1037,7 +1254,10 @@ impl PgStore {
                     sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
                 }
             }
-            tx.commit().await?;
+            // The month's events appear at once: every node's cache reads again.
+            let mut fresh = Fresh::default();
+            fresh.news.clear = true;
+            self.commit(tx, fresh).await?;
             sqlx::query(AssertSqlSafe(format!("ANALYZE {part}")))
                 .execute(&self.pool)
                 .await?;
@@ -1114,7 +1334,10 @@ impl Retention for PgStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        tx.commit().await?;
+        // Events went: every node's cache reads again.
+        let mut fresh = Fresh::default();
+        fresh.news.clear = gone > 0;
+        self.commit(tx, fresh).await?;
         // This process's dropped months are created again if older events come.
         self.forget_months();
         Ok(gone)

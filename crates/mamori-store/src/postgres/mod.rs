@@ -18,6 +18,7 @@ use crate::{Result, StoreError};
 
 mod decisions;
 pub mod events;
+pub mod feed;
 mod notices;
 mod passkeys;
 mod people;
@@ -43,6 +44,10 @@ pub struct PgStore {
     keys: Arc<Mutex<events::KeyCache>>,
     /// User-agent families by `ua_key`.
     ua_families: Arc<Mutex<HashMap<i64, u64>>>,
+    /// This process in the change feed ([`feed`]): its own rows are skipped there.
+    node: i64,
+    /// The server's cache of customers' and IPs' events ([`PgStore::with_hot`]).
+    hot: Option<Arc<crate::hot::Hot>>,
 }
 
 /// A URL with its password (if any) left out, for messages.
@@ -128,7 +133,44 @@ impl PgStore {
             bulk: Arc::default(),
             keys: Arc::default(),
             ua_families: Arc::default(),
+            node: node_id(),
+            hot: None,
         })
+    }
+
+    /// The server's hot cache of customers' events and IPs' uses (see [`crate::hot`]), holding
+    /// at most `max_rows` events, kept current with other processes' writes by the change feed
+    /// ([`feed`]). For a process that serves; a batch reads the database.
+    pub async fn with_hot(mut self, max_rows: usize) -> Result<Self> {
+        let from = feed::now(&self.pool).await?;
+        let hot = Arc::new(crate::hot::Hot::new(max_rows, 0));
+        feed::spawn(self.pool.clone(), Arc::downgrade(&hot), self.node, from);
+        self.hot = Some(hot);
+        Ok(self)
+    }
+
+    /// The hot cache's counters, when there is one.
+    pub fn hot_stats(&self) -> Option<crate::hot::HotStats> {
+        self.hot.as_ref().map(|h| h.stats())
+    }
+
+    /// Commits a transaction that may have stored events: writes its row of the change feed
+    /// first, and after the commit adds its events to this node's cache and its keys to the
+    /// key cache. A failed commit empties the cache (whether it took effect is unknown).
+    pub(crate) async fn commit(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        fresh: events::Fresh,
+    ) -> Result<()> {
+        let id = feed::write(&mut tx, self.node, &fresh.news).await?;
+        if let Err(e) = tx.commit().await {
+            if let Some(h) = &self.hot {
+                h.clear();
+            }
+            return Err(e.into());
+        }
+        self.committed(fresh, id);
+        Ok(())
     }
 
     /// Closes the pool.
@@ -218,6 +260,16 @@ impl PgStore {
         lock(&self.months).clear();
         lock(&self.loading).clear();
     }
+}
+
+/// A number for this process in the change feed: random, so that processes on several machines
+/// do not collide.
+fn node_id() -> i64 {
+    use std::hash::BuildHasher;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((t, std::process::id())) as i64
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -686,8 +686,7 @@ impl Destinations for PgStore {
         )
         .await?;
         append_audit(&mut tx, audit, d.registered_at).await?;
-        tx.commit().await.map_err(crate::StoreError::from)?;
-        self.committed(fresh);
+        self.commit(tx, fresh).await?;
         Ok(alert)
     }
 

@@ -1,0 +1,349 @@
+//! The change feed between nodes (migration 0005): how a serving node's cache ([`crate::hot`])
+//! learns of the events other processes store.
+//!
+//! Every transaction that stores events writes one row to `feed` before it commits: the new
+//! events (what the cache keeps of them), or, for a bulk load or a purge, word to empty the
+//! cache. The row's `tx` is the transaction's id. A node reads the feed every [`TAIL_EVERY`]:
+//! the rows of the transactions its new snapshot sees committed and its previous snapshot did
+//! not (`pg_visible_in_snapshot`), so each committed transaction is read exactly once, in the
+//! order the snapshots saw them commit, whatever the order of the ids. Its own transactions are
+//! applied as they commit and skipped here.
+//!
+//! A node that could not read the feed (the database unreachable, the server restarted, which
+//! empties the unlogged table, or a pause longer than [`STALE`]) empties its cache and starts
+//! again from a new snapshot. Rows are pruned once every node's snapshot is past them
+//! ([`KEEP`]).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use mamori_core::assess::Past;
+use mamori_core::event::{Channel, Kind, Side};
+use mamori_core::history::Access;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::hot::{Hot, Snapshot, Write};
+use crate::sqlite::corrupt;
+use crate::{Result, StoreError};
+
+/// A feed row's `what`: the body is the transaction's new events.
+const EVENTS: i16 = 1;
+/// A feed row's `what`: too many events to send; every node empties its cache.
+const CLEAR: i16 = 2;
+
+/// How often a serving node reads the feed: another node's events reach its decisions within
+/// about this.
+pub const TAIL_EVERY: Duration = Duration::from_millis(10);
+/// A node that has not read the feed for this long empties its cache: the rows it missed may
+/// have been pruned.
+const STALE: Duration = Duration::from_secs(20);
+/// Rows are pruned when older than the snapshot a node took this long ago.
+const KEEP: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// What a transaction leaves for the feed.
+#[derive(Debug, Default)]
+pub(crate) struct News {
+    /// Its new events, with their customers.
+    pub(crate) events: Vec<(String, Past)>,
+    /// Too many to send (a bulk load, a purge): every node empties its cache.
+    pub(crate) clear: bool,
+}
+
+impl News {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty() && !self.clear
+    }
+}
+
+/// Writes the transaction's feed row, if it has news; returns the transaction's id.
+pub(crate) async fn write(conn: &mut PgConnection, node: i64, news: &News) -> Result<Option<u64>> {
+    if news.is_empty() {
+        return Ok(None);
+    }
+    let (what, body) = if news.clear {
+        (CLEAR, Vec::new())
+    } else {
+        (EVENTS, encode(&news.events))
+    };
+    let tx: String = sqlx::query_scalar(
+        "INSERT INTO feed (node, what, body) VALUES ($1, $2, $3) RETURNING tx::text",
+    )
+    .bind(node)
+    .bind(what)
+    .bind(body)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(xid(&tx)?))
+}
+
+fn xid(s: &str) -> Result<u64> {
+    s.parse()
+        .map_err(|_| corrupt("a transaction id is not a number"))
+}
+
+/// Applies a committed transaction's news to this node's cache.
+pub(crate) fn apply(hot: &Hot, tx: u64, news: News) {
+    if news.clear {
+        hot.clear();
+    } else if !news.events.is_empty() {
+        hot.stored(Write::Xid(tx), news.events);
+    }
+}
+
+/// The body of an events row: per event the customer (length, UTF-8), the time, kind, channel,
+/// which optional fields follow (bits: IP, device, user-agent family, amount, side), and those.
+fn encode(events: &[(String, Past)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(events.len() * 48);
+    for (c, p) in events {
+        let len = u16::try_from(c.len()).unwrap_or(u16::MAX);
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&c.as_bytes()[..usize::from(len)]);
+        let a = &p.access;
+        b.extend_from_slice(&a.at.to_le_bytes());
+        b.push(a.kind.code());
+        b.push(a.channel.code());
+        let flags = u8::from(a.ip.is_some())
+            | u8::from(a.device.is_some()) << 1
+            | u8::from(p.ua.is_some()) << 2
+            | u8::from(p.amount.is_some()) << 3
+            | u8::from(p.side.is_some()) << 4;
+        b.push(flags);
+        if let Some(ip) = a.ip {
+            b.extend_from_slice(&ip.to_le_bytes());
+        }
+        if let Some(d) = a.device {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        if let Some(u) = p.ua {
+            b.extend_from_slice(&u.to_le_bytes());
+        }
+        if let Some(m) = p.amount {
+            b.extend_from_slice(&m.to_le_bytes());
+        }
+        if let Some(s) = p.side {
+            b.push(s.code());
+        }
+    }
+    b
+}
+
+/// Reads [`encode`]'s body.
+fn decode(mut b: &[u8]) -> Result<Vec<(String, Past)>> {
+    fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N]> {
+        let (head, rest) = b
+            .split_first_chunk::<N>()
+            .ok_or_else(|| corrupt("a feed row is cut short"))?;
+        *b = rest;
+        Ok(*head)
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let len = usize::from(u16::from_le_bytes(take(&mut b)?));
+        if b.len() < len {
+            return Err(corrupt("a feed row is cut short"));
+        }
+        let (c, rest) = b.split_at(len);
+        let customer = std::str::from_utf8(c)
+            .map_err(|_| corrupt("a feed row's customer is not UTF-8"))?
+            .to_owned();
+        b = rest;
+        let at = i64::from_le_bytes(take(&mut b)?);
+        let [kind, channel, flags] = take::<3>(&mut b)?;
+        let kind = Kind::from_code(kind.into()).ok_or_else(|| corrupt("unknown kind code"))?;
+        let channel =
+            Channel::from_code(channel.into()).ok_or_else(|| corrupt("unknown channel code"))?;
+        let ip = (flags & 1 != 0)
+            .then(|| take(&mut b).map(u128::from_le_bytes))
+            .transpose()?;
+        let device = (flags & 2 != 0)
+            .then(|| take(&mut b).map(u64::from_le_bytes))
+            .transpose()?;
+        let ua = (flags & 4 != 0)
+            .then(|| take(&mut b).map(u64::from_le_bytes))
+            .transpose()?;
+        let amount = (flags & 8 != 0)
+            .then(|| take(&mut b).map(i64::from_le_bytes))
+            .transpose()?;
+        let side = match flags & 16 != 0 {
+            true => {
+                let [s] = take::<1>(&mut b)?;
+                Some(Side::from_code(s.into()).ok_or_else(|| corrupt("unknown side code"))?)
+            }
+            false => None,
+        };
+        out.push((
+            customer,
+            Past {
+                access: Access {
+                    at,
+                    kind,
+                    channel,
+                    ip,
+                    device,
+                },
+                ua,
+                amount,
+                side,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// A node's place in the feed.
+struct Tail {
+    /// The snapshot of its last read, in text form (sent back as the next read's `$1`).
+    last: String,
+    /// When the server it reads started (a restart empties the feed).
+    started: String,
+    read_at: Instant,
+    /// Snapshots' `xmin` by when they were taken, for pruning.
+    floors: std::collections::VecDeque<(Instant, u64)>,
+    pruned_at: Instant,
+}
+
+/// The current snapshot and the server's start, to begin tailing from.
+pub(crate) async fn now(pool: &PgPool) -> Result<(String, String)> {
+    Ok(
+        sqlx::query_as("SELECT pg_current_snapshot()::text, pg_postmaster_start_time()::text")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Reads the feed into `hot` every [`TAIL_EVERY`] until the cache is dropped.
+pub(crate) fn spawn(pool: PgPool, hot: Weak<Hot>, node: i64, (last, started): (String, String)) {
+    let mut t = Tail {
+        last,
+        started,
+        read_at: Instant::now(),
+        floors: Default::default(),
+        pruned_at: Instant::now(),
+    };
+    tokio::spawn(async move {
+        let mut failed = false;
+        loop {
+            tokio::time::sleep(TAIL_EVERY).await;
+            let Some(hot) = hot.upgrade() else { return };
+            match read(&pool, &hot, node, &mut t, failed).await {
+                Ok(()) => failed = false,
+                Err(e) => {
+                    if !failed {
+                        tracing::warn!(error = %e, "reading the change feed failed; the cache will be emptied");
+                    }
+                    failed = true;
+                }
+            }
+        }
+    });
+}
+
+/// One read of the feed: applies the transactions committed since the last.
+async fn read(pool: &PgPool, hot: &Arc<Hot>, node: i64, t: &mut Tail, failed: bool) -> Result<()> {
+    let rows = sqlx::query(
+        "WITH s AS (SELECT pg_current_snapshot() AS now, pg_postmaster_start_time()::text AS st) \
+         SELECT s.now::text, s.st, f.tx::text, f.node, f.what, f.body \
+         FROM s LEFT JOIN feed f \
+             ON f.tx >= pg_snapshot_xmin($1::pg_snapshot) \
+            AND pg_visible_in_snapshot(f.tx, s.now) \
+            AND NOT pg_visible_in_snapshot(f.tx, $1::pg_snapshot) \
+         ORDER BY f.tx",
+    )
+    .bind(&t.last)
+    .fetch_all(pool)
+    .await?;
+    let first = rows
+        .first()
+        .ok_or_else(|| StoreError::Task("the feed's query returned no row".into()))?;
+    let (now, started): (String, String) = (first.try_get(0)?, first.try_get(1)?);
+    let snap = Snapshot::parse(&now).ok_or_else(|| corrupt("a snapshot did not parse"))?;
+    if failed || started != t.started || t.read_at.elapsed() > STALE {
+        // What was missed cannot be told: start again from this snapshot.
+        hot.clear();
+    } else {
+        for r in &rows {
+            let Some(tx) = r.try_get::<Option<String>, _>(2)? else {
+                continue;
+            };
+            if r.try_get::<i64, _>(3)? == node {
+                continue;
+            }
+            let news = match r.try_get::<i16, _>(4)? {
+                CLEAR => News {
+                    clear: true,
+                    ..News::default()
+                },
+                _ => News {
+                    events: decode(r.try_get(5)?)?,
+                    clear: false,
+                },
+            };
+            apply(hot, xid(&tx)?, news);
+        }
+    }
+    t.last = now;
+    t.started = started;
+    t.read_at = Instant::now();
+    t.floors.push_back((t.read_at, snap.xmin));
+    if t.pruned_at.elapsed() >= PRUNE_EVERY {
+        t.pruned_at = Instant::now();
+        let mut floor = None;
+        while let Some(&(at, x)) = t.floors.front() {
+            if at.elapsed() < KEEP {
+                break;
+            }
+            floor = Some(x);
+            t.floors.pop_front();
+        }
+        if let Some(x) = floor {
+            sqlx::query("DELETE FROM feed WHERE tx < $1::text::xid8")
+                .bind(x.to_string())
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_every_field_and_reject_cut_ones() {
+        let full = Past {
+            access: Access {
+                at: 1_600_000_000_000_000,
+                kind: Kind::Withdrawal,
+                channel: Channel::App,
+                ip: Some(u128::MAX - 7),
+                device: Some(u64::MAX - 1),
+            },
+            ua: Some(42),
+            amount: Some(-5),
+            side: Some(Side::Sell),
+        };
+        let bare = Past {
+            access: Access {
+                at: -3,
+                kind: Kind::Login,
+                channel: Channel::Web,
+                ip: None,
+                device: None,
+            },
+            ua: None,
+            amount: None,
+            side: None,
+        };
+        let events = vec![("顧客-1".to_owned(), full), (String::new(), bare)];
+        let body = encode(&events);
+        assert_eq!(decode(&body).expect("decodes"), events);
+        // Cut anywhere but between two events, the body is refused.
+        let first = encode(&events[..1]).len();
+        assert_eq!(decode(&body[..first]).expect("decodes"), events[..1]);
+        for cut in (1..body.len()).filter(|c| *c != first) {
+            assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
