@@ -278,6 +278,94 @@ async fn hot_answers_as_the_store(
     stats
 }
 
+/// Node A's cache follows node B's writes through the change feed: while an old transaction
+/// holds every snapshot's `xmin` back (so each read of the feed scans B's rows again), each is
+/// applied once; A answers from memory throughout (no new miss); a purge on B empties A's cache.
+#[test]
+fn postgres_node_caches_follow_other_nodes_writes_through_the_feed() {
+    use mamori_core::net::ip_key;
+    use mamori_store::{HistoryReader, Retention};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("feed").await else {
+            return;
+        };
+        let a = schema.open().await.with_hot(10_000).await.expect("hot");
+        let b = schema.open().await;
+        let ev = |i: i64| {
+            let mut e = testsuite::ev(
+                &format!("f{i}"),
+                "2020-05-01T09:00:00+09:00",
+                "fx",
+                if i % 3 == 2 {
+                    Kind::LoginFailed
+                } else {
+                    Kind::Login
+                },
+                Some("192.0.2.9"),
+            );
+            e.occurred_at += i * HOUR;
+            e
+        };
+        let ip = ip_key("192.0.2.9".parse().expect("ip"));
+        let answers = |s: &mamori_store::PgStore| {
+            let s = s.clone();
+            async move {
+                (
+                    s.customer_past("fx", 0, i64::MAX).await.expect("past"),
+                    s.range_activity("fy", (ip, ip), 0, i64::MAX)
+                        .await
+                        .expect("activity"),
+                )
+            }
+        };
+        // Both caches' entries are made (misses), and then only hit.
+        b.insert_events(&[ev(0)]).await.expect("insert");
+        assert_eq!(answers(&a).await, answers(&b).await);
+        let misses = a.hot_stats().expect("stats").misses;
+        let mut old = b.pool().begin().await.expect("begin");
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *old)
+            .await
+            .expect("an id for the old transaction");
+        let mut waits = Vec::new();
+        for i in 1..=6 {
+            b.insert_events(&[ev(i)]).await.expect("insert");
+            let want = answers(&b).await;
+            assert_eq!(want.0.len() as i64, i + 1);
+            let sent = std::time::Instant::now();
+            while answers(&a).await != want {
+                assert!(
+                    sent.elapsed() < std::time::Duration::from_secs(2),
+                    "write {i} never reached node A"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            waits.push(sent.elapsed());
+            // Several reads of the feed see the row again; none applies it twice.
+            tokio::time::sleep(mamori_store::postgres::feed::TAIL_EVERY * 5).await;
+            assert_eq!(answers(&a).await, want, "after write {i}");
+        }
+        eprintln!("node B's writes reached node A's cache after {waits:?}");
+        let stats = a.hot_stats().expect("stats");
+        assert_eq!(stats.misses, misses, "answered from memory: {stats:?}");
+        assert_eq!(stats.cleared, 0, "{stats:?}");
+        old.rollback().await.expect("rollback");
+        // A purge on B: every cache empties, and answers as the database does.
+        b.purge_before(ev(3).occurred_at).await.expect("purge");
+        let sent = std::time::Instant::now();
+        while a.hot_stats().expect("stats").cleared == 0 {
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(2),
+                "the purge never reached node A"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let after = answers(&a).await;
+        assert_eq!(after, answers(&b).await);
+        assert_eq!(after.0.len(), 4, "{after:?}");
+    });
+}
+
 /// Events of several customers, devices, agents and IPs, as the old-schema test writes them.
 fn mixed_events() -> Vec<Event> {
     let mut out = Vec::new();
