@@ -265,6 +265,7 @@ impl DecisionLog for SqliteStore {
             // Read them all, with no write of this process in between (see `hot`).
             let _writer = self.writer().lock().await;
             if h.marks(customer, ip, t, customer_ips).is_none() {
+                let noted = h.marks_noted();
                 let (familiar, fraud) = self.read_now(|conn| {
                     let mut familiar = Vec::new();
                     conn.prepare("SELECT customer_id, ip, device_hash, at FROM familiar")?
@@ -287,7 +288,7 @@ impl DecisionLog for SqliteStore {
                         })?;
                     Ok((familiar, fraud))
                 })?;
-                h.fill_marks(familiar, fraud);
+                h.fill_marks(noted, familiar, fraud);
             }
             if let Some(m) = h.marks(customer, ip, t, customer_ips) {
                 return Ok(m);

@@ -274,6 +274,9 @@ struct State {
     /// Legitimate resolutions by customer, and confirmed-fraud IPs with their time; `None` until
     /// read (again).
     marks: Option<Resolutions>,
+    /// Times the resolutions changed (or the cache was emptied): a read of them begun before
+    /// a change is not held.
+    marks_changes: u64,
     /// SQLite: `store_meta.seq` after this process's last write added here (or its last check).
     seq: i64,
     /// Writes applied so far (each gets the next number); a fill notes the number before it
@@ -689,12 +692,20 @@ impl Hot {
         s.ip_rows = 0;
         s.rows = 0;
         s.marks = None;
+        s.marks_changes += 1;
         s.cleared += 1;
     }
 
     /// The resolutions changed: read them again when next asked.
     pub(crate) fn marks_changed(&self) {
-        self.state().marks = None;
+        let mut s = self.state();
+        s.marks = None;
+        s.marks_changes += 1;
+    }
+
+    /// What a read of the resolutions notes before it begins ([`Hot::fill_marks`]).
+    pub(crate) fn marks_noted(&self) -> u64 {
+        self.state().marks_changes
     }
 
     /// `store_meta.seq` as this process last left it.
@@ -736,9 +747,11 @@ impl Hot {
         Some(m)
     }
 
-    /// Holds the resolutions read from the store.
+    /// Holds the resolutions read from the store by a read begun when [`Hot::marks_noted`] said
+    /// `noted`, unless they changed since.
     pub(crate) fn fill_marks(
         &self,
+        noted: u64,
         familiar: Vec<(String, Option<u128>, Option<u64>, i64)>,
         fraud: Vec<(u128, i64)>,
     ) {
@@ -746,7 +759,10 @@ impl Hot {
         for (c, ip, device, at) in familiar {
             by.entry(c.into()).or_default().push((ip, device, at));
         }
-        self.state().marks = Some((by, fraud));
+        let mut s = self.state();
+        if s.marks_changes == noted {
+            s.marks = Some((by, fraud));
+        }
     }
 }
 

@@ -348,6 +348,50 @@ fn postgres_node_caches_follow_other_nodes_writes_through_the_feed() {
         eprintln!("node B's writes reached node A's cache after {waits:?}");
         let stats = a.hot_stats().expect("stats");
         assert_eq!(stats.misses, misses, "answered from memory: {stats:?}");
+        // A resolution on B (a held login judged legitimate makes its IP familiar) reaches A's
+        // cached resolutions.
+        use mamori_store::DecisionLog;
+        let later = ev(9).occurred_at + HOUR;
+        let marks = |s: &mamori_store::PgStore| {
+            let s = s.clone();
+            async move { s.marks("fx", Some(ip), later, &[ip]).await.expect("marks") }
+        };
+        let before = marks(&a).await;
+        assert!(before.familiar_ips.is_empty(), "{before:?}");
+        let held = mamori_store::AssessmentRecord {
+            assessment_id: "feed-hold".into(),
+            created_at: ev(8).occurred_at,
+            event: ev(8),
+            decision: mamori_core::assess::Decision::Hold,
+            score: 70,
+            reasons: serde_json::json!([]),
+            outcome: None,
+            outcome_at: None,
+        };
+        let alert = b
+            .record_assessment(&held)
+            .await
+            .expect("record")
+            .expect("a hold opens an alert");
+        b.resolve_alert(
+            alert,
+            mamori_core::case::Resolution::Legitimate,
+            "test",
+            "staff",
+            ev(8).occurred_at,
+        )
+        .await
+        .expect("resolve");
+        let want = marks(&b).await;
+        assert!(want.familiar_ips.contains(&ip), "{want:?}");
+        let sent = std::time::Instant::now();
+        while marks(&a).await != want {
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(2),
+                "the resolution never reached node A"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         assert_eq!(stats.cleared, 0, "{stats:?}");
         old.rollback().await.expect("rollback");
         // A purge on B: every cache empties, and answers as the database does.

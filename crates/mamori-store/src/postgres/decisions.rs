@@ -191,6 +191,13 @@ pub(crate) async fn record_in(
     Ok(out)
 }
 
+/// What a resolution's transaction tells the nodes: the resolutions changed.
+fn marks_news() -> Fresh {
+    let mut fresh = Fresh::default();
+    fresh.news.marks = true;
+    fresh
+}
+
 /// Times of the events that assessments store at once, for their partitions.
 pub(crate) fn allowed_times(recs: &[AssessmentRecord]) -> impl Iterator<Item = i64> + '_ {
     recs.iter()
@@ -421,7 +428,7 @@ impl DecisionLog for PgStore {
     ) -> Result<Alert, CaseError> {
         let mut tx = self.begin().await?;
         let a = resolve_in(&mut tx, id, resolution, note, by, at, false).await?;
-        tx.commit().await.map_err(crate::StoreError::from)?;
+        self.commit(tx, marks_news()).await?;
         Ok(a)
     }
 
@@ -437,7 +444,7 @@ impl DecisionLog for PgStore {
         let mut tx = self.begin().await?;
         let a = resolve_in(&mut tx, id, resolution, note, by, at, false).await?;
         super::people::append_audit(&mut tx, audit, at).await?;
-        tx.commit().await.map_err(crate::StoreError::from)?;
+        self.commit(tx, marks_news()).await?;
         Ok(a)
     }
 
@@ -448,6 +455,34 @@ impl DecisionLog for PgStore {
         t: i64,
         customer_ips: &[u128],
     ) -> Result<Marks> {
+        if let Some(h) = self.hot.as_deref() {
+            if let Some(m) = h.marks(customer, ip, t, customer_ips) {
+                return Ok(m);
+            }
+            // Read them all; a change that reaches this node meanwhile drops what was read.
+            let noted = h.marks_noted();
+            let familiar: Vec<(String, Option<Vec<u8>>, Option<i64>, i64)> =
+                sqlx::query_as("SELECT customer_id, ip, device_hash, at FROM familiar")
+                    .fetch_all(&self.pool)
+                    .await?;
+            let fraud: Vec<(Vec<u8>, i64)> = sqlx::query_as("SELECT ip, at FROM fraud_ips")
+                .fetch_all(&self.pool)
+                .await?;
+            let familiar = familiar
+                .into_iter()
+                .map(|(c, k, d, at)| Ok((c, ip_of(k.as_deref())?, d.map(|d| d as u64), at)))
+                .collect::<Result<Vec<_>>>()?;
+            let mut ips = Vec::with_capacity(fraud.len());
+            for (k, at) in fraud {
+                if let Some(k) = ip_of(Some(k.as_slice()))? {
+                    ips.push((k, at));
+                }
+            }
+            h.fill_marks(noted, familiar, ips);
+            if let Some(m) = h.marks(customer, ip, t, customer_ips) {
+                return Ok(m);
+            }
+        }
         let mut m = Marks::default();
         let familiar: Vec<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(
             "SELECT ip, device_hash FROM familiar WHERE customer_id = $1 AND at < $2",

@@ -26,10 +26,12 @@ use crate::hot::{Hot, Snapshot, Write};
 use crate::sqlite::corrupt;
 use crate::{Result, StoreError};
 
-/// A feed row's `what`: the body is the transaction's new events.
+/// A feed row's `what` (bits): the body is the transaction's new events.
 const EVENTS: i16 = 1;
-/// A feed row's `what`: too many events to send; every node empties its cache.
+/// Too many events to send; every node empties its cache.
 const CLEAR: i16 = 2;
+/// The resolutions changed (familiar IPs and devices, fraud IPs): nodes read them again.
+const MARKS: i16 = 4;
 
 /// How often a serving node reads the feed: another node's events reach its decisions within
 /// about this.
@@ -48,11 +50,20 @@ pub(crate) struct News {
     pub(crate) events: Vec<(String, Past)>,
     /// Too many to send (a bulk load, a purge): every node empties its cache.
     pub(crate) clear: bool,
+    /// It changed the resolutions.
+    pub(crate) marks: bool,
 }
 
 impl News {
     pub(crate) fn is_empty(&self) -> bool {
-        self.events.is_empty() && !self.clear
+        self.events.is_empty() && !self.clear && !self.marks
+    }
+
+    fn what(&self) -> i16 {
+        let events = !self.clear && !self.events.is_empty();
+        (if events { EVENTS } else { 0 })
+            | (if self.clear { CLEAR } else { 0 })
+            | (if self.marks { MARKS } else { 0 })
     }
 }
 
@@ -61,10 +72,11 @@ pub(crate) async fn write(conn: &mut PgConnection, node: i64, news: &News) -> Re
     if news.is_empty() {
         return Ok(None);
     }
-    let (what, body) = if news.clear {
-        (CLEAR, Vec::new())
+    let what = news.what();
+    let body = if what & EVENTS != 0 {
+        encode(&news.events)
     } else {
-        (EVENTS, encode(&news.events))
+        Vec::new()
     };
     let tx: String = sqlx::query_scalar(
         "INSERT INTO feed (node, what, body) VALUES ($1, $2, $3) RETURNING tx::text",
@@ -86,7 +98,12 @@ fn xid(s: &str) -> Result<u64> {
 pub(crate) fn apply(hot: &Hot, tx: u64, news: News) {
     if news.clear {
         hot.clear();
-    } else if !news.events.is_empty() {
+        return;
+    }
+    if news.marks {
+        hot.marks_changed();
+    }
+    if !news.events.is_empty() {
         hot.stored(Write::Xid(tx), news.events);
     }
 }
@@ -269,15 +286,14 @@ async fn read(pool: &PgPool, hot: &Arc<Hot>, node: i64, t: &mut Tail, failed: bo
             if r.try_get::<i64, _>(3)? == node {
                 continue;
             }
-            let news = match r.try_get::<i16, _>(4)? {
-                CLEAR => News {
-                    clear: true,
-                    ..News::default()
+            let what = r.try_get::<i16, _>(4)?;
+            let news = News {
+                events: match what & EVENTS {
+                    0 => Vec::new(),
+                    _ => decode(r.try_get(5)?)?,
                 },
-                _ => News {
-                    events: decode(r.try_get(5)?)?,
-                    clear: false,
-                },
+                clear: what & CLEAR != 0,
+                marks: what & MARKS != 0,
             };
             apply(hot, xid(&tx)?, news);
         }

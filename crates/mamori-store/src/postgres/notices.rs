@@ -303,7 +303,10 @@ impl Reports for PgStore {
             m.insert("destinations_refused".into(), refused.into());
         }
         append_audit(&mut tx, &note, now).await?;
-        tx.commit().await?;
+        // The resolution taught the engine: every node reads the resolutions again.
+        let mut fresh = super::events::Fresh::default();
+        fresh.news.marks = alert_id.is_some();
+        self.commit(tx, fresh).await?;
         Ok(Ok(Reported {
             customer_id: customer.clone(),
             alert_id,
