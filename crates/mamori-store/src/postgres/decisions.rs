@@ -191,6 +191,9 @@ pub(crate) async fn record_in(
     Ok(out)
 }
 
+/// A row of `familiar`: customer, IP key, device hash, since.
+type FamiliarRow = (String, Option<Vec<u8>>, Option<i64>, i64);
+
 /// What a resolution's transaction tells the nodes: the resolutions changed.
 fn marks_news() -> Fresh {
     let mut fresh = Fresh::default();
@@ -461,7 +464,7 @@ impl DecisionLog for PgStore {
             }
             // Read them all; a change that reaches this node meanwhile drops what was read.
             let noted = h.marks_noted();
-            let familiar: Vec<(String, Option<Vec<u8>>, Option<i64>, i64)> =
+            let familiar: Vec<FamiliarRow> =
                 sqlx::query_as("SELECT customer_id, ip, device_hash, at FROM familiar")
                     .fetch_all(&self.pool)
                     .await?;
