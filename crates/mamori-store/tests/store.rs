@@ -410,6 +410,94 @@ fn postgres_node_caches_follow_other_nodes_writes_through_the_feed() {
     });
 }
 
+/// The server's common case, an assessment that stores its event (keys and month known to the
+/// node), is one statement: the event, its key and its feed row are written only when the
+/// assessment and the event are new; the node's cache and another node's see the event.
+#[test]
+fn postgres_an_assessment_and_its_event_are_stored_in_one_statement() {
+    use mamori_core::assess::Decision;
+    use mamori_store::{AssessmentRecord, CaseError, DecisionLog, HistoryReader};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("atonce").await else {
+            return;
+        };
+        let a = schema.open().await.with_hot(10_000).await.expect("hot");
+        let b = schema.open().await.with_hot(10_000).await.expect("hot");
+        let ev = |id: &str, hour: i64| {
+            let mut e = testsuite::ev(
+                id,
+                "2020-05-01T09:00:00+09:00",
+                "ao",
+                Kind::Login,
+                Some("192.0.2.44"),
+            );
+            e.occurred_at += hour * HOUR;
+            e.user_agent = Some("agent ao".into());
+            e
+        };
+        // The customer's, device's and agent's keys and the month, known to node A.
+        a.insert_events(&[ev("seen", 0)]).await.expect("insert");
+        let past = |s: &mamori_store::PgStore| {
+            let s = s.clone();
+            async move { s.customer_past("ao", 0, i64::MAX).await.expect("past") }
+        };
+        assert_eq!(past(&b).await.len(), 1, "node B holds the customer now");
+        let feed_rows = || async { pg_count(&a, "feed").await };
+        let rec = |aid: &str, e: Event, decision: Decision| AssessmentRecord {
+            assessment_id: aid.into(),
+            created_at: e.occurred_at,
+            event: e,
+            decision,
+            score: 10,
+            reasons: serde_json::json!([]),
+            outcome: None,
+            outcome_at: None,
+        };
+        let rows = feed_rows().await;
+        let got = a
+            .record_assessment(&rec("as-1", ev("e1", 1), Decision::Allow))
+            .await
+            .expect("record");
+        assert_eq!(got, None);
+        assert_eq!(feed_rows().await, rows + 1, "one feed row for the event");
+        assert_eq!(past(&a).await.len(), 2, "node A's cache has it at once");
+        assert_eq!(a.count_events().await.expect("count"), 2);
+        // Again: the assessment is a duplicate, nothing more is written.
+        let again = a
+            .record_assessment(&rec("as-1", ev("e1b", 2), Decision::Allow))
+            .await;
+        assert!(
+            matches!(again, Err(CaseError::DuplicateAssessment(_))),
+            "{again:?}"
+        );
+        // A new assessment of a stored event: the assessment only.
+        a.record_assessment(&rec("as-2", ev("e1", 1), Decision::Allow))
+            .await
+            .expect("record");
+        // A challenge stores no event.
+        a.record_assessment(&rec("as-3", ev("e3", 3), Decision::Challenge))
+            .await
+            .expect("record");
+        assert_eq!(a.count_events().await.expect("count"), 2);
+        assert_eq!(
+            feed_rows().await,
+            rows + 1,
+            "no feed row without a new event"
+        );
+        for id in ["as-1", "as-2", "as-3"] {
+            assert!(a.assessment(id).await.expect("read").is_some(), "{id}");
+        }
+        assert!(a.assessment("as-1b").await.expect("read").is_none());
+        // Node B's cache learns of the event by the feed.
+        let sent = std::time::Instant::now();
+        while past(&b).await.len() != 2 {
+            assert!(sent.elapsed() < std::time::Duration::from_secs(2));
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(past(&a).await, past(&b).await);
+    });
+}
+
 /// Events of several customers, devices, agents and IPs, as the old-schema test writes them.
 fn mixed_events() -> Vec<Event> {
     let mut out = Vec::new();

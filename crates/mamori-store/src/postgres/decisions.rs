@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use mamori_core::assess::Marks;
+use mamori_core::assess::{Marks, Past};
 use mamori_core::case::{
     AlertStatus, Outcome, Resolution, Scope, Trigger, on_decision, on_outcome,
 };
@@ -194,6 +194,124 @@ pub(crate) async fn record_in(
 /// A row of `familiar`: customer, IP key, device hash, since.
 type FamiliarRow = (String, Option<Vec<u8>>, Option<i64>, i64);
 
+/// The columns of an assessment row, in the order [`PgStore::record_at_once`] binds them
+/// ($1 to $13).
+const ASSESSMENT_VALUES: &str = "INSERT INTO assessments (assessment_id, created_at, \
+    customer_id, event_id, occurred_at, kind, channel, ip, device_hash, decision, score, reasons, \
+    event) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
+    ON CONFLICT (assessment_id) DO NOTHING RETURNING 1";
+
+impl PgStore {
+    /// The server's common case in one statement, without a transaction's round trips: an
+    /// assessment that opens no alert and sends no notice (not a withdrawal), with its event
+    /// when it is stored, of a customer, device and user agent whose keys this process holds, in
+    /// a month it knows exists. The event and its row of the change feed are written only if
+    /// the assessment is new and the event too, as [`record_in`] would. `None`: not that case,
+    /// or its month went meanwhile; the caller takes the general way.
+    async fn record_at_once(
+        &self,
+        rec: &AssessmentRecord,
+    ) -> Result<Option<Result<Option<i64>, CaseError>>> {
+        let e = &rec.event;
+        let effect = on_decision(rec.decision);
+        if effect.alert.is_some()
+            || e.kind == Kind::Withdrawal
+            || self.bulk.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let keys = if effect.store_event {
+            if !super::lock(&self.months).contains(&super::month_of(e.occurred_at)) {
+                return Ok(None);
+            }
+            match self.cached_keys(e) {
+                Some(k) => Some(k),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let body = keys.map(|_| super::feed::events_body(&[(e.customer_id.clone(), Past::of(e))]));
+        let sql = match keys {
+            None => format!("WITH a AS ({ASSESSMENT_VALUES}) SELECT count(*), NULL::text FROM a"),
+            Some(_) => format!(
+                "WITH a AS ({ASSESSMENT_VALUES}), \
+                 k AS (INSERT INTO event_keys (customer_key, event_id, occurred_at) \
+                     SELECT $14, $4, $5 WHERE EXISTS (SELECT 1 FROM a) \
+                     ON CONFLICT DO NOTHING RETURNING 1), \
+                 e AS (INSERT INTO events ({}) \
+                     SELECT $14, $5, $4, $6, $7, $8, $9, $15, $16, $17, $18, $19, $20, $21, $22, \
+                         $23 WHERE EXISTS (SELECT 1 FROM k) RETURNING 1), \
+                 f AS (INSERT INTO feed (node, what, body) \
+                     SELECT $24, $25, $26 WHERE EXISTS (SELECT 1 FROM e) RETURNING tx::text) \
+                 SELECT (SELECT count(*) FROM a), (SELECT tx FROM f)",
+                super::events::EVENT_COLUMNS
+            ),
+        };
+        let mut q = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(sql))
+            .bind(&rec.assessment_id)
+            .bind(rec.created_at)
+            .bind(&e.customer_id)
+            .bind(&e.event_id)
+            .bind(e.occurred_at)
+            .bind(i16::from(e.kind.code()))
+            .bind(i16::from(e.channel.code()))
+            .bind(ip_bytes(e))
+            .bind(device_of(e))
+            .bind(rec.decision.as_str())
+            .bind(i16::from(rec.score))
+            .bind(rec.reasons.to_string())
+            .bind(e.to_json());
+        if let (Some((customer, device, agent)), Some((what, body))) = (keys, body) {
+            let d = e.destination.as_ref();
+            q = q
+                .bind(customer)
+                .bind(device)
+                .bind(agent)
+                .bind(e.amount)
+                .bind(e.side.map(|s| i16::from(s.code())))
+                .bind(d.map(|d| d.bank_code.as_str()))
+                .bind(d.map(|d| d.branch_code.as_str()))
+                .bind(d.map(|d| d.account_type.as_str()))
+                .bind(d.map(|d| d.account_number.as_str()))
+                .bind(d.map(|d| d.holder_kana.as_str()))
+                .bind(self.node)
+                .bind(what)
+                .bind(body);
+        }
+        let (new, tx) = match q
+            .fetch_one(&self.pool)
+            .await
+            .map_err(crate::StoreError::from)
+        {
+            Ok(row) => row,
+            Err(err) if super::is_missing_partition(&err) => {
+                // Dropped by another process's purge: the general way creates it again.
+                self.forget_months();
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        if new == 0 {
+            return Ok(Some(Err(CaseError::DuplicateAssessment(
+                rec.assessment_id.clone(),
+            ))));
+        }
+        if let (Some(h), Some(tx)) = (&self.hot, tx) {
+            let tx = super::feed::xid(&tx)?;
+            super::feed::apply(
+                h,
+                tx,
+                super::feed::News {
+                    events: vec![(e.customer_id.clone(), Past::of(e))],
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(Some(Ok(None)))
+    }
+}
+
 /// What a resolution's transaction tells the nodes: the resolutions changed.
 fn marks_news() -> Fresh {
     let mut fresh = Fresh::default();
@@ -337,6 +455,11 @@ impl DecisionLog for PgStore {
         &self,
         recs: &[AssessmentRecord],
     ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
+        if let [rec] = recs
+            && let Some(out) = self.record_at_once(rec).await?
+        {
+            return Ok(vec![out]);
+        }
         self.ensure_months(allowed_times(recs)).await?;
         let mut tx = self.begin().await?;
         let mut fresh = Fresh::default();

@@ -54,6 +54,21 @@ pub(crate) struct Fresh {
 }
 
 impl PgStore {
+    /// The keys of an event's customer, device and user agent, if this process holds them all.
+    pub(crate) fn cached_keys(&self, e: &Event) -> Option<(i64, Option<i64>, Option<i64>)> {
+        let c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let customer = *c.customers.get(e.customer_id.as_str())?;
+        let device = match e.device_id.as_deref() {
+            Some(d) => Some(*c.devices.get(d)?),
+            None => None,
+        };
+        let agent = match e.user_agent.as_deref() {
+            Some(u) => Some(*c.agents.get(u)?),
+            None => None,
+        };
+        Some((customer, device, agent))
+    }
+
     /// Adds the keys of a committed transaction to the cache, and its events (transaction `tx`)
     /// to the hot cache.
     pub(crate) fn committed(&self, fresh: Fresh, tx: Option<u64>) {
@@ -366,7 +381,7 @@ async fn bind_in(
 const COPY_FROM: usize = 2_000;
 
 /// The columns of `events`, in the order both insert paths send them.
-const EVENT_COLUMNS: &str = "customer_key, occurred_at, event_id, kind, channel, ip, device_hash, \
+pub(crate) const EVENT_COLUMNS: &str = "customer_key, occurred_at, event_id, kind, channel, ip, device_hash, \
     device_key, ua_key, amount, side, dest_bank_code, dest_branch_code, dest_account_type, \
     dest_account_number, dest_holder_kana";
 
@@ -648,12 +663,13 @@ impl EventWriter for PgStore {
             match done {
                 Ok(n) => break n,
                 Err(e) if tries < 3 && is_missing_partition(&e) => self.forget_months(),
-                // Another process stored an event of a customer created for this batch (or
-                // the two waited on each other's keys): again, with every key checked in order.
+                // Another process stored an event of a customer created for this batch, or
+                // the two waited on each other's keys (one sending them unordered, by COPY, the
+                // deadlock may come again on the retry): again, with every key checked in order.
                 Err(StoreError::Db(e))
-                    if tries < 3
-                        && !new_customers.is_empty()
-                        && (super::is_code(&e, "23505") || super::is_code(&e, "40P01")) =>
+                    if tries < 5
+                        && (super::is_code(&e, "40P01")
+                            || (!new_customers.is_empty() && super::is_code(&e, "23505"))) =>
                 {
                     new_customers.clear()
                 }

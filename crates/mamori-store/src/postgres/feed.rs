@@ -89,7 +89,12 @@ pub(crate) async fn write(conn: &mut PgConnection, node: i64, news: &News) -> Re
     Ok(Some(xid(&tx)?))
 }
 
-fn xid(s: &str) -> Result<u64> {
+/// An events row's `what` and body, for a statement that writes it itself.
+pub(crate) fn events_body(events: &[(String, Past)]) -> (i16, Vec<u8>) {
+    (EVENTS, encode(events))
+}
+
+pub(crate) fn xid(s: &str) -> Result<u64> {
     s.parse()
         .map_err(|_| corrupt("a transaction id is not a number"))
 }
