@@ -67,8 +67,13 @@ impl News {
     }
 }
 
-/// Writes the transaction's feed row, if it has news; returns the transaction's id.
-pub(crate) async fn write(conn: &mut PgConnection, node: i64, news: &News) -> Result<Option<u64>> {
+/// Writes the transaction's feed row, if it has news; returns the transaction's id and its
+/// snapshot's `xmin` (for [`Pruner`]).
+pub(crate) async fn write(
+    conn: &mut PgConnection,
+    node: i64,
+    news: &News,
+) -> Result<Option<(u64, u64)>> {
     if news.is_empty() {
         return Ok(None);
     }
@@ -78,15 +83,75 @@ pub(crate) async fn write(conn: &mut PgConnection, node: i64, news: &News) -> Re
     } else {
         Vec::new()
     };
-    let tx: String = sqlx::query_scalar(
-        "INSERT INTO feed (node, what, body) VALUES ($1, $2, $3) RETURNING tx::text",
+    let (tx, xmin): (String, String) = sqlx::query_as(
+        "INSERT INTO feed (node, what, body) VALUES ($1, $2, $3) \
+         RETURNING tx::text, pg_snapshot_xmin(pg_current_snapshot())::text",
     )
     .bind(node)
     .bind(what)
     .bind(body)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(Some(xid(&tx)?))
+    Ok(Some((xid(&tx)?, xid(&xmin)?)))
+}
+
+/// When the feed's old rows go: every process that reads or writes the feed notes the `xmin` of
+/// its snapshots (at most one a second); every [`PRUNE_EVERY`] it deletes the rows below the
+/// `xmin` of a snapshot it saw [`KEEP`] ago. Those transactions had ended a minute before, so
+/// every node that is not [`STALE`] has read them. A store with writers and no serving node (only
+/// `mamori consume`) is pruned too.
+#[derive(Debug)]
+pub(crate) struct Pruner {
+    floors: std::collections::VecDeque<(Instant, u64)>,
+    pruned_at: Instant,
+}
+
+impl Default for Pruner {
+    fn default() -> Self {
+        Pruner {
+            floors: Default::default(),
+            pruned_at: Instant::now(),
+        }
+    }
+}
+
+impl Pruner {
+    /// Notes a snapshot's `xmin`; returns the bound to prune below, when a prune is due.
+    pub(crate) fn note(&mut self, xmin: u64) -> Option<u64> {
+        self.note_at(Instant::now(), xmin)
+    }
+
+    fn note_at(&mut self, now: Instant, xmin: u64) -> Option<u64> {
+        if self
+            .floors
+            .back()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= Duration::from_secs(1))
+        {
+            self.floors.push_back((now, xmin));
+        }
+        if now.duration_since(self.pruned_at) < PRUNE_EVERY {
+            return None;
+        }
+        self.pruned_at = now;
+        let mut floor = None;
+        while let Some(&(at, x)) = self.floors.front() {
+            if now.duration_since(at) < KEEP {
+                break;
+            }
+            floor = Some(x);
+            self.floors.pop_front();
+        }
+        floor
+    }
+}
+
+/// Deletes the feed's rows of transactions below `floor`.
+pub(crate) async fn prune(pool: &PgPool, floor: u64) -> Result<()> {
+    sqlx::query("DELETE FROM feed WHERE tx < $1::text::xid8")
+        .bind(floor.to_string())
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// An events row's `what` and body, for a statement that writes it itself.
@@ -220,9 +285,7 @@ struct Tail {
     /// When the server it reads started (a restart empties the feed).
     started: String,
     read_at: Instant,
-    /// Snapshots' `xmin` by when they were taken, for pruning.
-    floors: std::collections::VecDeque<(Instant, u64)>,
-    pruned_at: Instant,
+    pruner: Arc<std::sync::Mutex<Pruner>>,
 }
 
 /// The current snapshot and the server's start, to begin tailing from.
@@ -235,13 +298,18 @@ pub(crate) async fn now(pool: &PgPool) -> Result<(String, String)> {
 }
 
 /// Reads the feed into `hot` every [`TAIL_EVERY`] until the cache is dropped.
-pub(crate) fn spawn(pool: PgPool, hot: Weak<Hot>, node: i64, (last, started): (String, String)) {
+pub(crate) fn spawn(
+    pool: PgPool,
+    hot: Weak<Hot>,
+    node: i64,
+    (last, started): (String, String),
+    pruner: Arc<std::sync::Mutex<Pruner>>,
+) {
     let mut t = Tail {
         last,
         started,
         read_at: Instant::now(),
-        floors: Default::default(),
-        pruned_at: Instant::now(),
+        pruner,
     };
     tokio::spawn(async move {
         let mut failed = false;
@@ -306,23 +374,13 @@ async fn read(pool: &PgPool, hot: &Arc<Hot>, node: i64, t: &mut Tail, failed: bo
     t.last = now;
     t.started = started;
     t.read_at = Instant::now();
-    t.floors.push_back((t.read_at, snap.xmin));
-    if t.pruned_at.elapsed() >= PRUNE_EVERY {
-        t.pruned_at = Instant::now();
-        let mut floor = None;
-        while let Some(&(at, x)) = t.floors.front() {
-            if at.elapsed() < KEEP {
-                break;
-            }
-            floor = Some(x);
-            t.floors.pop_front();
-        }
-        if let Some(x) = floor {
-            sqlx::query("DELETE FROM feed WHERE tx < $1::text::xid8")
-                .bind(x.to_string())
-                .execute(pool)
-                .await?;
-        }
+    let floor = t
+        .pruner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .note(snap.xmin);
+    if let Some(floor) = floor {
+        prune(pool, floor).await?;
     }
     Ok(())
 }
@@ -330,6 +388,23 @@ async fn read(pool: &PgPool, hot: &Arc<Hot>, node: i64, t: &mut Tail, failed: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_feed_is_pruned_below_a_snapshot_seen_a_minute_before() {
+        let mut p = Pruner::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(p.note_at(at(0), 10), None);
+        assert_eq!(p.note_at(at(5), 20), None, "not due");
+        // Noted at most once a second.
+        assert_eq!(p.note_at(at(5), 25), None);
+        // Due: the xmin seen at 0 is a minute old, the one seen at 5 is not yet.
+        assert_eq!(p.note_at(at(61), 30), Some(10));
+        assert_eq!(p.note_at(at(66), 40), None, "pruned 5 s ago");
+        assert_eq!(p.note_at(at(72), 50), Some(20));
+        // Nothing a minute old: nothing to prune.
+        assert_eq!(p.note_at(at(82), 60), None);
+    }
 
     #[test]
     fn bodies_round_trip_every_field_and_reject_cut_ones() {

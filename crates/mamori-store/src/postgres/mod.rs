@@ -48,6 +48,8 @@ pub struct PgStore {
     node: i64,
     /// The server's cache of customers' and IPs' events ([`PgStore::with_hot`]).
     hot: Option<Arc<crate::hot::Hot>>,
+    /// When this process prunes the change feed.
+    pruner: Arc<Mutex<feed::Pruner>>,
 }
 
 /// A URL with its password (if any) left out, for messages.
@@ -135,6 +137,7 @@ impl PgStore {
             ua_families: Arc::default(),
             node: node_id(),
             hot: None,
+            pruner: Arc::default(),
         })
     }
 
@@ -144,7 +147,13 @@ impl PgStore {
     pub async fn with_hot(mut self, max_rows: usize) -> Result<Self> {
         let from = feed::now(&self.pool).await?;
         let hot = Arc::new(crate::hot::Hot::new(max_rows, 0));
-        feed::spawn(self.pool.clone(), Arc::downgrade(&hot), self.node, from);
+        feed::spawn(
+            self.pool.clone(),
+            Arc::downgrade(&hot),
+            self.node,
+            from,
+            self.pruner.clone(),
+        );
         self.hot = Some(hot);
         Ok(self)
     }
@@ -162,14 +171,25 @@ impl PgStore {
         mut tx: Transaction<'static, Postgres>,
         fresh: events::Fresh,
     ) -> Result<()> {
-        let id = feed::write(&mut tx, self.node, &fresh.news).await?;
+        let written = feed::write(&mut tx, self.node, &fresh.news).await?;
         if let Err(e) = tx.commit().await {
             if let Some(h) = &self.hot {
                 h.clear();
             }
             return Err(e.into());
         }
-        self.committed(fresh, id);
+        self.committed(fresh, written.map(|w| w.0));
+        if let Some((_, xmin)) = written
+            && let Some(floor) = lock(&self.pruner).note(xmin)
+        {
+            // Off the caller's path; a failure is retried at the next prune.
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = feed::prune(&pool, floor).await {
+                    tracing::warn!(error = %e, "pruning the change feed failed");
+                }
+            });
+        }
         Ok(())
     }
 
