@@ -289,8 +289,9 @@ fn postgres_node_caches_follow_other_nodes_writes_through_the_feed() {
         let Some(schema) = PgSchema::new("feed").await else {
             return;
         };
-        let a = schema.open().await.with_hot(10_000).await.expect("hot");
+        // Node A is a copy of B's handle given a cache: B's writes still reach it by the feed.
         let b = schema.open().await;
+        let a = b.clone().with_hot(10_000).await.expect("hot");
         let ev = |i: i64| {
             let mut e = testsuite::ev(
                 &format!("f{i}"),

@@ -145,6 +145,9 @@ impl PgStore {
     /// at most `max_rows` events, kept current with other processes' writes by the change feed
     /// ([`feed`]). For a process that serves; a batch reads the database.
     pub async fn with_hot(mut self, max_rows: usize) -> Result<Self> {
+        // A number of its own: a copy of the store made before has no cache, and the feed must
+        // bring its writes here like another process's.
+        self.node = node_id();
         let from = feed::now(&self.pool).await?;
         let hot = Arc::new(crate::hot::Hot::new(max_rows, 0));
         feed::spawn(
