@@ -20,7 +20,7 @@
 //! - **PostgreSQL** (several nodes): the writes of this node after each commit, by transaction
 //!   id; every other process's as the change feed brings them (`crate::postgres::feed`): each
 //!   transaction that stores events also writes them to the feed table, and each node reads the
-//!   transactions committed since its last look, every [`POLL`] or sooner.
+//!   transactions committed since its last look, every 10 ms (`TAIL_EVERY` there).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
