@@ -844,6 +844,14 @@ fn on(net: bool, key: u128, p: &Past) -> bool {
     })
 }
 
+/// The cache and whether `[lo, hi]` is a network, when the cache holds such ranges: an
+/// address, or a familiarity network (another block is read from the store). Both stores ask it.
+pub(crate) fn range(hot: Option<&Hot>, lo: u128, hi: u128) -> Option<(&Hot, bool)> {
+    let h = hot?;
+    let net = lo != hi;
+    (!net || is_network(lo, hi)).then_some((h, net))
+}
+
 /// Whether `[lo, hi]` is a familiarity network (what the cache holds besides addresses).
 pub(crate) fn is_network(lo: u128, hi: u128) -> bool {
     prefix_range(lo) == (lo, hi)

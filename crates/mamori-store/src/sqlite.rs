@@ -1117,12 +1117,9 @@ impl SqliteStore {
             .await
     }
 
-    /// The hot cache and whether `[lo, hi]` is a network, when the cache holds such ranges: an
-    /// address, or a familiarity network (another block is read from the file).
+    /// See [`crate::hot::range`].
     fn hot_range(&self, lo: u128, hi: u128) -> Option<(&Hot, bool)> {
-        let h = self.hot.as_deref()?;
-        let net = lo != hi;
-        (!net || crate::hot::is_network(lo, hi)).then_some((h, net))
+        crate::hot::range(self.hot.as_deref(), lo, hi)
     }
 
     /// `ask`s the hot cache about the range `[lo, hi]` (an address, or a familiarity network

@@ -231,7 +231,9 @@ impl PgStore {
         } else {
             None
         };
-        let body = keys.map(|_| super::feed::events_body(&[(e.customer_id.clone(), Past::of(e))]));
+        // The event as the feed and the cache keep it: computed once for both.
+        let news = vec![(e.customer_id.clone(), Past::of(e))];
+        let body = keys.map(|_| super::feed::events_body(&news));
         let sql = match keys {
             None => format!("WITH a AS ({ASSESSMENT_VALUES}) SELECT count(*), NULL::text FROM a"),
             Some(_) => format!(
@@ -303,7 +305,7 @@ impl PgStore {
                 h,
                 tx,
                 super::feed::News {
-                    events: vec![(e.customer_id.clone(), Past::of(e))],
+                    events: news,
                     ..Default::default()
                 },
             );

@@ -793,11 +793,20 @@ impl PgStore {
     }
 }
 
-/// What a read saw, from `pg_current_snapshot()` in its text form.
-fn seen(text: &str) -> Result<Seen> {
-    Snapshot::parse(text)
+/// What a fill read saw and its rows: a fill's query returns the snapshot in column 0 of every
+/// row (always at least one) and, in the rows that hold data, a non-NULL column 1.
+fn fill_rows(rows: &[PgRow]) -> Result<(Seen, impl Iterator<Item = &PgRow>)> {
+    let first = rows
+        .first()
+        .ok_or_else(|| corrupt("a snapshot query returned no row"))?;
+    let snap = Snapshot::parse(first.try_get(0)?)
         .map(|s| Seen::Snap(Arc::new(s)))
-        .ok_or_else(|| corrupt("a snapshot did not parse"))
+        .ok_or_else(|| corrupt("a snapshot did not parse"))?;
+    // A row whose column 1 does not decode is kept: reading it then reports the error.
+    let data = rows
+        .iter()
+        .filter(|r| !matches!(r.try_get::<Option<i64>, _>(1), Ok(None)));
+    Ok((snap, data))
 }
 
 /// The UTC day of `occurred_at` in SQL (floor division, as [`crate::sqlite::utc_day`]).
@@ -824,15 +833,9 @@ impl PgStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        let snap: String = match rows.first() {
-            Some(r) => r.try_get(0)?,
-            None => return Err(corrupt("a snapshot query returned no row")),
-        };
+        let (seen, data) = fill_rows(&rows)?;
         let mut out: Vec<(Past, Option<i64>)> = Vec::with_capacity(rows.len());
-        for r in &rows {
-            if r.try_get::<Option<i64>, _>(1)?.is_none() {
-                continue;
-            }
+        for r in data {
             out.push((
                 Past {
                     access: access_at(r, 1)?,
@@ -851,15 +854,12 @@ impl PgStore {
                 p
             })
             .collect();
-        Ok((seen(&snap)?, past))
+        Ok((seen, past))
     }
 
-    /// The hot cache and whether `[lo, hi]` is a network, when the cache holds such ranges: an
-    /// address, or a familiarity network (another block is read from the database).
+    /// See [`crate::hot::range`].
     fn hot_range(&self, lo: u128, hi: u128) -> Option<(&Hot, bool)> {
-        let h = self.hot.as_deref()?;
-        let net = lo != hi;
-        (!net || crate::hot::is_network(lo, hi)).then_some((h, net))
+        crate::hot::range(self.hot.as_deref(), lo, hi)
     }
 
     /// `ask`s the hot cache about the range `[lo, hi]` (an address, or a familiarity network
@@ -901,26 +901,21 @@ impl PgStore {
                     .bind(i16::from(Kind::LoginFailed.code()))
                     .fetch_all(&self.pool)
                     .await?;
-                    let mut snap = None;
+                    let (seen, data) = fill_rows(&rows)?;
                     let mut uses = Vec::with_capacity(rows.len());
-                    for r in &rows {
-                        snap.get_or_insert(r.try_get::<String, _>(0)?);
-                        let Some(d) = r.try_get::<Option<i64>, _>(1)? else {
-                            continue;
-                        };
+                    for r in data {
                         let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
                         uses.push((
                             lo,
                             IpUse {
-                                at: d * DAY_US,
+                                at: r.try_get::<i64, _>(1)? * DAY_US,
                                 customer: r.try_get(2)?,
                                 logins: n(r.try_get(3)?),
                                 failed_logins: n(r.try_get(4)?),
                             },
                         ));
                     }
-                    let snap = snap.ok_or_else(|| corrupt("a snapshot query returned no row"))?;
-                    h.fill_ip(net, lo, day, (noted, seen(&snap)?), uses);
+                    h.fill_ip(net, lo, day, (noted, seen), uses);
                 }
                 Err(IpNeed::Events(day)) => {
                     // An edge inside the day: its events one by one.
@@ -941,18 +936,13 @@ impl PgStore {
                     .bind((day + 1) * DAY_US)
                     .fetch_all(&self.pool)
                     .await?;
-                    let mut snap = None;
+                    let (seen, data) = fill_rows(&rows)?;
                     let mut uses = Vec::with_capacity(rows.len());
-                    for r in &rows {
-                        snap.get_or_insert(r.try_get::<String, _>(0)?);
-                        let Some(at) = r.try_get::<Option<i64>, _>(1)? else {
-                            continue;
-                        };
+                    for r in data {
                         let kind = kind_of(r.try_get::<i16, _>(3)?.into())?;
-                        uses.push((lo, IpUse::event(at, r.try_get(2)?, kind)));
+                        uses.push((lo, IpUse::event(r.try_get(1)?, r.try_get(2)?, kind)));
                     }
-                    let snap = snap.ok_or_else(|| corrupt("a snapshot query returned no row"))?;
-                    h.fill_ip_day(net, lo, day, (noted, seen(&snap)?), uses);
+                    h.fill_ip_day(net, lo, day, (noted, seen), uses);
                 }
             }
         }
