@@ -73,25 +73,45 @@ type Pending = (
 /// Assessments recorded in one transaction at most.
 const GROUP: usize = 256;
 
-/// Records assessments as they come, all those waiting in one transaction: under load each
-/// commit carries many, and none waits for a timer.
+/// Records assessments as they come, all those waiting at once: under load each call carries
+/// many, and none waits for a timer. A store that gains from it takes several groups at once
+/// ([`EventWriter::parallel_batches`]: PostgreSQL); SQLite takes one at a time.
 async fn recorder(store: Store, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    let lanes = Arc::new(tokio::sync::Semaphore::new(store.parallel_batches().max(1)));
     let mut batch: Vec<Pending> = Vec::with_capacity(GROUP);
-    while rx.recv_many(&mut batch, GROUP).await > 0 {
+    loop {
+        let Ok(lane) = lanes.clone().acquire_owned().await else {
+            break;
+        };
+        if rx.recv_many(&mut batch, GROUP).await == 0 {
+            break;
+        }
         let (recs, replies): (Vec<AssessmentRecord>, Vec<_>) = batch.drain(..).unzip();
-        match store.record_assessments(&recs).await {
-            Ok(results) => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r);
-                }
+        let store = store.clone();
+        tokio::spawn(async move {
+            record_group(&store, recs, replies).await;
+            drop(lane);
+        });
+    }
+}
+
+async fn record_group(
+    store: &Store,
+    recs: Vec<AssessmentRecord>,
+    replies: Vec<tokio::sync::oneshot::Sender<Result<Option<i64>, CaseError>>>,
+) {
+    match store.record_assessments(&recs).await {
+        Ok(results) => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(r);
             }
-            Err(e) => {
-                tracing::error!(error = %e, records = recs.len(), "recording assessments failed");
-                for reply in replies {
-                    let _ = reply.send(Err(CaseError::Store(mamori_store::StoreError::Task(
-                        e.to_string(),
-                    ))));
-                }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, records = recs.len(), "recording assessments failed");
+            for reply in replies {
+                let _ = reply.send(Err(CaseError::Store(mamori_store::StoreError::Task(
+                    e.to_string(),
+                ))));
             }
         }
     }

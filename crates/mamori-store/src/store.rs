@@ -87,11 +87,12 @@ impl Store {
         })
     }
 
-    /// Fills the hot cache, when there is one (see [`SqliteStore::preload_hot`]).
+    /// Fills the hot cache, when there is one (see [`SqliteStore::preload_hot`] and
+    /// [`PgStore::preload_hot`]).
     pub async fn preload_hot(&self, days: i64, past_span: i64, ip_span: i64) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.preload_hot(days, past_span, ip_span).await,
-            Store::Postgres(_) => Ok(()),
+            Store::Postgres(s) => s.preload_hot(days, past_span, ip_span).await,
         }
     }
 

@@ -97,6 +97,19 @@ fn postgres_hot_cache_answers_as_the_store_does() {
         let plain = schema.open().await;
         plain.insert_events(&events).await.expect("insert");
         let hot = schema.open().await.with_hot(40_000).await.expect("hot");
+        let policy = mamori_core::assess::Policy::default();
+        hot.preload_hot(
+            14,
+            mamori_store::assess::past_span(&policy),
+            i64::from(policy.others_days) * mamori_core::time::DAY_US,
+        )
+        .await
+        .expect("preload");
+        let preloaded = hot.hot_stats().expect("stats");
+        assert!(
+            preloaded.customers > 0 && preloaded.ips > 0,
+            "{preloaded:?}"
+        );
         let stats = hot_answers_as_the_store(
             hot.into(),
             plain.into(),
@@ -105,6 +118,69 @@ fn postgres_hot_cache_answers_as_the_store_does() {
         )
         .await;
         assert!(stats.cleared == 0 && stats.hits > stats.misses, "{stats:?}");
+    });
+}
+
+/// A PostgreSQL node that preloaded its cache answers every question about the attempts of the
+/// newest day from memory (their customers, addresses, networks, and the days their windows
+/// start and end inside), and as the store does.
+#[test]
+fn postgres_preload_holds_what_the_newest_day_asks() {
+    use mamori_core::assess::Policy;
+    use mamori_core::net::{ip_key, prefix_range};
+    use mamori_core::time::DAY_US;
+    use mamori_store::HistoryReader;
+    use mamori_store::assess::past_span;
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("preload").await else {
+            return;
+        };
+        let (_, events) = simulated_store(dir.path(), 200).await;
+        let plain = schema.open().await;
+        plain.insert_events(&events).await.expect("insert");
+        let hot = schema.open().await.with_hot(1_000_000).await.expect("hot");
+        let policy = Policy::default();
+        let others = i64::from(policy.others_days) * DAY_US;
+        hot.preload_hot(14, past_span(&policy), others)
+            .await
+            .expect("preload");
+        let before = hot.hot_stats().expect("stats");
+        assert!(before.customers > 0 && before.ips > 0, "{before:?}");
+        assert_eq!(before.misses, 0, "{before:?}");
+        let newest = events.iter().map(|e| e.occurred_at).max().expect("events");
+        let day = newest.div_euclid(DAY_US) * DAY_US;
+        let mut asked = 0;
+        for e in events.iter().filter(|e| e.occurred_at >= day) {
+            let t = e.occurred_at;
+            let c = e.customer_id.as_str();
+            let from = t - past_span(&policy);
+            assert_eq!(
+                hot.customer_past(c, from, t).await.expect("past"),
+                plain.customer_past(c, from, t).await.expect("past"),
+                "{c} at {t}"
+            );
+            if let Some(ip) = e.ip {
+                let k = ip_key(ip);
+                for range in [(k, k), prefix_range(k)] {
+                    assert_eq!(
+                        hot.range_activity(c, range, t - others, t)
+                            .await
+                            .expect("activity"),
+                        plain
+                            .range_activity(c, range, t - others, t)
+                            .await
+                            .expect("activity"),
+                        "{c} on {ip} at {t}"
+                    );
+                }
+            }
+            asked += 1;
+        }
+        assert!(asked > 10, "{asked} events on the newest day");
+        let after = hot.hot_stats().expect("stats");
+        assert_eq!(after.misses, 0, "{after:?}");
+        assert!(after.hits >= before.hits + asked, "{after:?}");
     });
 }
 
@@ -496,6 +572,51 @@ fn postgres_an_assessment_and_its_event_are_stored_in_one_statement() {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         assert_eq!(past(&a).await, past(&b).await);
+        // A group (the server's recorder): the common ones each in one statement at once, the
+        // others in one transaction after; results in the group's order.
+        let mut new_device = ev("g2", 12);
+        new_device.device_id = Some("a device no node has seen".into());
+        let mut second_copy = ev("g3", 14);
+        second_copy.ip = Some("198.51.100.7".parse().unwrap());
+        let group = [
+            rec("g-1", ev("g1", 11), Decision::Allow),
+            rec("g-2", new_device, Decision::Allow),
+            rec("g-3", ev("g3", 13), Decision::Allow),
+            rec("g-4", second_copy, Decision::Allow),
+            rec("as-1", ev("g5", 15), Decision::Allow),
+            rec("g-6", ev("g6", 16), Decision::Hold),
+        ];
+        let out = a.record_assessments(&group).await.expect("record");
+        assert!(
+            matches!(out[..4], [Ok(None), Ok(None), Ok(None), Ok(None)]),
+            "{out:?}"
+        );
+        assert!(
+            matches!(out[4], Err(CaseError::DuplicateAssessment(_))),
+            "{out:?}"
+        );
+        assert!(
+            matches!(out[5], Ok(Some(_))),
+            "a hold opens an alert: {out:?}"
+        );
+        for id in ["g-1", "g-2", "g-3", "g-4", "g-6"] {
+            assert!(a.assessment(id).await.expect("read").is_some(), "{id}");
+        }
+        let stored = a.customer_events("ao", 0, i64::MAX).await.expect("events");
+        let ids: Vec<&str> = stored.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["seen", "e1", "g1", "g2", "g3"],
+            "allowed new events, once"
+        );
+        let g3 = &stored[4];
+        assert_eq!(
+            g3.occurred_at,
+            ev("g3", 13).occurred_at,
+            "the first copy wins"
+        );
+        assert_eq!(g3.ip, ev("g3", 13).ip);
+        assert_eq!(past(&a).await.len(), 5);
     });
 }
 

@@ -202,6 +202,19 @@ const ASSESSMENT_VALUES: &str = "INSERT INTO assessments (assessment_id, created
     ON CONFLICT (assessment_id) DO NOTHING RETURNING 1";
 
 impl PgStore {
+    /// Records assessments in one transaction (the general way).
+    async fn record_together(
+        &self,
+        recs: &[AssessmentRecord],
+    ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
+        self.ensure_months(allowed_times(recs)).await?;
+        let mut tx = self.begin().await?;
+        let mut fresh = Fresh::default();
+        let out = record_in(&mut tx, self, recs, &mut fresh).await?;
+        self.commit(tx, fresh).await?;
+        Ok(out)
+    }
+
     /// The server's common case in one statement, without a transaction's round trips: an
     /// assessment that opens no alert and sends no notice (not a withdrawal), with its event
     /// when it is stored, of a customer, device and user agent whose keys this process holds, in
@@ -462,11 +475,43 @@ impl DecisionLog for PgStore {
         {
             return Ok(vec![out]);
         }
-        self.ensure_months(allowed_times(recs)).await?;
-        let mut tx = self.begin().await?;
-        let mut fresh = Fresh::default();
-        let out = record_in(&mut tx, self, recs, &mut fresh).await?;
-        self.commit(tx, fresh).await?;
+        if recs.len() == 1 {
+            return self.record_together(recs).await;
+        }
+        // A group (the server's recorder takes every assessment waiting): the common ones each
+        // in its own statement, at once on the pool's connections; the others, and a second
+        // copy of an event in the group (the first copy must win), in one transaction after.
+        let mut firsts = HashSet::with_capacity(recs.len());
+        let tries = futures_util::future::join_all(recs.iter().map(|r| {
+            let first = firsts.insert((r.event.customer_id.as_str(), r.event.event_id.as_str()));
+            async move {
+                if first {
+                    self.record_at_once(r).await
+                } else {
+                    Ok(None)
+                }
+            }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(recs.len());
+        let mut rest = Vec::new();
+        for (i, t) in tries.into_iter().enumerate() {
+            out.push(match t {
+                Ok(Some(r)) => r,
+                // Its own error: the others' statements stand.
+                Err(e) => Err(CaseError::Store(e)),
+                Ok(None) => {
+                    rest.push(i);
+                    Ok(None)
+                }
+            });
+        }
+        if !rest.is_empty() {
+            let others: Vec<AssessmentRecord> = rest.iter().map(|&i| recs[i].clone()).collect();
+            for (i, r) in rest.into_iter().zip(self.record_together(&others).await?) {
+                out[i] = r;
+            }
+        }
         Ok(out)
     }
 

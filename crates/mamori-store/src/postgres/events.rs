@@ -69,14 +69,27 @@ impl PgStore {
         Some((customer, device, agent))
     }
 
+    /// Adds committed keys of customers, devices and user agents to the cache.
+    pub(crate) fn learn_keys(
+        &self,
+        customers: impl Iterator<Item = (Box<str>, i64)>,
+        devices: impl Iterator<Item = (Box<str>, i64)>,
+        agents: impl Iterator<Item = (Box<str>, i64)>,
+    ) {
+        let mut c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        c.customers.extend(customers);
+        c.devices.extend(devices);
+        c.agents.extend(agents);
+    }
+
     /// Adds the keys of a committed transaction to the cache, and its events (transaction `tx`)
     /// to the hot cache.
     pub(crate) fn committed(&self, fresh: Fresh, tx: Option<u64>) {
-        let mut c = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        c.customers.extend(fresh.customers);
-        c.devices.extend(fresh.devices);
-        c.agents.extend(fresh.agents);
-        drop(c);
+        self.learn_keys(
+            fresh.customers.into_iter(),
+            fresh.devices.into_iter(),
+            fresh.agents.into_iter(),
+        );
         if let (Some(h), Some(tx)) = (&self.hot, tx) {
             super::feed::apply(h, tx, fresh.news);
         }
@@ -693,6 +706,20 @@ fn access_at(r: &PgRow, i: usize) -> Result<Access> {
     })
 }
 
+/// A past event from column `i` on (occurred_at, kind, channel, ip, device_hash, ua_key, amount,
+/// side), with its `ua_key` for [`PgStore::with_families`].
+pub(super) fn past_at(r: &PgRow, i: usize) -> Result<(Past, Option<i64>)> {
+    Ok((
+        Past {
+            access: access_at(r, i)?,
+            ua: None,
+            amount: r.try_get(i + 6)?,
+            side: side_of(r.try_get::<Option<i16>, _>(i + 7)?.map(i64::from))?,
+        },
+        r.try_get(i + 5)?,
+    ))
+}
+
 fn ip_event(r: &PgRow) -> Result<IpEvent> {
     Ok(IpEvent {
         ip: ip_of(r.try_get::<Option<&[u8]>, _>(0)?)?.ok_or_else(|| corrupt("missing IP"))?,
@@ -795,7 +822,7 @@ impl PgStore {
 
 /// What a fill read saw and its rows: a fill's query returns the snapshot in column 0 of every
 /// row (always at least one) and, in the rows that hold data, a non-NULL column 1.
-fn fill_rows(rows: &[PgRow]) -> Result<(Seen, impl Iterator<Item = &PgRow>)> {
+pub(super) fn fill_rows(rows: &[PgRow]) -> Result<(Seen, impl Iterator<Item = &PgRow>)> {
     let first = rows
         .first()
         .ok_or_else(|| corrupt("a snapshot query returned no row"))?;
@@ -810,7 +837,7 @@ fn fill_rows(rows: &[PgRow]) -> Result<(Seen, impl Iterator<Item = &PgRow>)> {
 }
 
 /// The UTC day of `occurred_at` in SQL (floor division, as [`crate::sqlite::utc_day`]).
-const SQL_DAY: &str = "((e.occurred_at - ((e.occurred_at % 86400000000) + 86400000000) \
+pub(super) const SQL_DAY: &str = "((e.occurred_at - ((e.occurred_at % 86400000000) + 86400000000) \
     % 86400000000) / 86400000000)";
 
 impl PgStore {
@@ -834,27 +861,20 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let (seen, data) = fill_rows(&rows)?;
-        let mut out: Vec<(Past, Option<i64>)> = Vec::with_capacity(rows.len());
-        for r in data {
-            out.push((
-                Past {
-                    access: access_at(r, 1)?,
-                    ua: None,
-                    amount: r.try_get(7)?,
-                    side: side_of(r.try_get::<Option<i16>, _>(8)?.map(i64::from))?,
-                },
-                r.try_get(6)?,
-            ));
-        }
+        let out = data.map(|r| past_at(r, 1)).collect::<Result<Vec<_>>>()?;
+        Ok((seen, self.with_families(out).await?))
+    }
+
+    /// The pasts with their user agents' families, from their `ua_key`s.
+    pub(super) async fn with_families(&self, out: Vec<(Past, Option<i64>)>) -> Result<Vec<Past>> {
         let families = self.families(out.iter().filter_map(|p| p.1)).await?;
-        let past = out
+        Ok(out
             .into_iter()
             .map(|(mut p, k)| {
                 p.ua = k.and_then(|k| families.get(&k).copied());
                 p
             })
-            .collect();
-        Ok((seen, past))
+            .collect())
     }
 
     /// See [`crate::hot::range`].
@@ -881,41 +901,7 @@ impl PgStore {
                 Ok(r) => return Ok(Some(r)),
                 Err(IpNeed::Days) => {
                     let day = utc_day(from) - crate::hot::FILL_SLACK_US / DAY_US;
-                    let noted = h.applied();
-                    let rows = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT s.snap, x.day, x.customer_id, x.logins, x.failed \
-                         FROM (SELECT pg_current_snapshot()::text AS snap) s \
-                         LEFT JOIN LATERAL ( \
-                             SELECT {SQL_DAY} AS day, c.customer_id, \
-                                 count(*) FILTER (WHERE e.kind = $4) AS logins, \
-                                 count(*) FILTER (WHERE e.kind = $5) AS failed \
-                             FROM events e JOIN customers c ON c.customer_key = e.customer_key \
-                             WHERE e.ip >= $1 AND e.ip <= $2 AND e.occurred_at >= $3 \
-                             GROUP BY 1, 2 \
-                         ) x ON true"
-                    )))
-                    .bind(&lo_b)
-                    .bind(&hi_b)
-                    .bind(day * DAY_US)
-                    .bind(i16::from(Kind::Login.code()))
-                    .bind(i16::from(Kind::LoginFailed.code()))
-                    .fetch_all(&self.pool)
-                    .await?;
-                    let (seen, data) = fill_rows(&rows)?;
-                    let mut uses = Vec::with_capacity(rows.len());
-                    for r in data {
-                        let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-                        uses.push((
-                            lo,
-                            IpUse {
-                                at: r.try_get::<i64, _>(1)? * DAY_US,
-                                customer: r.try_get(2)?,
-                                logins: n(r.try_get(3)?),
-                                failed_logins: n(r.try_get(4)?),
-                            },
-                        ));
-                    }
-                    h.fill_ip(net, lo, day, (noted, seen), uses);
+                    self.fill_ranges(h, &[(net, lo, hi)], day).await?;
                 }
                 Err(IpNeed::Events(day)) => {
                     // An edge inside the day: its events one by one.

@@ -22,6 +22,7 @@ pub mod feed;
 mod notices;
 mod passkeys;
 mod people;
+mod preload;
 
 /// Connections per process.
 const POOL_SIZE: u32 = 8;
@@ -124,6 +125,11 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(1)
+            // A round trip per statement otherwise (measured: 14 % of a serving node's CPU). A
+            // connection found broken by its statement is closed, and that statement fails; idle
+            // ones are closed after a minute anyway.
+            .test_before_acquire(false)
+            .idle_timeout(std::time::Duration::from_secs(60))
             .connect_with(opts)
             .await
             .map_err(|e| open_error(url, e))?;
