@@ -337,11 +337,7 @@ impl AppState {
             let started = Instant::now();
             let policy = self.policy().await;
             self.store
-                .preload_hot(
-                    i64::from(self.server.preload_days),
-                    mamori_store::assess::past_span(&policy),
-                    i64::from(policy.others_days) * DAY_US,
-                )
+                .preload_hot(i64::from(self.server.preload_days), &policy)
                 .await?;
             if let Some(h) = self.store.hot_stats() {
                 tracing::info!(

@@ -25,6 +25,11 @@ pub fn past_span(policy: &Policy) -> i64 {
     i64::from(policy.history_days + policy.destination_link_days) * DAY_US
 }
 
+/// How far back the engine reads an IP's uses before an attempt: the window for others.
+pub fn ip_span(policy: &Policy) -> i64 {
+    i64::from(policy.others_days) * DAY_US
+}
+
 fn login_vec(l: &LoginFeatures, intel: &dyn IpIntel) -> Vec<(assess::Feature, u128)> {
     features(l.ip.map(key_ip), l.ua, intel)
 }
@@ -92,7 +97,7 @@ async fn window_activity<S: HistoryReader>(
     let Some(range) = range else {
         return Ok(IpActivity::default());
     };
-    let from = t - i64::from(policy.others_days) * DAY_US;
+    let from = t - ip_span(policy);
     store.range_activity(customer, range, from, t).await
 }
 
@@ -238,7 +243,7 @@ pub async fn assess_period<S: HistoryReader + DecisionLog, T>(
         *w = (w.0.min(p.occurred_at), w.1.max(p.occurred_at));
     }
     let span = past_span(policy);
-    let others = i64::from(policy.others_days) * DAY_US;
+    let others = ip_span(policy);
     let customers: Vec<(String, (i64, i64))> = by_customer.into_iter().collect();
     // Each customer's events as the engine reads them, and the procedures waiting for their day.
     let mut pasts: Vec<Vec<Past>> = Vec::new();

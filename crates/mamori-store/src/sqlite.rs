@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use mamori_core::assess::{Past, ua_family_hash};
+use mamori_core::assess::{Past, Policy, ua_family_hash};
 use mamori_core::event::{Channel, Destination, Event, Kind, Side};
 use mamori_core::history::{Access, IpActivity, IpUse, device_hash, ip_activity};
 use mamori_core::investigate::Procedure;
@@ -1180,9 +1180,14 @@ impl SqliteStore {
 
     /// Fills the hot cache with the customers and IPs active in the `days` days up to the
     /// newest stored, most recent first, while there is room: each customer's events from
-    /// `past_span` before that period, each IP's days from `ip_span` before it. A server does
-    /// this before it says it is ready, so that its first requests find what they need.
-    pub async fn preload_hot(&self, days: i64, past_span: i64, ip_span: i64) -> Result<()> {
+    /// [`crate::assess::past_span`] before that period, each IP's days from
+    /// [`crate::assess::ip_span`] before it. A server does this before it says it is ready, so
+    /// that its first requests find what they need.
+    pub async fn preload_hot(&self, days: i64, policy: &Policy) -> Result<()> {
+        let (past_span, ip_span) = (
+            crate::assess::past_span(policy),
+            crate::assess::ip_span(policy),
+        );
         let Some(h) = &self.hot else { return Ok(()) };
         let _writer = self.writer.lock().await;
         let recent = |what: &str| {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mamori_core::assess::{Marks, Past};
+use mamori_core::assess::{Marks, Past, Policy};
 use mamori_core::case::{AlertStatus, Outcome, Resolution};
 use mamori_core::event::{Event, Kind};
 use mamori_core::history::{Access, IpUse};
@@ -89,10 +89,10 @@ impl Store {
 
     /// Fills the hot cache, when there is one (see [`SqliteStore::preload_hot`] and
     /// [`PgStore::preload_hot`]).
-    pub async fn preload_hot(&self, days: i64, past_span: i64, ip_span: i64) -> Result<()> {
+    pub async fn preload_hot(&self, days: i64, policy: &Policy) -> Result<()> {
         match self {
-            Store::Sqlite(s) => s.preload_hot(days, past_span, ip_span).await,
-            Store::Postgres(s) => s.preload_hot(days, past_span, ip_span).await,
+            Store::Sqlite(s) => s.preload_hot(days, policy).await,
+            Store::Postgres(s) => s.preload_hot(days, policy).await,
         }
     }
 

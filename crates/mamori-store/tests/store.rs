@@ -53,8 +53,6 @@ fn sqlite_passes_the_storage_suite() {
 #[test]
 fn the_hot_cache_answers_as_the_store_does() {
     use mamori_core::assess::Policy;
-    use mamori_core::time::DAY_US;
-    use mamori_store::assess::past_span;
     let dir = tempfile::tempdir().expect("tempdir");
     runtime().block_on(async {
         let (plain, events) = simulated_store(dir.path(), 300).await;
@@ -65,13 +63,7 @@ fn the_hot_cache_answers_as_the_store_does() {
             .with_hot(40_000)
             .await
             .expect("hot");
-        hot.preload_hot(
-            14,
-            past_span(&policy),
-            i64::from(policy.others_days) * DAY_US,
-        )
-        .await
-        .expect("preload");
+        hot.preload_hot(14, &policy).await.expect("preload");
         assert!(hot.hot_stats().expect("stats").customers > 0);
         let stats = hot_answers_as_the_store(
             hot.into(),
@@ -98,13 +90,7 @@ fn postgres_hot_cache_answers_as_the_store_does() {
         plain.insert_events(&events).await.expect("insert");
         let hot = schema.open().await.with_hot(40_000).await.expect("hot");
         let policy = mamori_core::assess::Policy::default();
-        hot.preload_hot(
-            14,
-            mamori_store::assess::past_span(&policy),
-            i64::from(policy.others_days) * mamori_core::time::DAY_US,
-        )
-        .await
-        .expect("preload");
+        hot.preload_hot(14, &policy).await.expect("preload");
         let preloaded = hot.hot_stats().expect("stats");
         assert!(
             preloaded.customers > 0 && preloaded.ips > 0,
@@ -141,10 +127,8 @@ fn postgres_preload_holds_what_the_newest_day_asks() {
         plain.insert_events(&events).await.expect("insert");
         let hot = schema.open().await.with_hot(1_000_000).await.expect("hot");
         let policy = Policy::default();
-        let others = i64::from(policy.others_days) * DAY_US;
-        hot.preload_hot(14, past_span(&policy), others)
-            .await
-            .expect("preload");
+        let others = mamori_store::assess::ip_span(&policy);
+        hot.preload_hot(14, &policy).await.expect("preload");
         let before = hot.hot_stats().expect("stats");
         assert!(before.customers > 0 && before.ips > 0, "{before:?}");
         assert_eq!(before.misses, 0, "{before:?}");

@@ -98,7 +98,7 @@ impl PgStore {
 
 /// The side tables, by what they intern.
 #[derive(Clone, Copy)]
-enum SideTable {
+pub(super) enum SideTable {
     Customers,
     Devices,
     Agents,
@@ -106,7 +106,7 @@ enum SideTable {
 
 impl SideTable {
     /// (table, key column, text column)
-    fn sql(self) -> (&'static str, &'static str, &'static str) {
+    pub(super) fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
             SideTable::Customers => ("customers", "customer_key", "customer_id"),
             SideTable::Devices => ("devices", "device_key", "device_id"),
@@ -895,7 +895,6 @@ impl PgStore {
         from: i64,
         ask: impl Fn(&Hot) -> std::result::Result<R, IpNeed>,
     ) -> Result<Option<R>> {
-        let (lo_b, hi_b) = (key_bytes(lo).to_vec(), key_bytes(hi).to_vec());
         for _ in 0..4 {
             match ask(h) {
                 Ok(r) => return Ok(Some(r)),
@@ -905,30 +904,8 @@ impl PgStore {
                 }
                 Err(IpNeed::Events(day)) => {
                     // An edge inside the day: its events one by one.
-                    let noted = h.applied();
-                    let rows = sqlx::query(
-                        "SELECT s.snap, x.occurred_at, x.customer_id, x.kind \
-                         FROM (SELECT pg_current_snapshot()::text AS snap) s \
-                         LEFT JOIN LATERAL ( \
-                             SELECT e.occurred_at, c.customer_id, e.kind \
-                             FROM events e JOIN customers c ON c.customer_key = e.customer_key \
-                             WHERE e.ip >= $1 AND e.ip <= $2 \
-                               AND e.occurred_at >= $3 AND e.occurred_at < $4 \
-                         ) x ON true",
-                    )
-                    .bind(&lo_b)
-                    .bind(&hi_b)
-                    .bind(day * DAY_US)
-                    .bind((day + 1) * DAY_US)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    let (seen, data) = fill_rows(&rows)?;
-                    let mut uses = Vec::with_capacity(rows.len());
-                    for r in data {
-                        let kind = kind_of(r.try_get::<i16, _>(3)?.into())?;
-                        uses.push((lo, IpUse::event(r.try_get(1)?, r.try_get(2)?, kind)));
-                    }
-                    h.fill_ip_day(net, lo, day, (noted, seen), uses);
+                    self.fill_range_days(h, &[(net, lo, hi)], day, day + 1)
+                        .await?;
                 }
             }
         }

@@ -7,16 +7,20 @@
 //! see are added; the change feed keeps running).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use foldhash::{HashMap, HashMapExt};
+use mamori_core::assess::Policy;
 use mamori_core::event::Kind;
 use mamori_core::history::IpUse;
 use mamori_core::net::{key_bytes, prefix_range};
 use mamori_core::time::DAY_US;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Postgres, Row};
 
 use super::PgStore;
-use super::events::{SQL_DAY, fill_rows, past_at};
+use super::events::{SQL_DAY, SideTable, fill_rows, past_at};
 use crate::Result;
 use crate::hot::{FILL_SLACK_US, Hot};
 use crate::sqlite::{corrupt, ip_of, kind_of, utc_day};
@@ -27,10 +31,14 @@ const BATCH: usize = 500;
 impl PgStore {
     /// Fills the hot cache with the customers and IPs active in the `days` days up to the
     /// newest event stored, most recent first, while there is room: each customer's events from
-    /// `past_span` before that period, each address's and familiarity network's days from
-    /// `ip_span` before it. The key cache gets those customers and the devices and user agents
+    /// [`crate::assess::past_span`] before that period, each address's and familiarity
+    /// network's days from [`crate::assess::ip_span`] before it. The key cache gets those customers and the devices and user agents
     /// of those days, so that their first assessments can be stored in one statement.
-    pub async fn preload_hot(&self, days: i64, past_span: i64, ip_span: i64) -> Result<()> {
+    pub async fn preload_hot(&self, days: i64, policy: &Policy) -> Result<()> {
+        let (past_span, ip_span) = (
+            crate::assess::past_span(policy),
+            crate::assess::ip_span(policy),
+        );
         let Some(h) = self.hot.clone() else {
             return Ok(());
         };
@@ -48,20 +56,8 @@ impl PgStore {
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        let devices: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT d.device_id, d.device_key FROM devices d WHERE d.device_key IN \
-             (SELECT DISTINCT device_key FROM events WHERE occurred_at >= $1)",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        let agents: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT u.user_agent, u.ua_key FROM user_agents u WHERE u.ua_key IN \
-             (SELECT DISTINCT ua_key FROM events WHERE occurred_at >= $1)",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let devices = self.recent_keys(SideTable::Devices, since).await?;
+        let agents = self.recent_keys(SideTable::Agents, since).await?;
         self.learn_keys(
             customers.iter().map(|(k, c)| (c.as_str().into(), *k)),
             devices.into_iter().map(|(d, k)| (d.into(), k)),
@@ -115,37 +111,27 @@ impl PgStore {
     }
 
     /// Reads the events of the days `first..end` of a batch of IP ranges (held by the cache),
-    /// in one statement, and fills the cache with those of each day.
-    async fn fill_range_days(
+    /// in one statement, and fills the cache with those of each day. The days without a use are
+    /// not held (no question needs their events), except for a single range (a miss: its
+    /// question asked for them).
+    pub(super) async fn fill_range_days(
         &self,
         h: &Hot,
         batch: &[(bool, u128, u128)],
         first: i64,
         end: i64,
     ) -> Result<()> {
-        let los: Vec<Vec<u8>> = batch.iter().map(|r| key_bytes(r.1).to_vec()).collect();
-        let his: Vec<Vec<u8>> = batch.iter().map(|r| key_bytes(r.2).to_vec()).collect();
         let noted = h.applied();
-        let rows = sqlx::query(
-            "SELECT s.snap, x.i, x.occurred_at, x.customer_id, x.kind \
-             FROM (SELECT pg_current_snapshot()::text AS snap) s \
-             LEFT JOIN LATERAL ( \
-                 SELECT r.i, e.occurred_at, c.customer_id, e.kind \
-                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r (lo, hi, i) \
-                 CROSS JOIN LATERAL (SELECT e.occurred_at, e.kind, e.customer_key FROM events e \
-                     WHERE e.ip >= r.lo AND e.ip <= r.hi \
-                       AND e.occurred_at >= $3 AND e.occurred_at < $4 OFFSET 0) e \
-                 JOIN customers c ON c.customer_key = e.customer_key \
-             ) x ON true",
-        )
-        .bind(los)
-        .bind(his)
-        .bind(first * DAY_US)
-        .bind(end * DAY_US)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = bind_ranges(sqlx::query(RANGE_DAYS_SQL.pick(batch)), batch)
+            .bind(first * DAY_US)
+            .bind(end * DAY_US)
+            .fetch_all(&self.pool)
+            .await?;
         let (seen, data) = fill_rows(&rows)?;
         let mut by: BTreeMap<(usize, i64), Vec<_>> = BTreeMap::new();
+        if let [_] = batch {
+            by.extend((first..end).map(|d| ((0, d), Vec::new())));
+        }
         for r in data {
             let i = place(r.try_get(1)?, batch.len())?;
             let at: i64 = r.try_get(2)?;
@@ -154,12 +140,23 @@ impl PgStore {
                 .or_default()
                 .push((batch[i].1, IpUse::event(at, r.try_get(3)?, kind)));
         }
-        // The days without a use are not held: no question needs their events.
         for ((i, day), uses) in by {
             let (net, lo, _) = batch[i];
             h.fill_ip_day(net, lo, day, (noted, seen.clone()), uses);
         }
         Ok(())
+    }
+
+    /// Devices or user agents `(text, key)` used since `since`.
+    async fn recent_keys(&self, side: SideTable, since: i64) -> Result<Vec<(String, i64)>> {
+        let (table, key, text) = side.sql();
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT t.{text}, t.{key} FROM {table} t WHERE t.{key} IN \
+             (SELECT DISTINCT {key} FROM events WHERE occurred_at >= $1)"
+        )))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The time of the newest event stored: the newest month's partition that holds one.
@@ -222,40 +219,8 @@ impl PgStore {
         batch: &[(bool, u128, u128)],
         from_day: i64,
     ) -> Result<()> {
-        let los: Vec<Vec<u8>> = batch.iter().map(|r| key_bytes(r.1).to_vec()).collect();
-        let his: Vec<Vec<u8>> = batch.iter().map(|r| key_bytes(r.2).to_vec()).collect();
         let noted = h.applied();
-        // One range (a miss) reads it directly; a batch reads each range in turn (the subquery
-        // is kept apart by OFFSET 0: flattened, a generic plan joins every event of the period
-        // to every range).
-        let ranges = if batch.len() == 1 {
-            "(SELECT $1::bytea AS lo, $2::bytea AS hi, 1::bigint AS i) r \
-             JOIN events e ON e.ip >= r.lo AND e.ip <= r.hi AND e.occurred_at >= $3"
-        } else {
-            "unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r (lo, hi, i) \
-             CROSS JOIN LATERAL (SELECT e.occurred_at, e.kind, e.customer_key FROM events e \
-                 WHERE e.ip >= r.lo AND e.ip <= r.hi AND e.occurred_at >= $3 OFFSET 0) e"
-        };
-        let sql = format!(
-            "SELECT s.snap, x.day, x.i, x.customer_id, x.logins, x.failed \
-             FROM (SELECT pg_current_snapshot()::text AS snap) s \
-             LEFT JOIN LATERAL ( \
-                 SELECT {SQL_DAY} AS day, r.i, c.customer_id, \
-                     count(*) FILTER (WHERE e.kind = $4) AS logins, \
-                     count(*) FILTER (WHERE e.kind = $5) AS failed \
-                 FROM {ranges} \
-                 JOIN customers c ON c.customer_key = e.customer_key \
-                 GROUP BY 1, 2, 3 \
-             ) x ON true"
-        );
-        let q = sqlx::query(AssertSqlSafe(sql));
-        let q = if let [(_, lo, hi)] = batch {
-            q.bind(key_bytes(*lo).to_vec())
-                .bind(key_bytes(*hi).to_vec())
-        } else {
-            q.bind(los).bind(his)
-        };
-        let rows = q
+        let rows = bind_ranges(sqlx::query(RANGES_SQL.pick(batch)), batch)
             .bind(from_day * DAY_US)
             .bind(i16::from(Kind::Login.code()))
             .bind(i16::from(Kind::LoginFailed.code()))
@@ -283,6 +248,103 @@ impl PgStore {
         Ok(())
     }
 }
+
+/// A statement over IP ranges, `$1` and `$2` their bounds: one form for a single range (a miss
+/// reads it directly), one for a batch, which reads each range in turn (the subquery is kept
+/// apart by OFFSET 0: flattened, a generic plan joins every event of the period to every range).
+/// Both give each range's ordinality from 1 as `r.i`, and the range's events as `e`, with the
+/// rest of the conditions on `e` in `{cond}`.
+struct RangeSql {
+    single: String,
+    batch: String,
+}
+
+impl RangeSql {
+    fn new(shape: impl Fn(&str) -> String, cond: &str) -> Self {
+        RangeSql {
+            single: shape(&format!(
+                "(SELECT $1::bytea AS lo, $2::bytea AS hi, 1::bigint AS i) r \
+                 JOIN events e ON e.ip >= r.lo AND e.ip <= r.hi AND {cond}"
+            )),
+            batch: shape(&format!(
+                "unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r (lo, hi, i) \
+                 CROSS JOIN LATERAL (SELECT e.occurred_at, e.kind, e.customer_key FROM events e \
+                     WHERE e.ip >= r.lo AND e.ip <= r.hi AND {cond} OFFSET 0) e"
+            )),
+        }
+    }
+
+    fn pick(&self, batch: &[(bool, u128, u128)]) -> AssertSqlSafe<&str> {
+        AssertSqlSafe(if batch.len() == 1 {
+            &self.single
+        } else {
+            &self.batch
+        })
+    }
+}
+
+/// Binds a batch's bounds as [`RangeSql::pick`] expects them.
+fn bind_ranges<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    batch: &[(bool, u128, u128)],
+) -> Query<'q, Postgres, PgArguments> {
+    if let [(_, lo, hi)] = batch {
+        q.bind(key_bytes(*lo).to_vec())
+            .bind(key_bytes(*hi).to_vec())
+    } else {
+        q.bind(
+            batch
+                .iter()
+                .map(|r| key_bytes(r.1).to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|r| key_bytes(r.2).to_vec())
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// Uses by day and customer from `$3` on; `$4` and `$5` the login and failed-login kinds.
+static RANGES_SQL: LazyLock<RangeSql> = LazyLock::new(|| {
+    RangeSql::new(
+        |ranges| {
+            format!(
+                "SELECT s.snap, x.day, x.i, x.customer_id, x.logins, x.failed \
+                 FROM (SELECT pg_current_snapshot()::text AS snap) s \
+                 LEFT JOIN LATERAL ( \
+                     SELECT {SQL_DAY} AS day, r.i, c.customer_id, \
+                         count(*) FILTER (WHERE e.kind = $4) AS logins, \
+                         count(*) FILTER (WHERE e.kind = $5) AS failed \
+                     FROM {ranges} \
+                     JOIN customers c ON c.customer_key = e.customer_key \
+                     GROUP BY 1, 2, 3 \
+                 ) x ON true"
+            )
+        },
+        "e.occurred_at >= $3",
+    )
+});
+
+/// Events with `$3 ≤ occurred_at < $4`.
+static RANGE_DAYS_SQL: LazyLock<RangeSql> = LazyLock::new(|| {
+    RangeSql::new(
+        |ranges| {
+            format!(
+                "SELECT s.snap, x.i, x.occurred_at, x.customer_id, x.kind \
+                 FROM (SELECT pg_current_snapshot()::text AS snap) s \
+                 LEFT JOIN LATERAL ( \
+                     SELECT r.i, e.occurred_at, c.customer_id, e.kind \
+                     FROM {ranges} \
+                     JOIN customers c ON c.customer_key = e.customer_key \
+                 ) x ON true"
+            )
+        },
+        "e.occurred_at >= $3 AND e.occurred_at < $4",
+    )
+});
 
 /// A range's place in its batch from its ordinality (from 1).
 fn place(ordinality: i64, len: usize) -> Result<usize> {
