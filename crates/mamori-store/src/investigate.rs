@@ -16,8 +16,6 @@ use crate::{HistoryReader, Result};
 
 /// Customers (or IPs) fetched per query.
 const CHUNK: usize = 500;
-/// Queries in flight.
-const PARALLEL: usize = 2;
 
 /// Runs an investigation against a store: the same rows, in the same order, as the in-memory
 /// index gives for the same events.
@@ -49,7 +47,7 @@ pub async fn investigate<S: HistoryReader>(
             let ids: Vec<&str> = chunk.iter().map(|c| c.0).collect();
             async move { store.customer_accesses(&ids, from, to).await }
         })
-        .buffer_unordered(PARALLEL)
+        .buffer_unordered(store.parallel_reads())
         .try_collect::<Vec<Vec<(String, Access)>>>();
     let ip_list: Vec<(u128, Vec<i64>)> = ips.into_iter().collect();
     // The window before each procedure on its IP.
@@ -61,7 +59,7 @@ pub async fn investigate<S: HistoryReader>(
                 .collect();
             async move { store.ip_uses(&windows).await }
         })
-        .buffer_unordered(PARALLEL)
+        .buffer_unordered(store.parallel_reads())
         .try_collect::<Vec<Vec<(u128, IpUse<String>)>>>();
     // Both at once: they read different parts of the store.
     let (accesses, ip_uses) = futures_util::future::try_join(accesses, ip_uses).await?;

@@ -114,6 +114,12 @@ pub trait EventWriter {
 
 /// Capability: point-in-time history questions.
 pub trait HistoryReader: Sync {
+    /// How many of an investigation's reads to keep in flight. Two by default (one per core of
+    /// the machine the store is on).
+    fn parallel_reads(&self) -> usize {
+        2
+    }
+
     /// Accesses of the given customers with `from ≤ at < to` (every kind, failed logins included),
     /// each with its customer id, in no particular order.
     fn customer_accesses(

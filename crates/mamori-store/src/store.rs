@@ -137,6 +137,10 @@ impl EventWriter for Store {
 }
 
 impl HistoryReader for Store {
+    fn parallel_reads(&self) -> usize {
+        each!(self, s => s.parallel_reads())
+    }
+
     async fn customer_accesses(
         &self,
         customers: &[&str],

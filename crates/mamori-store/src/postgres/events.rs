@@ -795,12 +795,15 @@ impl PgStore {
             froms.push(from);
             tos.push(to);
         }
+        // Each range in turn (OFFSET 0 keeps the subquery apart), so that its bounds prune the
+        // months each range reads: joined flat, every month was read for every range.
         let rows = sqlx::query(
             "SELECT r.lo, e.occurred_at, c.customer_id, e.kind \
              FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[]) \
                  AS r (lo, hi, from_at, to_at) \
-             JOIN events e ON e.ip >= r.lo AND e.ip <= r.hi \
-                 AND e.occurred_at >= r.from_at AND e.occurred_at < r.to_at \
+             CROSS JOIN LATERAL (SELECT e.occurred_at, e.kind, e.customer_key FROM events e \
+                 WHERE e.ip >= r.lo AND e.ip <= r.hi \
+                   AND e.occurred_at >= r.from_at AND e.occurred_at < r.to_at OFFSET 0) e \
              JOIN customers c ON c.customer_key = e.customer_key",
         )
         .bind(los)
@@ -931,17 +934,28 @@ fn procedures_sql(kind: Kind) -> String {
 }
 
 impl HistoryReader for PgStore {
+    /// Six: a read that waits on the disk holds a connection, not a core (the seed's
+    /// investigation on 1,000,000 customers with a cold cache: 6.6 s with two, 5.0 s with six).
+    fn parallel_reads(&self) -> usize {
+        6
+    }
+
     async fn customer_accesses(
         &self,
         customers: &[&str],
         from: i64,
         to: i64,
     ) -> Result<Vec<(String, Access)>> {
+        // Each customer by its id's index, then its events by theirs (OFFSET 0 keeps the
+        // subquery apart: with the ids as `= ANY(…)` on the customers, the planner chose to
+        // filter every customer against the whole list, 1.6 s per 500 of 1,000,000).
         let rows = sqlx::query(
             "SELECT c.customer_id, e.occurred_at, e.kind, e.channel, e.ip, e.device_hash \
-             FROM customers c JOIN events e ON e.customer_key = c.customer_key \
-             WHERE c.customer_id = ANY($1::text[]) \
-               AND e.occurred_at >= $2 AND e.occurred_at < $3",
+             FROM unnest($1::text[]) AS u (id) \
+             JOIN customers c ON c.customer_id = u.id \
+             CROSS JOIN LATERAL (SELECT e.occurred_at, e.kind, e.channel, e.ip, e.device_hash \
+                 FROM events e WHERE e.customer_key = c.customer_key \
+                   AND e.occurred_at >= $2 AND e.occurred_at < $3 OFFSET 0) e",
         )
         .bind(customers)
         .bind(from)
