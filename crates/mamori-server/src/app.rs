@@ -18,7 +18,7 @@ use mamori_core::case::{AlertStatus, Outcome, Resolution, Scope};
 use mamori_core::event::Event;
 use mamori_core::history::profile;
 use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_net};
-use mamori_core::parse::parse_json_line;
+use mamori_core::parse::{parse_json_line, quick_json_line};
 use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
 use mamori_store::Policies as _;
@@ -649,11 +649,19 @@ async fn post_assess(
     s.keys
         .authorize(&s.store, &headers, Scope::Assess, now)
         .await?;
-    let mut v: serde_json::Map<String, Value> = json_body(&body)?;
-    v.entry("occurred_at")
-        .or_insert_with(|| Value::String(format_tokyo(now)));
-    let e = parse_json_line(&Value::Object(v).to_string())
-        .map_err(|e| Problem::unprocessable(e.to_string()))?;
+    // The common body (every field of the contract, `occurred_at` included, plainly written)
+    // is read once; anything else goes through a JSON object, which gets `occurred_at` = now
+    // when it has none.
+    let e = match std::str::from_utf8(&body).ok().and_then(quick_json_line) {
+        Some(v) => v.to_event(),
+        None => {
+            let mut v: serde_json::Map<String, Value> = json_body(&body)?;
+            v.entry("occurred_at")
+                .or_insert_with(|| Value::String(format_tokyo(now)));
+            parse_json_line(&Value::Object(v).to_string())
+                .map_err(|e| Problem::unprocessable(e.to_string()))?
+        }
+    };
     // A procedure switched off on its channel is refused before the engine: blocked, with no
     // assessment kept and no alert (during a takeover wave every honest attempt would open one).
     if let Some(sw) = s.switched_off(e.kind, e.channel).await? {

@@ -338,6 +338,101 @@ async fn hot_answers_as_the_store(
     stats
 }
 
+/// A node's read of the change feed reads only the new rows however its statement was planned:
+/// a node that started while the feed was empty (a server restart truncates it) keeps its
+/// prepared statements, and a plan made then scans the whole feed on every read as it grows
+/// (the control below). Counted by PostgreSQL's own statistics of scans on `feed`.
+#[test]
+fn postgres_feed_reads_use_the_index_after_starting_on_an_empty_feed() {
+    use sqlx::{Connection, Executor};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("feedplan").await else {
+            return;
+        };
+        let _store = schema.open().await;
+        let mut c = sqlx::PgConnection::connect(&schema.url)
+            .await
+            .expect("connect");
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "SET search_path = \"{}\"",
+            schema.name
+        )))
+        .await
+        .expect("search_path");
+        let old = "WITH s AS (SELECT pg_current_snapshot() AS now) \
+                   SELECT count(f.tx) FROM s LEFT JOIN feed f \
+                   ON f.tx >= pg_snapshot_xmin($1::pg_snapshot) \
+                   AND pg_visible_in_snapshot(f.tx, s.now) \
+                   AND NOT pg_visible_in_snapshot(f.tx, $1::pg_snapshot)";
+        let new = "SELECT count(tx) FROM feed_since($1::pg_snapshot)";
+        // A read as a node makes it: from the snapshot of the moment (nothing is new then).
+        async fn read(c: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
+            let s: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+                .fetch_one(&mut *c)
+                .await
+                .expect("snapshot");
+            sqlx::query_scalar(sql)
+                .bind(&s)
+                .fetch_one(c)
+                .await
+                .expect("read")
+        }
+        // Sequential and index scans of `feed` so far.
+        async fn scans(c: &mut sqlx::PgConnection) -> (i64, i64) {
+            c.execute("SELECT pg_stat_force_next_flush()")
+                .await
+                .expect("flush");
+            c.execute("SELECT pg_stat_clear_snapshot()")
+                .await
+                .expect("clear");
+            sqlx::query_as(
+                "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+                 WHERE relid = 'feed'::regclass",
+            )
+            .fetch_one(c)
+            .await
+            .expect("stats")
+        }
+        // Three reads once the feed has grown: the scans they made.
+        async fn three(c: &mut sqlx::PgConnection, sql: &'static str) -> (i64, i64) {
+            let before = scans(c).await;
+            for _ in 0..3 {
+                assert_eq!(read(c, sql).await, 0, "no row is new");
+            }
+            let after = scans(c).await;
+            (after.0 - before.0, after.1 - before.1)
+        }
+        // The first reads, on an empty feed that autovacuum has seen empty (as after a quiet
+        // spell): each statement prepared and run ten times.
+        // (Autovacuum is kept off this table, so that an analyze of the grown feed, which would
+        // have the old statement planned again, cannot come between.)
+        c.execute("ALTER TABLE feed SET (autovacuum_enabled = false)")
+            .await
+            .expect("no autovacuum");
+        c.execute("VACUUM ANALYZE feed").await.expect("vacuum");
+        for sql in [old, new] {
+            for _ in 0..10 {
+                assert_eq!(read(&mut c, sql).await, 0);
+            }
+        }
+        // A minute of another node's writes, all older than the next reads' snapshots.
+        c.execute(
+            "INSERT INTO feed (tx, node, what, body) \
+             SELECT x::text::xid8, 0, 1, '\\x00' FROM generate_series(1, 20000) x",
+        )
+        .await
+        .expect("fill");
+        let (seq, _) = three(&mut c, old).await;
+        assert!(
+            seq >= 3,
+            "the control: the old statement scans the feed ({seq})"
+        );
+        let (seq, idx) = three(&mut c, new).await;
+        assert_eq!(seq, 0, "feed_since scanned the whole feed");
+        assert!(idx >= 3, "feed_since read the index ({idx})");
+    });
+}
+
 /// Node A's cache follows node B's writes through the change feed: while an old transaction
 /// holds every snapshot's `xmin` back (so each read of the feed scans B's rows again), each is
 /// applied once; A answers from memory throughout (no new miss); a purge on B empties A's cache.
