@@ -32,8 +32,9 @@ impl PgStore {
     /// Fills the hot cache with the customers and IPs active in the `days` days up to the
     /// newest event stored, most recent first, while there is room: each customer's events from
     /// [`crate::assess::past_span`] before that period, each address's and familiarity
-    /// network's days from [`crate::assess::ip_span`] before it. The key cache gets those customers and the devices and user agents
-    /// of those days, so that their first assessments can be stored in one statement.
+    /// network's days from [`crate::assess::ip_span`] before it. The key cache gets those
+    /// customers and the devices and user agents of those days, so that their first assessments
+    /// can be stored in one statement.
     pub async fn preload_hot(&self, days: i64, policy: &Policy) -> Result<()> {
         let (past_span, ip_span) = (
             crate::assess::past_span(policy),
