@@ -2,8 +2,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = mamori::cli::Cli::parse();
+    // One worker thread per core (it was fixed at two, this machine's count, whatever the
+    // machine), or TOKIO_WORKER_THREADS when set.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
     {
