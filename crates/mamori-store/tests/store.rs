@@ -344,21 +344,13 @@ async fn hot_answers_as_the_store(
 /// (the control below). Counted by PostgreSQL's own statistics of scans on `feed`.
 #[test]
 fn postgres_feed_reads_use_the_index_after_starting_on_an_empty_feed() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     runtime().block_on(async {
         let Some(schema) = PgSchema::new("feedplan").await else {
             return;
         };
         let _store = schema.open().await;
-        let mut c = sqlx::PgConnection::connect(&schema.url)
-            .await
-            .expect("connect");
-        c.execute(sqlx::AssertSqlSafe(format!(
-            "SET search_path = \"{}\"",
-            schema.name
-        )))
-        .await
-        .expect("search_path");
+        let mut c = schema.connect().await;
         let old = "WITH s AS (SELECT pg_current_snapshot() AS now) \
                    SELECT count(f.tx) FROM s LEFT JOIN feed f \
                    ON f.tx >= pg_snapshot_xmin($1::pg_snapshot) \
@@ -1448,6 +1440,21 @@ impl PgSchema {
         Some(PgSchema { url, name })
     }
 
+    /// A plain connection to the database, in this schema.
+    async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::{Connection, Executor};
+        let mut c = sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("connect");
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "SET search_path = \"{}\"",
+            self.name
+        )))
+        .await
+        .expect("search path");
+        c
+    }
+
     async fn open(&self) -> mamori_store::PgStore {
         mamori_store::PgStore::open_in_schema(&self.url, &self.name)
             .await
@@ -1884,16 +1891,7 @@ fn postgres_a_new_month_does_not_wait_for_readers_of_events() {
         );
         s.insert_events(&[jan]).await.expect("january");
         // A reader holds `events` in a transaction, as a long investigation does.
-        let mut reader = sqlx::PgConnection::connect(&schema.url)
-            .await
-            .expect("connect");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET search_path = {}",
-            schema.name
-        )))
-        .execute(&mut reader)
-        .await
-        .expect("search path");
+        let mut reader = schema.connect().await;
         let mut tx = reader.begin().await.expect("begin");
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&mut *tx)
