@@ -395,31 +395,40 @@ fn postgres_feed_reads_use_the_index_after_starting_on_an_empty_feed() {
             (after.0 - before.0, after.1 - before.1)
         }
         // The first reads, on an empty feed that autovacuum has seen empty (as after a quiet
-        // spell): each statement prepared and run ten times.
+        // spell): each statement prepared and run ten times on a new connection. Then a minute
+        // of another node's writes, all older than the next reads' snapshots.
         // (Autovacuum is kept off this table, so that an analyze of the grown feed, which would
-        // have the old statement planned again, cannot come between.)
-        c.execute("ALTER TABLE feed SET (autovacuum_enabled = false)")
-            .await
-            .expect("no autovacuum");
-        c.execute("VACUUM ANALYZE feed").await.expect("vacuum");
-        for sql in [old, new] {
-            for _ in 0..10 {
-                assert_eq!(read(&mut c, sql).await, 0);
+        // have the old statement planned again, cannot come between. Other tests' DDL can still
+        // make this connection drop every cached plan, when it falls behind the server's queue
+        // of invalidations: then the control's premise did not hold, and the scenario is run
+        // again.)
+        let mut held = None;
+        for _ in 0..5 {
+            c.execute("TRUNCATE feed").await.expect("truncate");
+            c.execute("ALTER TABLE feed SET (autovacuum_enabled = false)")
+                .await
+                .expect("no autovacuum");
+            c.execute("VACUUM ANALYZE feed").await.expect("vacuum");
+            let mut fresh = schema.connect().await;
+            for sql in [old, new] {
+                for _ in 0..10 {
+                    assert_eq!(read(&mut fresh, sql).await, 0);
+                }
             }
+            c.execute(
+                "INSERT INTO feed (tx, node, what, body) \
+                 SELECT x::text::xid8, 0, 1, '\\x00' FROM generate_series(1, 20000) x",
+            )
+            .await
+            .expect("fill");
+            let (seq, _) = three(&mut fresh, old).await;
+            if seq >= 3 {
+                held = Some(three(&mut fresh, new).await);
+                break;
+            }
+            eprintln!("the control's old plan was made again ({seq} scans); once more");
         }
-        // A minute of another node's writes, all older than the next reads' snapshots.
-        c.execute(
-            "INSERT INTO feed (tx, node, what, body) \
-             SELECT x::text::xid8, 0, 1, '\\x00' FROM generate_series(1, 20000) x",
-        )
-        .await
-        .expect("fill");
-        let (seq, _) = three(&mut c, old).await;
-        assert!(
-            seq >= 3,
-            "the control: the old statement scans the feed ({seq})"
-        );
-        let (seq, idx) = three(&mut c, new).await;
+        let (seq, idx) = held.expect("the control: the old statement scans the feed");
         assert_eq!(seq, 0, "feed_since scanned the whole feed");
         assert!(idx >= 3, "feed_since read the index ({idx})");
     });
@@ -555,6 +564,142 @@ fn postgres_node_caches_follow_other_nodes_writes_through_the_feed() {
         let after = answers(&a).await;
         assert_eq!(after, answers(&b).await);
         assert_eq!(after.0.len(), 4, "{after:?}");
+    });
+}
+
+/// A group of the server's common assessments is written in one statement (one transaction,
+/// apart from the group's other assessments) and as each would be alone: an assessment already
+/// in the log, or twice in the group, is a duplicate and stores nothing; an allowed event already
+/// stored is not stored again; a challenged one is not stored. The other node's cache receives
+/// exactly the events stored, once, through the change feed.
+#[test]
+fn postgres_records_a_group_of_common_assessments_at_once_as_each_alone() {
+    use mamori_core::assess::Decision;
+    use mamori_store::{DecisionLog, HistoryReader};
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("group").await else {
+            return;
+        };
+        let b = schema.open().await.with_hot(10_000).await.expect("hot");
+        let a = schema.open().await.with_hot(10_000).await.expect("hot");
+        let plain = schema.open().await;
+        let ev = |i: i64, kind: Kind| {
+            let mut e = testsuite::ev(
+                &format!("g{i}"),
+                "2020-06-01T09:00:00+09:00",
+                "gx",
+                kind,
+                Some("192.0.2.44"),
+            );
+            e.occurred_at += i * HOUR;
+            e
+        };
+        let rec = |id: &str, e: Event, decision: Decision| mamori_store::AssessmentRecord {
+            assessment_id: id.into(),
+            created_at: e.occurred_at,
+            event: e,
+            decision,
+            score: 10,
+            reasons: serde_json::json!([{"code": "test"}]),
+            outcome: None,
+            outcome_at: None,
+        };
+        // B knows the customer's and device's keys and the month (its common case); both
+        // caches hold the customer.
+        b.insert_events(&[ev(0, Kind::Login)])
+            .await
+            .expect("insert");
+        b.record_assessment(&rec("gr-old", ev(5, Kind::Login), Decision::Challenge))
+            .await
+            .expect("record");
+        let past = |s: &mamori_store::PgStore| {
+            let s = s.clone();
+            async move { s.customer_past("gx", 0, i64::MAX).await.expect("past") }
+        };
+        assert_eq!(past(&a).await.len(), 1);
+        assert_eq!(past(&b).await.len(), 1);
+        let misses = a.hot_stats().expect("stats").misses;
+        let mut w = ev(4, Kind::Withdrawal);
+        w.amount = Some(10_000);
+        let results = b
+            .record_assessments(&[
+                rec("gr-1", ev(1, Kind::Login), Decision::Allow),
+                rec("gr-2", ev(0, Kind::Login), Decision::Allow),
+                rec("gr-3", ev(2, Kind::PasswordChange), Decision::Challenge),
+                rec("gr-1", ev(3, Kind::Login), Decision::Allow),
+                rec("gr-old", ev(6, Kind::Login), Decision::Allow),
+                rec("gr-w", w, Decision::Allow),
+                rec("gr-7", ev(7, Kind::Login), Decision::Allow),
+            ])
+            .await
+            .expect("group");
+        let shown: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(None) => "ok".to_owned(),
+                Ok(Some(_)) => "alert".to_owned(),
+                Err(mamori_store::CaseError::DuplicateAssessment(id)) => format!("dup {id}"),
+                Err(e) => format!("error {e}"),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            ["ok", "ok", "ok", "dup gr-1", "dup gr-old", "ok", "ok"]
+        );
+        let kinds: Vec<(String, Kind)> = plain
+            .customer_events("gx", 0, i64::MAX)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| (e.event_id, e.kind))
+            .collect();
+        let want: Vec<(String, Kind)> = [
+            (0, Kind::Login),
+            (1, Kind::Login),
+            (4, Kind::Withdrawal),
+            (7, Kind::Login),
+        ]
+        .into_iter()
+        .map(|(i, k)| (format!("g{i}"), k))
+        .collect();
+        assert_eq!(kinds, want);
+        // The common ones in one transaction, the withdrawal in another.
+        let mut c = schema.connect().await;
+        let xmins: Vec<(String, String)> = sqlx::query_as(
+            "SELECT assessment_id, xmin::text FROM assessments \
+             WHERE assessment_id LIKE 'gr-%' AND assessment_id <> 'gr-old' ORDER BY assessment_id",
+        )
+        .fetch_all(&mut c)
+        .await
+        .expect("xmins");
+        let tx = |id: &str| {
+            xmins
+                .iter()
+                .find(|(a, _)| a == id)
+                .map(|(_, x)| x.clone())
+                .unwrap_or_else(|| panic!("{id} not recorded: {xmins:?}"))
+        };
+        assert_eq!(xmins.len(), 5, "{xmins:?}");
+        assert!(
+            tx("gr-1") == tx("gr-2") && tx("gr-2") == tx("gr-3") && tx("gr-3") == tx("gr-7"),
+            "{xmins:?}"
+        );
+        assert_ne!(tx("gr-1"), tx("gr-w"), "{xmins:?}");
+        // Both caches answer as the database does; A's from memory, by the feed.
+        let want = past(&plain).await;
+        assert_eq!(want.len(), 4, "{want:?}");
+        assert_eq!(past(&b).await, want);
+        let sent = std::time::Instant::now();
+        while past(&a).await != want {
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(2),
+                "the group never reached node A"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(mamori_store::postgres::feed::TAIL_EVERY * 5).await;
+        assert_eq!(past(&a).await, want, "applied once");
+        assert_eq!(a.hot_stats().expect("stats").misses, misses);
     });
 }
 

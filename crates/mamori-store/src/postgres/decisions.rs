@@ -194,12 +194,115 @@ pub(crate) async fn record_in(
 /// A row of `familiar`: customer, IP key, device hash, since.
 type FamiliarRow = (String, Option<Vec<u8>>, Option<i64>, i64);
 
-/// The columns of an assessment row, in the order [`PgStore::record_at_once`] binds them
-/// ($1 to $13).
-const ASSESSMENT_VALUES: &str = "INSERT INTO assessments (assessment_id, created_at, \
-    customer_id, event_id, occurred_at, kind, channel, ip, device_hash, decision, score, reasons, \
-    event) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
-    ON CONFLICT (assessment_id) DO NOTHING RETURNING 1";
+/// The keys of a stored event's customer, device and user agent.
+type EventKeys = (i64, Option<i64>, Option<i64>);
+
+/// The server's common case for a group of assessments, in one statement: arrays of the
+/// assessments' columns and, for those whose event is stored, of the event's; the assessments
+/// new to the log are written, the events of those new to the store too, and one row of the
+/// change feed holding exactly the events stored (their bodies joined in order). Returns the new
+/// assessments' ids, the ordinals (from 1) of the stored events and the feed row's transaction.
+static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH i AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
+             $5::int8[], $6::int2[], $7::int2[], $8::bytea[], $9::int8[], $10::text[], \
+             $11::int2[], $12::text[], $13::text[], $14::int8[], $15::int8[], $16::int8[], \
+             $17::int8[], $18::int2[], $19::text[], $20::text[], $21::text[], $22::text[], \
+             $23::text[], $24::bytea[]) WITH ORDINALITY AS t (aid, created, cust, eid, occ, \
+             kind, chan, ip, dh, decision, score, reasons, ev, ckey, dkey, ukey, amount, side, \
+             bank, branch, atype, anum, kana, body, ord)), \
+         a AS (INSERT INTO assessments (assessment_id, created_at, customer_id, event_id, \
+             occurred_at, kind, channel, ip, device_hash, decision, score, reasons, event) \
+             SELECT aid, created, cust, eid, occ, kind, chan, ip, dh, decision, score, reasons, \
+             ev FROM i ORDER BY ord \
+             ON CONFLICT (assessment_id) DO NOTHING RETURNING assessment_id), \
+         k AS (INSERT INTO event_keys (customer_key, event_id, occurred_at) \
+             SELECT i.ckey, i.eid, i.occ FROM i JOIN a ON a.assessment_id = i.aid \
+             WHERE i.ckey IS NOT NULL ORDER BY i.ord \
+             ON CONFLICT DO NOTHING RETURNING customer_key, event_id), \
+         e AS (INSERT INTO events ({}) \
+             SELECT i.ckey, i.occ, i.eid, i.kind, i.chan, i.ip, i.dh, i.dkey, i.ukey, i.amount, \
+             i.side, i.bank, i.branch, i.atype, i.anum, i.kana \
+             FROM i JOIN k ON k.customer_key = i.ckey AND k.event_id = i.eid ORDER BY i.ord \
+             RETURNING customer_key, event_id), \
+         s AS (SELECT i.ord, i.body FROM i \
+             JOIN e ON e.customer_key = i.ckey AND e.event_id = i.eid), \
+         f AS (INSERT INTO feed (node, what, body) \
+             SELECT $25, $26, string_agg(body, ''::bytea ORDER BY ord) FROM s \
+             HAVING count(*) > 0 RETURNING tx::text) \
+         SELECT (SELECT array_agg(assessment_id) FROM a), \
+             (SELECT array_agg(ord ORDER BY ord) FROM s), (SELECT tx FROM f)",
+        super::events::EVENT_COLUMNS
+    )
+});
+
+/// The columns of a group taking the common way, as [`AT_ONCE`] binds them.
+#[derive(Default)]
+struct Columns<'a> {
+    aid: Vec<&'a str>,
+    created: Vec<i64>,
+    cust: Vec<&'a str>,
+    eid: Vec<&'a str>,
+    occ: Vec<i64>,
+    kind: Vec<i16>,
+    chan: Vec<i16>,
+    ip: Vec<Option<Vec<u8>>>,
+    dh: Vec<Option<i64>>,
+    decision: Vec<&'a str>,
+    score: Vec<i16>,
+    reasons: Vec<String>,
+    ev: Vec<String>,
+    ckey: Vec<Option<i64>>,
+    dkey: Vec<Option<i64>>,
+    ukey: Vec<Option<i64>>,
+    amount: Vec<Option<i64>>,
+    side: Vec<Option<i16>>,
+    bank: Vec<Option<&'a str>>,
+    branch: Vec<Option<&'a str>>,
+    atype: Vec<Option<&'a str>>,
+    anum: Vec<Option<&'a str>>,
+    kana: Vec<Option<&'a str>>,
+    body: Vec<Vec<u8>>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, rec: &'a AssessmentRecord, keys: Option<EventKeys>, past: &Past) {
+        let e = &rec.event;
+        let d = e.destination.as_ref().filter(|_| keys.is_some());
+        self.aid.push(&rec.assessment_id);
+        self.created.push(rec.created_at);
+        self.cust.push(&e.customer_id);
+        self.eid.push(&e.event_id);
+        self.occ.push(e.occurred_at);
+        self.kind.push(i16::from(e.kind.code()));
+        self.chan.push(i16::from(e.channel.code()));
+        self.ip.push(ip_bytes(e));
+        self.dh.push(device_of(e));
+        self.decision.push(rec.decision.as_str());
+        self.score.push(i16::from(rec.score));
+        self.reasons.push(rec.reasons.to_string());
+        self.ev.push(e.to_json());
+        self.ckey.push(keys.map(|k| k.0));
+        self.dkey.push(keys.and_then(|k| k.1));
+        self.ukey.push(keys.and_then(|k| k.2));
+        self.amount.push(e.amount.filter(|_| keys.is_some()));
+        self.side.push(
+            e.side
+                .filter(|_| keys.is_some())
+                .map(|s| i16::from(s.code())),
+        );
+        self.bank.push(d.map(|d| d.bank_code.as_str()));
+        self.branch.push(d.map(|d| d.branch_code.as_str()));
+        self.atype.push(d.map(|d| d.account_type.as_str()));
+        self.anum.push(d.map(|d| d.account_number.as_str()));
+        self.kana.push(d.map(|d| d.holder_kana.as_str()));
+        let mut body = Vec::new();
+        if keys.is_some() {
+            super::feed::encode_one(&e.customer_id, past, &mut body);
+        }
+        self.body.push(body);
+    }
+}
 
 impl PgStore {
     /// Records assessments in one transaction (the general way).
@@ -215,91 +318,87 @@ impl PgStore {
         Ok(out)
     }
 
-    /// The server's common case in one statement, without a transaction's round trips: an
-    /// assessment that opens no alert and sends no notice (not a withdrawal), with its event
-    /// when it is stored, of a customer, device and user agent whose keys this process holds, in
-    /// a month it knows exists. The event and its row of the change feed are written only if
-    /// the assessment is new and the event too, as [`record_in`] would. `None`: not that case,
-    /// or its month went meanwhile; the caller takes the general way.
-    async fn record_at_once(
-        &self,
-        rec: &AssessmentRecord,
-    ) -> Result<Option<Result<Option<i64>, CaseError>>> {
+    /// Whether an assessment is the server's common case: it opens no alert and sends no notice
+    /// (not a withdrawal), and its event, when it is stored, is of a customer, device and user
+    /// agent whose keys this process holds, in a month it knows exists. `Some(keys)`: the
+    /// common case, with the keys when its event is stored.
+    fn common_case(&self, rec: &AssessmentRecord) -> Option<Option<EventKeys>> {
         let e = &rec.event;
         let effect = on_decision(rec.decision);
         if effect.alert.is_some()
             || e.kind == Kind::Withdrawal
             || self.bulk.load(std::sync::atomic::Ordering::Relaxed)
         {
-            return Ok(None);
+            return None;
         }
-        let keys = if effect.store_event {
-            if !super::lock(&self.months).contains(&super::month_of(e.occurred_at)) {
-                return Ok(None);
-            }
-            match self.cached_keys(e) {
-                Some(k) => Some(k),
-                None => return Ok(None),
-            }
-        } else {
-            None
-        };
-        // The event as the feed and the cache keep it: computed once for both.
-        let news = vec![(e.customer_id.clone(), Past::of(e))];
-        let body = keys.map(|_| super::feed::events_body(&news));
-        let sql = match keys {
-            None => format!("WITH a AS ({ASSESSMENT_VALUES}) SELECT count(*), NULL::text FROM a"),
-            Some(_) => format!(
-                "WITH a AS ({ASSESSMENT_VALUES}), \
-                 k AS (INSERT INTO event_keys (customer_key, event_id, occurred_at) \
-                     SELECT $14, $4, $5 WHERE EXISTS (SELECT 1 FROM a) \
-                     ON CONFLICT DO NOTHING RETURNING 1), \
-                 e AS (INSERT INTO events ({}) \
-                     SELECT $14, $5, $4, $6, $7, $8, $9, $15, $16, $17, $18, $19, $20, $21, $22, \
-                         $23 WHERE EXISTS (SELECT 1 FROM k) RETURNING 1), \
-                 f AS (INSERT INTO feed (node, what, body) \
-                     SELECT $24, $25, $26 WHERE EXISTS (SELECT 1 FROM e) RETURNING tx::text) \
-                 SELECT (SELECT count(*) FROM a), (SELECT tx FROM f)",
-                super::events::EVENT_COLUMNS
-            ),
-        };
-        let mut q = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(sql))
-            .bind(&rec.assessment_id)
-            .bind(rec.created_at)
-            .bind(&e.customer_id)
-            .bind(&e.event_id)
-            .bind(e.occurred_at)
-            .bind(i16::from(e.kind.code()))
-            .bind(i16::from(e.channel.code()))
-            .bind(ip_bytes(e))
-            .bind(device_of(e))
-            .bind(rec.decision.as_str())
-            .bind(i16::from(rec.score))
-            .bind(rec.reasons.to_string())
-            .bind(e.to_json());
-        if let (Some((customer, device, agent)), Some((what, body))) = (keys, body) {
-            let d = e.destination.as_ref();
-            q = q
-                .bind(customer)
-                .bind(device)
-                .bind(agent)
-                .bind(e.amount)
-                .bind(e.side.map(|s| i16::from(s.code())))
-                .bind(d.map(|d| d.bank_code.as_str()))
-                .bind(d.map(|d| d.branch_code.as_str()))
-                .bind(d.map(|d| d.account_type.as_str()))
-                .bind(d.map(|d| d.account_number.as_str()))
-                .bind(d.map(|d| d.holder_kana.as_str()))
-                .bind(self.node)
-                .bind(what)
-                .bind(body);
+        if !effect.store_event {
+            return Some(None);
         }
-        let (new, tx) = match q
-            .fetch_one(&self.pool)
+        if !super::lock(&self.months).contains(&super::month_of(e.occurred_at)) {
+            return None;
+        }
+        self.cached_keys(e).map(Some)
+    }
+
+    /// The common case ([`PgStore::common_case`]) of a group in one statement ([`AT_ONCE`]),
+    /// without a transaction's round trips, and one commit for the group. The events and their
+    /// row of the change feed are written only for assessments new to the log and events new to
+    /// the store, as [`record_in`] would. `group`: indexes into `recs` (no two with the same
+    /// assessment or the same event) and their keys. `None`: a month went meanwhile; the caller
+    /// takes the general way.
+    async fn record_at_once(
+        &self,
+        recs: &[AssessmentRecord],
+        group: &[(usize, Option<EventKeys>)],
+    ) -> Result<Option<Vec<Result<Option<i64>, CaseError>>>> {
+        // The events as the feed and the cache keep them: computed once for both.
+        let pasts: Vec<Past> = group
+            .iter()
+            .map(|&(i, _)| Past::of(&recs[i].event))
+            .collect();
+        let mut c = Columns::default();
+        for (&(i, keys), past) in group.iter().zip(&pasts) {
+            c.push(&recs[i], keys, past);
+        }
+        let q = sqlx::query_as::<_, (Option<Vec<String>>, Option<Vec<i64>>, Option<String>)>(
+            AssertSqlSafe(AT_ONCE.as_str()),
+        )
+        .bind(&c.aid)
+        .bind(&c.created)
+        .bind(&c.cust)
+        .bind(&c.eid)
+        .bind(&c.occ)
+        .bind(&c.kind)
+        .bind(&c.chan)
+        .bind(&c.ip)
+        .bind(&c.dh)
+        .bind(&c.decision)
+        .bind(&c.score)
+        .bind(&c.reasons)
+        .bind(&c.ev)
+        .bind(&c.ckey)
+        .bind(&c.dkey)
+        .bind(&c.ukey)
+        .bind(&c.amount)
+        .bind(&c.side)
+        .bind(&c.bank)
+        .bind(&c.branch)
+        .bind(&c.atype)
+        .bind(&c.anum)
+        .bind(&c.kana)
+        .bind(&c.body)
+        .bind(self.node)
+        .bind(super::feed::EVENTS);
+        let mut kept = self.keep.take(&self.pool).await?;
+        let (new, stored, tx) = match q
+            .fetch_one(&mut *kept.conn)
             .await
             .map_err(crate::StoreError::from)
         {
-            Ok(row) => row,
+            Ok(row) => {
+                kept.done();
+                row
+            }
             Err(err) if super::is_missing_partition(&err) => {
                 // Dropped by another process's purge: the general way creates it again.
                 self.forget_months();
@@ -307,13 +406,17 @@ impl PgStore {
             }
             Err(err) => return Err(err),
         };
-        if new == 0 {
-            return Ok(Some(Err(CaseError::DuplicateAssessment(
-                rec.assessment_id.clone(),
-            ))));
-        }
-        if let (Some(h), Some(tx)) = (&self.hot, tx) {
+        let new: HashSet<String> = new.unwrap_or_default().into_iter().collect();
+        if let (Some(h), Some(tx), Some(stored)) = (&self.hot, tx, stored) {
             let tx = super::feed::xid(&tx)?;
+            let mut news = Vec::with_capacity(stored.len());
+            for ord in stored {
+                let k = usize::try_from(ord - 1)
+                    .ok()
+                    .filter(|&k| k < group.len())
+                    .ok_or_else(|| corrupt("a stored event's ordinal is out of its group"))?;
+                news.push((recs[group[k].0].event.customer_id.clone(), pasts[k]));
+            }
             super::feed::apply(
                 h,
                 tx,
@@ -323,7 +426,19 @@ impl PgStore {
                 },
             );
         }
-        Ok(Some(Ok(None)))
+        Ok(Some(
+            group
+                .iter()
+                .map(|&(i, _)| {
+                    let id = &recs[i].assessment_id;
+                    if new.contains(id) {
+                        Ok(None)
+                    } else {
+                        Err(CaseError::DuplicateAssessment(id.clone()))
+                    }
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -470,49 +585,49 @@ impl DecisionLog for PgStore {
         &self,
         recs: &[AssessmentRecord],
     ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
-        if let [rec] = recs
-            && let Some(out) = self.record_at_once(rec).await?
-        {
-            return Ok(vec![out]);
+        // The common ones (the server's recorder takes every assessment waiting) in one
+        // statement; the others, and a second copy of an event or an assessment in the group
+        // (the first copy must win), in one transaction after.
+        let mut events = HashSet::with_capacity(recs.len());
+        let mut ids = HashSet::with_capacity(recs.len());
+        let mut common = Vec::with_capacity(recs.len());
+        let mut rest = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            let first = events.insert((r.event.customer_id.as_str(), r.event.event_id.as_str()))
+                & ids.insert(r.assessment_id.as_str());
+            match first.then(|| self.common_case(r)).flatten() {
+                Some(keys) => common.push((i, keys)),
+                None => rest.push(i),
+            }
         }
-        if recs.len() == 1 {
-            return self.record_together(recs).await;
-        }
-        // A group (the server's recorder takes every assessment waiting): the common ones each
-        // in its own statement, at once on the pool's connections; the others, and a second
-        // copy of an event in the group (the first copy must win), in one transaction after.
-        let mut firsts = HashSet::with_capacity(recs.len());
-        let tries = futures_util::future::join_all(recs.iter().map(|r| {
-            let first = firsts.insert((r.event.customer_id.as_str(), r.event.event_id.as_str()));
-            async move {
-                if first {
-                    self.record_at_once(r).await
-                } else {
-                    Ok(None)
+        let mut out: Vec<Option<Result<Option<i64>, CaseError>>> =
+            recs.iter().map(|_| None).collect();
+        if !common.is_empty() {
+            match self.record_at_once(recs, &common).await? {
+                Some(done) => {
+                    for (&(i, _), r) in common.iter().zip(done) {
+                        out[i] = Some(r);
+                    }
+                }
+                None => {
+                    rest.extend(common.iter().map(|&(i, _)| i));
+                    rest.sort_unstable();
                 }
             }
-        }))
-        .await;
-        let mut out = Vec::with_capacity(recs.len());
-        let mut rest = Vec::new();
-        for (i, t) in tries.into_iter().enumerate() {
-            out.push(match t {
-                Ok(Some(r)) => r,
-                // Its own error: the others' statements stand.
-                Err(e) => Err(CaseError::Store(e)),
-                Ok(None) => {
-                    rest.push(i);
-                    Ok(None)
-                }
-            });
         }
         if !rest.is_empty() {
             let others: Vec<AssessmentRecord> = rest.iter().map(|&i| recs[i].clone()).collect();
             for (i, r) in rest.into_iter().zip(self.record_together(&others).await?) {
-                out[i] = r;
+                out[i] = Some(r);
             }
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .zip(recs)
+            .map(|(r, rec)| {
+                r.unwrap_or_else(|| Err(CaseError::NoAssessment(rec.assessment_id.clone())))
+            })
+            .collect())
     }
 
     async fn assessment(&self, id: &str) -> Result<Option<AssessmentRecord>> {

@@ -27,7 +27,7 @@ use crate::sqlite::corrupt;
 use crate::{Result, StoreError};
 
 /// A feed row's `what` (bits): the body is the transaction's new events.
-const EVENTS: i16 = 1;
+pub(crate) const EVENTS: i16 = 1;
 /// Too many events to send; every node empties its cache.
 const CLEAR: i16 = 2;
 /// The resolutions changed (familiar IPs and devices, fraud IPs): nodes read them again.
@@ -154,11 +154,6 @@ pub(crate) async fn prune(pool: &PgPool, floor: u64) -> Result<()> {
     Ok(())
 }
 
-/// An events row's `what` and body, for a statement that writes it itself.
-pub(crate) fn events_body(events: &[(String, Past)]) -> (i16, Vec<u8>) {
-    (EVENTS, encode(events))
-}
-
 pub(crate) fn xid(s: &str) -> Result<u64> {
     s.parse()
         .map_err(|_| corrupt("a transaction id is not a number"))
@@ -183,36 +178,41 @@ pub(crate) fn apply(hot: &Hot, tx: u64, news: News) {
 fn encode(events: &[(String, Past)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(events.len() * 48);
     for (c, p) in events {
-        let len = u16::try_from(c.len()).unwrap_or(u16::MAX);
-        b.extend_from_slice(&len.to_le_bytes());
-        b.extend_from_slice(&c.as_bytes()[..usize::from(len)]);
-        let a = &p.access;
-        b.extend_from_slice(&a.at.to_le_bytes());
-        b.push(a.kind.code());
-        b.push(a.channel.code());
-        let flags = u8::from(a.ip.is_some())
-            | u8::from(a.device.is_some()) << 1
-            | u8::from(p.ua.is_some()) << 2
-            | u8::from(p.amount.is_some()) << 3
-            | u8::from(p.side.is_some()) << 4;
-        b.push(flags);
-        if let Some(ip) = a.ip {
-            b.extend_from_slice(&ip.to_le_bytes());
-        }
-        if let Some(d) = a.device {
-            b.extend_from_slice(&d.to_le_bytes());
-        }
-        if let Some(u) = p.ua {
-            b.extend_from_slice(&u.to_le_bytes());
-        }
-        if let Some(m) = p.amount {
-            b.extend_from_slice(&m.to_le_bytes());
-        }
-        if let Some(s) = p.side {
-            b.push(s.code());
-        }
+        encode_one(c, p, &mut b);
     }
     b
+}
+
+/// One event of [`encode`]'s body: bodies joined are the body of their events.
+pub(crate) fn encode_one(c: &str, p: &Past, b: &mut Vec<u8>) {
+    let len = u16::try_from(c.len()).unwrap_or(u16::MAX);
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&c.as_bytes()[..usize::from(len)]);
+    let a = &p.access;
+    b.extend_from_slice(&a.at.to_le_bytes());
+    b.push(a.kind.code());
+    b.push(a.channel.code());
+    let flags = u8::from(a.ip.is_some())
+        | u8::from(a.device.is_some()) << 1
+        | u8::from(p.ua.is_some()) << 2
+        | u8::from(p.amount.is_some()) << 3
+        | u8::from(p.side.is_some()) << 4;
+    b.push(flags);
+    if let Some(ip) = a.ip {
+        b.extend_from_slice(&ip.to_le_bytes());
+    }
+    if let Some(d) = a.device {
+        b.extend_from_slice(&d.to_le_bytes());
+    }
+    if let Some(u) = p.ua {
+        b.extend_from_slice(&u.to_le_bytes());
+    }
+    if let Some(m) = p.amount {
+        b.extend_from_slice(&m.to_le_bytes());
+    }
+    if let Some(s) = p.side {
+        b.push(s.code());
+    }
 }
 
 /// Reads [`encode`]'s body.
@@ -313,12 +313,28 @@ pub(crate) fn spawn(
     };
     tokio::spawn(async move {
         let mut failed = false;
+        // A connection of its own, kept between reads: given back to the pool after each, it
+        // would be tested with a round trip each time (see `super::Keep`). Given back after a
+        // failure, and another taken.
+        let mut conn = None;
         loop {
             tokio::time::sleep(TAIL_EVERY).await;
             let Some(hot) = hot.upgrade() else { return };
-            match read(&pool, &hot, node, &mut t, failed).await {
+            if pool.is_closed() {
+                // Its `close` waits for this task's connection.
+                return;
+            }
+            let read = async {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(pool.acquire().await?),
+                };
+                read(&pool, c, &hot, node, &mut t, failed).await
+            };
+            match read.await {
                 Ok(()) => failed = false,
                 Err(e) => {
+                    conn = None;
                     if !failed {
                         tracing::warn!(error = %e, "reading the change feed failed; the cache will be emptied");
                     }
@@ -330,12 +346,19 @@ pub(crate) fn spawn(
 }
 
 /// One read of the feed: applies the transactions committed since the last.
-async fn read(pool: &PgPool, hot: &Arc<Hot>, node: i64, t: &mut Tail, failed: bool) -> Result<()> {
+async fn read(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    hot: &Arc<Hot>,
+    node: i64,
+    t: &mut Tail,
+    failed: bool,
+) -> Result<()> {
     // The rows committed between the last snapshot and this one (migration 0006: planned so that
     // it reads only them, whatever the feed's statistics say).
     let rows = sqlx::query("SELECT * FROM feed_since($1::pg_snapshot)")
         .bind(&t.last)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
     let first = rows
         .first()

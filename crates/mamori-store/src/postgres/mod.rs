@@ -51,6 +51,54 @@ pub struct PgStore {
     hot: Option<Arc<crate::hot::Hot>>,
     /// When this process prunes the change feed.
     pruner: Arc<Mutex<feed::Pruner>>,
+    /// Connections the recorder's groups keep between their statements ([`Keep`]).
+    keep: Keep,
+}
+
+/// How many connections [`Keep`] holds at most: one per group the server's recorder writes at
+/// once ([`crate::EventWriter::parallel_batches`]).
+const KEEP: usize = 2;
+
+/// Pool connections kept out of the pool between the statements of a path that runs one
+/// statement at a time, over and over (the server's recorder): sqlx tests every connection given
+/// back to the pool with a round trip (a `Sync` and its answer), which doubled the round trips
+/// of those paths. A connection is kept only after its statement succeeded ([`Kept::done`]);
+/// one whose statement failed, or whose future was dropped mid-statement, goes back to the pool
+/// as usual (tested there, closed if broken).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Keep(Arc<Mutex<Vec<sqlx::pool::PoolConnection<Postgres>>>>);
+
+/// A connection taken from [`Keep`] (or from the pool when it holds none).
+pub(crate) struct Kept {
+    pub(crate) conn: sqlx::pool::PoolConnection<Postgres>,
+    keep: Keep,
+    pool: PgPool,
+}
+
+impl Keep {
+    pub(crate) async fn take(&self, pool: &PgPool) -> Result<Kept> {
+        let kept = lock(&self.0).pop();
+        let conn = match kept {
+            Some(c) => c,
+            None => pool.acquire().await?,
+        };
+        Ok(Kept {
+            conn,
+            keep: self.clone(),
+            pool: pool.clone(),
+        })
+    }
+}
+
+impl Kept {
+    /// Its statement succeeded: kept for the next (or given back to the pool when enough are).
+    /// Not once the pool is closing: its `close` waits for every connection.
+    pub(crate) fn done(self) {
+        let mut kept = lock(&self.keep.0);
+        if kept.len() < KEEP && !self.pool.is_closed() {
+            kept.push(self.conn);
+        }
+    }
 }
 
 /// A URL with its password (if any) left out, for messages.
@@ -144,6 +192,7 @@ impl PgStore {
             node: node_id(),
             hot: None,
             pruner: Arc::default(),
+            keep: Keep::default(),
         })
     }
 
@@ -204,7 +253,10 @@ impl PgStore {
 
     /// Closes the pool.
     pub async fn close(&self) {
-        self.pool.close().await;
+        // Marked closed at once, so that no connection is kept after the kept ones are let go.
+        let closing = self.pool.close();
+        lock(&self.keep.0).clear();
+        closing.await;
     }
 
     /// The pool, for tests and maintenance.
