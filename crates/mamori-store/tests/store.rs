@@ -567,6 +567,69 @@ fn postgres_node_caches_follow_other_nodes_writes_through_the_feed() {
     });
 }
 
+/// Two groups in flight that hold the same events in opposite orders (a client's retries on two
+/// nodes) wait for each other in one order: neither fails with a deadlock, and each event is
+/// stored once.
+#[test]
+fn postgres_groups_sharing_events_in_opposite_orders_do_not_deadlock() {
+    use mamori_core::assess::Decision;
+    use mamori_store::DecisionLog;
+    runtime().block_on(async {
+        let Some(schema) = PgSchema::new("order").await else {
+            return;
+        };
+        let a = schema.open().await;
+        let b = schema.open().await;
+        let ev = |i: i64| {
+            let mut e = testsuite::ev(
+                &format!("o{i}"),
+                "2020-06-01T09:00:00+09:00",
+                "ox",
+                Kind::Login,
+                Some("192.0.2.45"),
+            );
+            e.occurred_at += i * 60_000_000;
+            e
+        };
+        let rec = |id: String, e: Event| mamori_store::AssessmentRecord {
+            assessment_id: id,
+            created_at: e.occurred_at,
+            event: e,
+            decision: Decision::Allow,
+            score: 0,
+            reasons: serde_json::json!([]),
+            outcome: None,
+            outcome_at: None,
+        };
+        // Both handles know the customer's and device's keys and the month.
+        a.insert_events(&[ev(0)]).await.expect("insert");
+        b.insert_events(&[ev(1)]).await.expect("insert");
+        for round in 0..40 {
+            let group = |tag: &str, order: [i64; 4]| -> Vec<mamori_store::AssessmentRecord> {
+                order
+                    .iter()
+                    .map(|&k| {
+                        let i = 10 + round * 4 + k;
+                        rec(format!("{tag}-{i}"), ev(i))
+                    })
+                    .collect()
+            };
+            let (ga, gb) = (group("a", [0, 1, 2, 3]), group("b", [3, 2, 1, 0]));
+            let (ra, rb) = tokio::join!(a.record_assessments(&ga), b.record_assessments(&gb));
+            for r in [ra, rb] {
+                let r = r.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert!(
+                    r.iter().all(|x| matches!(x, Ok(None))),
+                    "round {round}: {r:?}"
+                );
+            }
+        }
+        use mamori_store::HistoryReader;
+        let stored = a.customer_events("ox", 0, i64::MAX).await.expect("events");
+        assert_eq!(stored.len(), 2 + 40 * 4);
+    });
+}
+
 /// A group of the server's common assessments is written in one statement (one transaction,
 /// apart from the group's other assessments) and as each would be alone: an assessment already
 /// in the log, or twice in the group, is a duplicate and stores nothing; an allowed event already

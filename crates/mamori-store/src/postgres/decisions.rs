@@ -202,6 +202,8 @@ type EventKeys = (i64, Option<i64>, Option<i64>);
 /// new to the log are written, the events of those new to the store too, and one row of the
 /// change feed holding exactly the events stored (their bodies joined in order). Returns the new
 /// assessments' ids, the ordinals (from 1) of the stored events and the feed row's transaction.
+/// Rows are inserted in key order (assessment ids, then events' keys), so that two groups in
+/// flight that share rows wait for each other in one order and cannot deadlock.
 static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH i AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
@@ -214,11 +216,11 @@ static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          a AS (INSERT INTO assessments (assessment_id, created_at, customer_id, event_id, \
              occurred_at, kind, channel, ip, device_hash, decision, score, reasons, event) \
              SELECT aid, created, cust, eid, occ, kind, chan, ip, dh, decision, score, reasons, \
-             ev FROM i ORDER BY ord \
+             ev FROM i ORDER BY aid \
              ON CONFLICT (assessment_id) DO NOTHING RETURNING assessment_id), \
          k AS (INSERT INTO event_keys (customer_key, event_id, occurred_at) \
              SELECT i.ckey, i.eid, i.occ FROM i JOIN a ON a.assessment_id = i.aid \
-             WHERE i.ckey IS NOT NULL ORDER BY i.ord \
+             WHERE i.ckey IS NOT NULL ORDER BY i.ckey, i.eid \
              ON CONFLICT DO NOTHING RETURNING customer_key, event_id), \
          e AS (INSERT INTO events ({}) \
              SELECT i.ckey, i.occ, i.eid, i.kind, i.chan, i.ip, i.dh, i.dkey, i.ukey, i.amount, \
