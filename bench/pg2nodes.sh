@@ -10,7 +10,11 @@ set -u
 BIN=$1; URL=$2; SECONDS_WARM=${SECONDS_WARM:-30}
 DAY_A=${DAY_A:-2020-09-30}; DAY_B=${DAY_B:-2020-09-29}
 next_day() { date -u -d "$1 + 1 day" +%F; }
-pkill -f "serve --listen 127.0.0.1:809[12]"; sleep 0.5
+stop() {
+  pkill -f "serve --listen 127.0.0.1:809[12]"
+  while pgrep -f "serve --listen 127.0.0.1:809[12]" >/dev/null; do sleep 0.2; done
+}
+stop
 KEY=$($BIN --db "$URL" apikey create --name bench --scopes assess 2>/dev/null | grep -o 'mmr_[A-Za-z0-9_]*' | head -1)
 for p in 8091 8092; do (RUST_LOG=info $BIN --db "$URL" serve --listen 127.0.0.1:$p > serve-$p.log 2>&1 &); done
 for p in 8091 8092; do curl -s --retry 60 --retry-connrefused --retry-delay 1 127.0.0.1:$p/readyz >/dev/null; done
@@ -23,4 +27,4 @@ run() {
 echo "-- cold, 1,000/s per node, 20 s"; run --seconds 20
 echo "-- warm, 1,000/s per node, $SECONDS_WARM s"; run --seconds $SECONDS_WARM
 for p in 8091 8092; do ps -o rss= -p $(pgrep -f "serve --listen 127.0.0.1:$p") | awk -v p=$p '{print "node " p " RSS " $1/1024 " MB"}'; done
-pkill -f "serve --listen 127.0.0.1:809[12]"
+stop
