@@ -643,7 +643,7 @@ impl EventWriter for PgStore {
     /// Two: the server does the work of a batch (keys, index entries) on one core per
     /// connection.
     fn parallel_batches(&self) -> usize {
-        2
+        super::LANES
     }
 
     /// New months are loaded beside `events` ([`PgStore::begin_loading`]).

@@ -55,9 +55,9 @@ pub struct PgStore {
     keep: Keep,
 }
 
-/// How many connections [`Keep`] holds at most: one per group the server's recorder writes at
-/// once ([`crate::EventWriter::parallel_batches`]).
-const KEEP: usize = 2;
+/// Batches written at once ([`crate::EventWriter::parallel_batches`]: an import's lanes, the
+/// server recorder's groups), and so the connections [`Keep`] holds at most.
+const LANES: usize = 2;
 
 /// Pool connections kept out of the pool between the statements of a path that runs one
 /// statement at a time, over and over (the server's recorder): sqlx tests every connection given
@@ -95,7 +95,7 @@ impl Kept {
     /// Not once the pool is closing: its `close` waits for every connection.
     pub(crate) fn done(self) {
         let mut kept = lock(&self.keep.0);
-        if kept.len() < KEEP && !self.pool.is_closed() {
+        if kept.len() < LANES && !self.pool.is_closed() {
             kept.push(self.conn);
         }
     }
