@@ -181,9 +181,12 @@ pub struct Server {
     pub shutdown_grace_ms: u64,
     /// Logs as JSON lines (`json`) or for people (`text`).
     pub log_format: String,
-    /// SQLite `synchronous` for the server's writes: `normal` (an acknowledged event survives a
-    /// crash of mamori; the last transactions may be lost on a power failure) or `full` (they
-    /// survive that too, at some cost per write).
+    /// Durability of the server's writes: `normal` (an acknowledged event survives a crash of
+    /// mamori; the last transactions may be lost on a power failure; on PostgreSQL, the common
+    /// assessments — allowed or challenged, no alert, not withdrawals — commit asynchronously
+    /// and the last of them may also be lost on a crash of the database server) or `full` (SQLite
+    /// fsyncs every commit; PostgreSQL commits everything as its server is configured), at some
+    /// cost per write.
     pub synchronous: String,
     /// Customers' events held in memory for decisions, at most (IPs' uses as many again); the
     /// customers and IPs seen least recently make room. 0 reads every decision's history from

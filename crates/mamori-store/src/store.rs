@@ -67,11 +67,16 @@ impl Store {
         Self::open_with(db, false).await
     }
 
-    /// [`Store::open`]; `synchronous_full` asks SQLite to fsync every commit (PostgreSQL does
-    /// as its server is configured).
+    /// [`Store::open`]; `synchronous_full` asks SQLite to fsync every commit, and PostgreSQL to
+    /// commit every transaction as its server is configured. Without it, SQLite runs with
+    /// `synchronous = NORMAL` and PostgreSQL commits the server's common assessments
+    /// asynchronously ([`PgStore::async_records`]): both survive a crash of mamori, not of the
+    /// database's host (nor, on PostgreSQL, of the database server) for the last commits.
     pub async fn open_with(db: &Path, synchronous_full: bool) -> Result<Self> {
         if let Some(url) = db.to_str().filter(|d| Self::is_postgres(d)) {
-            return Ok(Store::Postgres(PgStore::open(url).await?));
+            return Ok(Store::Postgres(
+                PgStore::open(url).await?.async_records(!synchronous_full),
+            ));
         }
         Ok(Store::Sqlite(
             SqliteStore::open_with(db, synchronous_full).await?,

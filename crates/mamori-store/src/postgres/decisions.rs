@@ -128,9 +128,14 @@ pub(crate) async fn record_in(
     recs: &[AssessmentRecord],
     fresh: &mut Fresh,
 ) -> Result<Vec<Result<Option<i64>, CaseError>>> {
-    let mut out = Vec::with_capacity(recs.len());
-    let mut allowed: Vec<Event> = Vec::new();
-    for rec in recs {
+    // In assessment-id order (bytewise, as `COLLATE "C"`), as [`AT_ONCE`] inserts them, so that
+    // transactions sharing rows wait for each other in one order; the results in `recs`' order.
+    let mut order: Vec<usize> = (0..recs.len()).collect();
+    order.sort_by(|&a, &b| recs[a].assessment_id.cmp(&recs[b].assessment_id));
+    let mut out: Vec<Option<Result<Option<i64>, CaseError>>> = recs.iter().map(|_| None).collect();
+    let mut allowed: Vec<(usize, &Event)> = Vec::new();
+    for i in order {
+        let rec = &recs[i];
         let e = &rec.event;
         let n = sqlx::query(
             "INSERT INTO assessments (assessment_id, created_at, customer_id, event_id, \
@@ -155,7 +160,7 @@ pub(crate) async fn record_in(
         .await?
         .rows_affected();
         if n == 0 {
-            out.push(Err(CaseError::DuplicateAssessment(
+            out[i] = Some(Err(CaseError::DuplicateAssessment(
                 rec.assessment_id.clone(),
             )));
             continue;
@@ -177,18 +182,27 @@ pub(crate) async fn record_in(
         }
         let effect = on_decision(rec.decision);
         if effect.store_event {
-            allowed.push(e.clone());
+            allowed.push((i, e));
         }
         let alert = match effect.alert {
             Some(t) => Some(open_alert(conn, &rec.assessment_id, rec.created_at, t).await?),
             None => None,
         };
-        out.push(Ok(alert));
+        out[i] = Some(Ok(alert));
     }
     if !allowed.is_empty() {
+        // The events in `recs`' order: of two copies of one event, the first wins.
+        allowed.sort_unstable_by_key(|&(i, _)| i);
+        let allowed: Vec<Event> = allowed.into_iter().map(|(_, e)| e.clone()).collect();
         insert_in(conn, store, &allowed, fresh, &Default::default()).await?;
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .zip(recs)
+        .map(|(r, rec)| {
+            r.unwrap_or_else(|| Err(CaseError::NoAssessment(rec.assessment_id.clone())))
+        })
+        .collect())
 }
 
 /// A row of `familiar`: customer, IP key, device hash, since.
@@ -202,25 +216,34 @@ type EventKeys = (i64, Option<i64>, Option<i64>);
 /// new to the log are written, the events of those new to the store too, and one row of the
 /// change feed holding exactly the events stored (their bodies joined in order). Returns the new
 /// assessments' ids, the ordinals (from 1) of the stored events and the feed row's transaction.
-/// Rows are inserted in key order (assessment ids, then events' keys), so that two groups in
-/// flight that share rows wait for each other in one order and cannot deadlock.
+/// Rows are inserted in key order (assessment ids, then events' keys, bytewise), so that two
+/// groups in flight that share rows, and the general way ([`record_in`], whose events' keys are
+/// sorted alike), wait for each other in one order and cannot deadlock. A withdrawal new to the
+/// log gets its notice to the customer (`$28`), as in [`record_in`]. With `$27` the statement's
+/// transaction commits asynchronously (`synchronous_commit = off` for it alone:
+/// [`PgStore::async_records`]; never for a group holding a notice).
 static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH i AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
              $5::int8[], $6::int2[], $7::int2[], $8::bytea[], $9::int8[], $10::text[], \
              $11::int2[], $12::text[], $13::text[], $14::int8[], $15::int8[], $16::int8[], \
              $17::int8[], $18::int2[], $19::text[], $20::text[], $21::text[], $22::text[], \
-             $23::text[], $24::bytea[]) WITH ORDINALITY AS t (aid, created, cust, eid, occ, \
-             kind, chan, ip, dh, decision, score, reasons, ev, ckey, dkey, ukey, amount, side, \
-             bank, branch, atype, anum, kana, body, ord)), \
+             $23::text[], $24::bytea[], $28::text[]) WITH ORDINALITY AS t (aid, created, cust, \
+             eid, occ, kind, chan, ip, dh, decision, score, reasons, ev, ckey, dkey, ukey, \
+             amount, side, bank, branch, atype, anum, kana, body, notice, ord)), \
          a AS (INSERT INTO assessments (assessment_id, created_at, customer_id, event_id, \
              occurred_at, kind, channel, ip, device_hash, decision, score, reasons, event) \
              SELECT aid, created, cust, eid, occ, kind, chan, ip, dh, decision, score, reasons, \
-             ev FROM i ORDER BY aid \
+             ev FROM i ORDER BY aid COLLATE \"C\" \
              ON CONFLICT (assessment_id) DO NOTHING RETURNING assessment_id), \
+         n AS (INSERT INTO notices (customer_id, kind, detail, created_at, assessment_id) \
+             SELECT i.cust, 'withdrawal', i.notice, i.created, i.aid \
+             FROM i JOIN a ON a.assessment_id = i.aid \
+             JOIN customer_records r ON r.customer_id = i.cust \
+             WHERE i.notice IS NOT NULL AND coalesce(r.email, '') <> '' ORDER BY i.ord), \
          k AS (INSERT INTO event_keys (customer_key, event_id, occurred_at) \
              SELECT i.ckey, i.eid, i.occ FROM i JOIN a ON a.assessment_id = i.aid \
-             WHERE i.ckey IS NOT NULL ORDER BY i.ckey, i.eid \
+             WHERE i.ckey IS NOT NULL ORDER BY i.ckey, i.eid COLLATE \"C\" \
              ON CONFLICT DO NOTHING RETURNING customer_key, event_id), \
          e AS (INSERT INTO events ({}) \
              SELECT i.ckey, i.occ, i.eid, i.kind, i.chan, i.ip, i.dh, i.dkey, i.ukey, i.amount, \
@@ -233,7 +256,8 @@ static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              SELECT $25, $26, string_agg(body, ''::bytea ORDER BY ord) FROM s \
              HAVING count(*) > 0 RETURNING tx::text) \
          SELECT (SELECT array_agg(assessment_id) FROM a), \
-             (SELECT array_agg(ord ORDER BY ord) FROM s), (SELECT tx FROM f)",
+             (SELECT array_agg(ord ORDER BY ord) FROM s), (SELECT tx FROM f), \
+             CASE WHEN $27 THEN set_config('synchronous_commit', 'off', true) END",
         super::events::EVENT_COLUMNS
     )
 });
@@ -265,6 +289,8 @@ struct Columns<'a> {
     anum: Vec<Option<&'a str>>,
     kana: Vec<Option<&'a str>>,
     body: Vec<Vec<u8>>,
+    /// A withdrawal's notice to the customer ([`withdrawal_notice`]).
+    notice: Vec<Option<String>>,
 }
 
 impl<'a> Columns<'a> {
@@ -303,6 +329,8 @@ impl<'a> Columns<'a> {
             super::feed::encode_one(&e.customer_id, past, &mut body);
         }
         self.body.push(body);
+        self.notice
+            .push((e.kind == Kind::Withdrawal).then(|| withdrawal_notice(rec).to_string()));
     }
 }
 
@@ -320,17 +348,14 @@ impl PgStore {
         Ok(out)
     }
 
-    /// Whether an assessment is the server's common case: it opens no alert and sends no notice
-    /// (not a withdrawal), and its event, when it is stored, is of a customer, device and user
-    /// agent whose keys this process holds, in a month it knows exists. `Some(keys)`: the
+    /// Whether an assessment is the server's common case: it opens no alert, and its event,
+    /// when it is stored, is of a customer, device and user agent whose keys this process holds,
+    /// in a month it knows exists (a withdrawal's notice is written in the same statement). `Some(keys)`: the
     /// common case, with the keys when its event is stored.
     fn common_case(&self, rec: &AssessmentRecord) -> Option<Option<EventKeys>> {
         let e = &rec.event;
         let effect = on_decision(rec.decision);
-        if effect.alert.is_some()
-            || e.kind == Kind::Withdrawal
-            || self.bulk.load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if effect.alert.is_some() || self.bulk.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         if !effect.store_event {
@@ -362,37 +387,44 @@ impl PgStore {
         for (&(i, keys), past) in group.iter().zip(&pasts) {
             c.push(&recs[i], keys, past);
         }
-        let q = sqlx::query_as::<_, (Option<Vec<String>>, Option<Vec<i64>>, Option<String>)>(
-            AssertSqlSafe(AT_ONCE.as_str()),
-        )
-        .bind(&c.aid)
-        .bind(&c.created)
-        .bind(&c.cust)
-        .bind(&c.eid)
-        .bind(&c.occ)
-        .bind(&c.kind)
-        .bind(&c.chan)
-        .bind(&c.ip)
-        .bind(&c.dh)
-        .bind(&c.decision)
-        .bind(&c.score)
-        .bind(&c.reasons)
-        .bind(&c.ev)
-        .bind(&c.ckey)
-        .bind(&c.dkey)
-        .bind(&c.ukey)
-        .bind(&c.amount)
-        .bind(&c.side)
-        .bind(&c.bank)
-        .bind(&c.branch)
-        .bind(&c.atype)
-        .bind(&c.anum)
-        .bind(&c.kana)
-        .bind(&c.body)
-        .bind(self.node)
-        .bind(super::feed::EVENTS);
+        type Row = (
+            Option<Vec<String>>,
+            Option<Vec<i64>>,
+            Option<String>,
+            Option<String>,
+        );
+        let q = sqlx::query_as::<_, Row>(AssertSqlSafe(AT_ONCE.as_str()))
+            .bind(&c.aid)
+            .bind(&c.created)
+            .bind(&c.cust)
+            .bind(&c.eid)
+            .bind(&c.occ)
+            .bind(&c.kind)
+            .bind(&c.chan)
+            .bind(&c.ip)
+            .bind(&c.dh)
+            .bind(&c.decision)
+            .bind(&c.score)
+            .bind(&c.reasons)
+            .bind(&c.ev)
+            .bind(&c.ckey)
+            .bind(&c.dkey)
+            .bind(&c.ukey)
+            .bind(&c.amount)
+            .bind(&c.side)
+            .bind(&c.bank)
+            .bind(&c.branch)
+            .bind(&c.atype)
+            .bind(&c.anum)
+            .bind(&c.kana)
+            .bind(&c.body)
+            .bind(self.node)
+            .bind(super::feed::EVENTS)
+            // A withdrawal's notice to its customer is not left to an asynchronous commit.
+            .bind(self.async_records && c.notice.iter().all(Option::is_none))
+            .bind(&c.notice);
         let mut kept = self.keep.take(&self.pool).await?;
-        let (new, stored, tx) = match q
+        let (new, stored, tx, _) = match q
             .fetch_one(&mut *kept.conn)
             .await
             .map_err(crate::StoreError::from)

@@ -414,7 +414,7 @@ fn store_new(target: &str, returning: bool) -> String {
         "fresh AS ( \
              INSERT INTO event_keys (customer_key, event_id, occurred_at) \
              SELECT customer_key, event_id, occurred_at FROM input \
-             ORDER BY customer_key, event_id \
+             ORDER BY customer_key, event_id COLLATE \"C\" \
              ON CONFLICT DO NOTHING \
              RETURNING customer_key, event_id \
          ){head} \

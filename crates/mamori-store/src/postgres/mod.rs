@@ -53,6 +53,9 @@ pub struct PgStore {
     pruner: Arc<Mutex<feed::Pruner>>,
     /// Connections the recorder's groups keep between their statements ([`Keep`]).
     keep: Keep,
+    /// Whether the common case of recorded assessments commits asynchronously
+    /// ([`PgStore::async_records`]).
+    async_records: bool,
 }
 
 /// Batches written at once ([`crate::EventWriter::parallel_batches`]: an import's lanes, the
@@ -193,7 +196,22 @@ impl PgStore {
             hot: None,
             pruner: Arc::default(),
             keep: Keep::default(),
+            async_records: false,
         })
+    }
+
+    /// With `yes`, the common case of recorded assessments (allowed or challenged attempts that
+    /// open no alert and send no notice, so not withdrawals: the server's recorder's groups)
+    /// commits asynchronously, `synchronous_commit = off` for those transactions alone: the
+    /// answer does not wait for the WAL to reach the disk. A crash of mamori loses nothing; a crash of
+    /// PostgreSQL or its host can lose the last such commits (up to three times the server's
+    /// `wal_writer_delay`, 600 ms by default), never part of one, and never alerts, withdrawals,
+    /// credentials, switches, the audit log, imports or consumed streams, which stay as the
+    /// server is configured. The PostgreSQL counterpart of SQLite's `synchronous = NORMAL`
+    /// ([`crate::Store::open_with`]). Off unless asked for.
+    pub fn async_records(mut self, yes: bool) -> Self {
+        self.async_records = yes;
+        self
     }
 
     /// The server's hot cache of customers' events and IPs' uses (see [`crate::hot`]), holding
@@ -203,6 +221,17 @@ impl PgStore {
         // A number of its own: a copy of the store made before has no cache, and the feed must
         // bring its writes here like another process's.
         self.node = node_id();
+        // Told once, where an operator reads a serving node's log: mamori vacuums its change
+        // feed itself, but no other table.
+        let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+            .fetch_one(&self.pool)
+            .await?;
+        if autovacuum != "on" {
+            tracing::warn!(
+                "PostgreSQL's autovacuum is off: run VACUUM ANALYZE regularly (after imports \
+                 and purges at least), or statistics go stale and plans with them"
+            );
+        }
         let from = feed::now(&self.pool).await?;
         let hot = Arc::new(crate::hot::Hot::new(max_rows, 0));
         feed::spawn(
@@ -240,13 +269,7 @@ impl PgStore {
         if let Some((_, xmin)) = written
             && let Some(floor) = lock(&self.pruner).note(xmin)
         {
-            // Off the caller's path; a failure is retried at the next prune.
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                if let Err(e) = feed::prune(&pool, floor).await {
-                    tracing::warn!(error = %e, "pruning the change feed failed");
-                }
-            });
+            feed::prune_later(&self.pool, floor);
         }
         Ok(())
     }
