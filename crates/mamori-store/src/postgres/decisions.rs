@@ -350,8 +350,8 @@ impl PgStore {
 
     /// Whether an assessment is the server's common case: it opens no alert, and its event,
     /// when it is stored, is of a customer, device and user agent whose keys this process holds,
-    /// in a month it knows exists (a withdrawal's notice is written in the same statement). `Some(keys)`: the
-    /// common case, with the keys when its event is stored.
+    /// in a month it knows exists (a withdrawal's notice is written in the same statement).
+    /// `Some(keys)`: the common case, with the keys when its event is stored.
     fn common_case(&self, rec: &AssessmentRecord) -> Option<Option<EventKeys>> {
         let e = &rec.event;
         let effect = on_decision(rec.decision);
