@@ -203,11 +203,12 @@ impl PgStore {
     /// With `yes`, the common case of recorded assessments (allowed or challenged attempts that
     /// open no alert and send no notice, so not withdrawals: the server's recorder's groups)
     /// commits asynchronously, `synchronous_commit = off` for those transactions alone: the
-    /// answer does not wait for the WAL to reach the disk. A crash of mamori loses nothing; a crash of
-    /// PostgreSQL or its host can lose the last such commits (up to three times the server's
-    /// `wal_writer_delay`, 600 ms by default), never part of one, and never alerts, withdrawals,
-    /// credentials, switches, the audit log, imports or consumed streams, which stay as the
-    /// server is configured. The PostgreSQL counterpart of SQLite's `synchronous = NORMAL`
+    /// answer does not wait for the WAL to reach the disk. A crash of mamori loses nothing; a
+    /// crash of PostgreSQL or its host can lose the last such commits (up to three times the
+    /// server's `wal_writer_delay`, 600 ms by default), never part of one, and never alerts,
+    /// withdrawals (a group holding one commits as the server is configured), credentials,
+    /// switches, the audit log, imports or consumed streams, which stay as the server is
+    /// configured. The PostgreSQL counterpart of SQLite's `synchronous = NORMAL`
     /// ([`crate::Store::open_with`]). Off unless asked for.
     pub fn async_records(mut self, yes: bool) -> Self {
         self.async_records = yes;
