@@ -196,13 +196,20 @@ pub(crate) async fn record_in(
         let allowed: Vec<Event> = allowed.into_iter().map(|(_, e)| e.clone()).collect();
         insert_in(conn, store, &allowed, fresh, &Default::default()).await?;
     }
-    Ok(out
-        .into_iter()
+    Ok(filled(out, recs))
+}
+
+/// Results placed by index, in `recs`' order; one never placed is `NoAssessment`.
+fn filled(
+    out: Vec<Option<Result<Option<i64>, CaseError>>>,
+    recs: &[AssessmentRecord],
+) -> Vec<Result<Option<i64>, CaseError>> {
+    out.into_iter()
         .zip(recs)
         .map(|(r, rec)| {
             r.unwrap_or_else(|| Err(CaseError::NoAssessment(rec.assessment_id.clone())))
         })
-        .collect())
+        .collect()
 }
 
 /// A row of `familiar`: customer, IP key, device hash, since.
@@ -655,13 +662,7 @@ impl DecisionLog for PgStore {
                 out[i] = Some(r);
             }
         }
-        Ok(out
-            .into_iter()
-            .zip(recs)
-            .map(|(r, rec)| {
-                r.unwrap_or_else(|| Err(CaseError::NoAssessment(rec.assessment_id.clone())))
-            })
-            .collect())
+        Ok(filled(out, recs))
     }
 
     async fn assessment(&self, id: &str) -> Result<Option<AssessmentRecord>> {
