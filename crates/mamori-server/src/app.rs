@@ -55,8 +55,8 @@ pub struct AppState {
     pub destinations: crate::config::DestinationRules,
     pub friction: crate::config::Friction,
     pub mail: crate::mail::Mail,
-    /// Populations by the start of their Tokyo day (the last few days).
-    populations: std::sync::Mutex<HashMap<i64, Arc<Population>>>,
+    /// Populations by the start of their Tokyo day (the few used last).
+    populations: std::sync::Mutex<Populations>,
     /// One population computed at a time.
     computing: AsyncMutex<()>,
     ready: AtomicBool,
@@ -216,6 +216,48 @@ impl AppState {
     }
 }
 
+/// The populations of the days used last (attempts of today, and of past days when events are
+/// replayed or sent late). The day used longest ago is forgotten first, never the one just
+/// computed: keeping the newest days instead made every attempt of an older day compute its
+/// population again (0.3 to 0.8 s each, one at a time) when newer days were held.
+#[derive(Default)]
+struct Populations {
+    days: HashMap<i64, (Arc<Population>, u64)>,
+    uses: u64,
+}
+
+impl Populations {
+    /// Days kept.
+    const KEEP: usize = 4;
+
+    fn get(&mut self, day: i64) -> Option<Arc<Population>> {
+        self.uses += 1;
+        let (p, used) = self.days.get_mut(&day)?;
+        *used = self.uses;
+        Some(p.clone())
+    }
+
+    fn insert(&mut self, day: i64, p: Arc<Population>) {
+        self.uses += 1;
+        self.days.insert(day, (p, self.uses));
+        while self.days.len() > Self::KEEP {
+            let Some(old) = self
+                .days
+                .iter()
+                .min_by_key(|(_, (_, u))| *u)
+                .map(|(d, _)| *d)
+            else {
+                break;
+            };
+            self.days.remove(&old);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.days.clear();
+    }
+}
+
 /// UTC microseconds now.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -294,15 +336,15 @@ impl AppState {
         self
     }
 
-    /// The population for attempts at `t`: computed once per Tokyo day and kept for three days.
+    /// The population for attempts at `t`: computed once per Tokyo day and kept while it is one
+    /// of the [`Populations::KEEP`] days used last.
     pub async fn population(&self, t: i64) -> Result<Arc<Population>, Problem> {
         let day = tokyo_day_start(t);
         let cached = || {
             self.populations
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&day)
-                .cloned()
+                .get(day)
         };
         if let Some(p) = cached() {
             return Ok(p);
@@ -320,13 +362,10 @@ impl AppState {
             seconds = started.elapsed().as_secs_f64(),
             "population of the day computed"
         );
-        let mut m = self.populations.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(day, p.clone());
-        let mut days: Vec<i64> = m.keys().copied().collect();
-        days.sort_unstable();
-        for old in days.iter().rev().skip(3) {
-            m.remove(old);
-        }
+        self.populations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(day, p.clone());
         Ok(p)
     }
 
@@ -1191,5 +1230,36 @@ impl utoipa::Modify for Security {
                     .build(),
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populations_forget_the_day_used_longest_ago_not_an_older_one_just_computed() {
+        let mut m = Populations::default();
+        let p = |logins| {
+            Arc::new(Population {
+                logins,
+                ..Population::default()
+            })
+        };
+        // Four recent days, then attempts of an older day.
+        for d in 10..14 {
+            m.insert(d * DAY_US, p(d as u64));
+        }
+        m.insert(2 * DAY_US, p(2));
+        assert_eq!(m.get(2 * DAY_US).map(|p| p.logins), Some(2));
+        assert!(m.get(10 * DAY_US).is_none(), "day 10 was used longest ago");
+        // A day used again is kept over one used less recently.
+        assert!(m.get(11 * DAY_US).is_some());
+        m.insert(3 * DAY_US, p(3));
+        assert!(m.get(11 * DAY_US).is_some());
+        assert!(m.get(12 * DAY_US).is_none());
+        assert_eq!(m.days.len(), Populations::KEEP);
+        m.clear();
+        assert!(m.get(3 * DAY_US).is_none());
     }
 }
