@@ -220,7 +220,10 @@ async fn import_batches<S: EventWriter>(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let records = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2);
+    // The reader parses the next transaction's events while this one is stored: room for a whole
+    // batch of messages (with two, parsing and storing took turns and half the cores idled).
+    let ahead = opts.batch.div_ceil(CHUNK).clamp(2, 64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(ahead);
     let reader_opts = opts.clone();
     let reader_records = records.clone();
     let reader_bar = bar.clone();
@@ -268,22 +271,77 @@ async fn import_batches<S: EventWriter>(
         }
         Ok(rejects)
     });
+    // One task per lane stores the batches it is sent, each lane at its own pace: with one
+    // barrier per batch, the lane done first waited for the other.
+    let n_lanes = store.parallel_batches().max(1);
+    let (lane_txs, lane_rxs): (Vec<_>, Vec<_>) = (0..n_lanes)
+        .map(|_| tokio::sync::mpsc::channel::<Vec<Event>>(1))
+        .unzip();
+    let stored = AtomicU64::new(0);
+    let lanes = futures_util::future::join_all(lane_rxs.into_iter().map(|rx| {
+        store_lane(store, rx, |n| {
+            let done = stored.fetch_add(n, Ordering::Relaxed) + n;
+            bar.set_message(format!("{done} events"));
+        })
+    }));
+    let writer = write_lanes(rx, lane_txs, opts, total, total_known, &bar);
+    let (written, lanes) = futures_util::join!(writer, lanes);
     let mut total_ins = Inserted::default();
+    let mut stopped = None;
+    for (ins, err) in lanes {
+        total_ins += ins;
+        if stopped.is_none() {
+            stopped = err;
+        }
+    }
+    if let Some(e) = stopped {
+        return Err(e.context(format!(
+            "import stopped; {} events committed before",
+            total_ins.inserted
+        )));
+    }
+    let (failure, dropped) = written?;
+    total_ins.duplicates += dropped;
+    let rejects = match reader.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("the reader thread panicked"),
+    };
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e.context(format!(
+            "import stopped; {} events committed before the bad record",
+            total_ins.inserted
+        )));
+    }
+    let rejected = rejects.count;
+    Ok(ImportReport {
+        records: records.load(Ordering::Relaxed) + rejected,
+        inserted: total_ins.inserted,
+        duplicates: total_ins.duplicates,
+        rejected,
+        elapsed: started.elapsed(),
+        indexed: None,
+        rejects_file: (rejected > 0).then_some(rejects.path),
+    })
+}
+
+/// Gathers the reader's messages into batches (or regroups them by customer first) and sends
+/// them to the lanes. Returns the reader's failure (a bad record under `--strict`, or the
+/// rejects file), if any, and how many copies regrouping dropped. Stops early when a lane
+/// stopped (its error is the import's). Dropping `lanes` on return lets them finish.
+async fn write_lanes(
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
+    lanes: Vec<tokio::sync::mpsc::Sender<Vec<Event>>>,
+    opts: &ImportOptions,
+    total: u64,
+    total_known: Option<u64>,
+    bar: &ProgressBar,
+) -> anyhow::Result<(Option<anyhow::Error>, u64)> {
     let mut failure = None;
+    let mut dropped = 0;
     let mut pending: Vec<Event> = Vec::new();
     let mut buckets: Option<Buckets> = None;
     let mut decided = false;
-    let lanes = store.parallel_batches().max(1);
-    let mut flush = async |pending: &mut Vec<Event>| -> anyhow::Result<()> {
-        if !pending.is_empty() {
-            total_ins += store_batch(store, std::mem::take(pending), lanes).await?;
-            bar.set_message(format!(
-                "{} events",
-                total_ins.inserted + total_ins.duplicates
-            ));
-        }
-        Ok(())
-    };
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Batch(mut events) => {
@@ -305,8 +363,10 @@ async fn import_batches<S: EventWriter>(
                 } else {
                     pending.append(&mut events);
                 }
-                if pending.len() >= opts.batch {
-                    flush(&mut pending).await?;
+                if pending.len() >= opts.batch
+                    && !send_lanes(&lanes, std::mem::take(&mut pending)).await
+                {
+                    return Ok((failure, dropped));
                 }
             }
             Msg::Failed(e) => {
@@ -315,8 +375,10 @@ async fn import_batches<S: EventWriter>(
             }
         }
     }
-    // What came before a bad record (under --strict) is committed too.
-    flush(&mut pending).await?;
+    // What came before a bad record (under --strict) is stored too.
+    if !send_lanes(&lanes, pending).await {
+        return Ok((failure, dropped));
+    }
     if let Some(b) = buckets.take() {
         let (dir, paths) = b.finish()?;
         let n = paths.len();
@@ -346,11 +408,13 @@ async fn import_batches<S: EventWriter>(
         let mut i = 0;
         while let Some(r) = brx.recv().await {
             i += 1;
-            let (events, dropped) = r?;
-            total_ins.duplicates += dropped;
+            let (events, d) = r?;
+            dropped += d;
             bar.set_message(format!("storing group {i}/{n}"));
             for chunk in into_chunks(events, opts.batch) {
-                total_ins += store_batch(store, chunk, lanes).await?;
+                if !send_lanes(&lanes, chunk).await {
+                    return Ok((failure, dropped));
+                }
             }
         }
         drop(brx);
@@ -358,57 +422,51 @@ async fn import_batches<S: EventWriter>(
             bail!("the regrouping reader panicked");
         }
     }
-    drop(rx);
-    let rejects = match reader.join() {
-        Ok(r) => r?,
-        Err(_) => bail!("the reader thread panicked"),
-    };
-    bar.finish_and_clear();
-    if let Some(e) = failure {
-        return Err(e.context(format!(
-            "import stopped; {} events committed before the bad record",
-            total_ins.inserted
-        )));
-    }
-    let rejected = rejects.count;
-    Ok(ImportReport {
-        records: records.load(Ordering::Relaxed) + rejected,
-        inserted: total_ins.inserted,
-        duplicates: total_ins.duplicates,
-        rejected,
-        elapsed: started.elapsed(),
-        indexed: None,
-        rejects_file: (rejected > 0).then_some(rejects.path),
-    })
+    Ok((failure, dropped))
 }
 
-/// Stores one batch: whole, or where the store gains from several at once
-/// ([`EventWriter::parallel_batches`]), as one lane per customer (by a hash of the id) stored at
-/// once, so that a customer's events keep their order and the first copy of an event still wins.
-async fn store_batch<S: EventWriter>(
-    store: &S,
-    events: Vec<Event>,
-    lanes: usize,
-) -> anyhow::Result<Inserted> {
-    if lanes <= 1 {
-        return Ok(store.insert_events(&events).await?);
+/// Sends a batch to the lanes: whole to one, or where the store gains from several at once
+/// ([`EventWriter::parallel_batches`]), one part per lane by customer (a hash of the id), so
+/// that a customer's events keep their order and the first copy of an event still wins. False
+/// when a lane has stopped.
+async fn send_lanes(lanes: &[tokio::sync::mpsc::Sender<Vec<Event>>], events: Vec<Event>) -> bool {
+    if events.is_empty() {
+        return true;
     }
-    let mut split: Vec<Vec<Event>> = (0..lanes).map(|_| Vec::new()).collect();
+    if let [lane] = lanes {
+        return lane.send(events).await.is_ok();
+    }
+    let mut split: Vec<Vec<Event>> = (0..lanes.len()).map(|_| Vec::new()).collect();
     for e in events {
-        split[lane_of(&e.customer_id, lanes)].push(e);
+        split[lane_of(&e.customer_id, lanes.len())].push(e);
     }
-    let done = futures_util::future::join_all(
-        split
-            .iter()
-            .filter(|l| !l.is_empty())
-            .map(|l| store.insert_events(l)),
-    )
-    .await;
+    for (lane, part) in lanes.iter().zip(split) {
+        if !part.is_empty() && lane.send(part).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// One lane: stores each batch it is sent, in order, until the sender is dropped or a batch
+/// fails. Returns what it stored and the failure, if any (the receiver is dropped with it, so
+/// the sender stops).
+async fn store_lane<S: EventWriter>(
+    store: &S,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Event>>,
+    progress: impl Fn(u64),
+) -> (Inserted, Option<anyhow::Error>) {
     let mut total = Inserted::default();
-    for r in done {
-        total += r?;
+    while let Some(batch) = rx.recv().await {
+        match store.insert_events(&batch).await {
+            Ok(n) => {
+                progress(n.inserted + n.duplicates);
+                total += n;
+            }
+            Err(e) => return (total, Some(e.into())),
+        }
     }
-    Ok(total)
+    (total, None)
 }
 
 /// The lane (of `lanes`) of a customer's events: FNV-1a of the id.
@@ -625,7 +683,145 @@ fn load_bucket(path: &std::path::Path, batch: usize) -> anyhow::Result<(Vec<Even
 
 #[cfg(test)]
 mod tests {
-    use super::{into_chunks, lane_of};
+    use super::{ImportOptions, Regroup, import, into_chunks, lane_of};
+    use mamori_core::event::Event;
+    use mamori_store::{EventWriter, Inserted, StoreError};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A writer with two lanes that keeps each batch it is given. `hold`: the first batch of
+    /// lane 1 waits (up to 10 s) until lane 0 has stored two batches. `fail_at`: the batch with
+    /// that number (counted from 0) fails.
+    struct Recorder {
+        batches: Mutex<Vec<Vec<Event>>>,
+        lane0_done: tokio::sync::watch::Sender<usize>,
+        hold: bool,
+        fail_at: Option<usize>,
+        calls: Mutex<usize>,
+    }
+
+    impl Recorder {
+        fn new(hold: bool, fail_at: Option<usize>) -> Self {
+            Recorder {
+                batches: Mutex::default(),
+                lane0_done: tokio::sync::watch::channel(0).0,
+                hold,
+                fail_at,
+                calls: Mutex::default(),
+            }
+        }
+    }
+
+    impl EventWriter for Recorder {
+        fn parallel_batches(&self) -> usize {
+            2
+        }
+
+        async fn insert_events(&self, events: &[Event]) -> mamori_store::Result<Inserted> {
+            let call = {
+                let mut c = self.calls.lock().unwrap();
+                *c += 1;
+                *c - 1
+            };
+            let lane = lane_of(&events[0].customer_id, 2);
+            assert!(events.iter().all(|e| lane_of(&e.customer_id, 2) == lane));
+            if self.hold
+                && lane == 1
+                && self
+                    .batches
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|b| lane_of(&b[0].customer_id, 2) == 0)
+            {
+                let mut rx = self.lane0_done.subscribe();
+                let waited =
+                    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&n| n >= 2)).await;
+                assert!(
+                    waited.is_ok(),
+                    "lane 0 did not go on while lane 1 stored its first batch"
+                );
+            }
+            if self.fail_at == Some(call) {
+                return Err(StoreError::Corrupt("this batch fails".into()));
+            }
+            self.batches.lock().unwrap().push(events.to_vec());
+            if lane == 0 {
+                self.lane0_done.send_modify(|n| *n += 1);
+            }
+            Ok(Inserted {
+                inserted: events.len() as u64,
+                duplicates: 0,
+            })
+        }
+    }
+
+    /// `n` events of a customer of each lane, taking turns, as JSON Lines.
+    fn input(dir: &std::path::Path, n: usize) -> (String, [String; 2]) {
+        let mut ids = (0..).map(|i| format!("C{i:07}"));
+        let a = ids.find(|c| lane_of(c, 2) == 0).unwrap();
+        let b = ids.find(|c| lane_of(c, 2) == 1).unwrap();
+        let mut text = String::new();
+        for i in 0..n {
+            for c in [&a, &b] {
+                text.push_str(&format!(
+                    "{{\"channel\":\"web\",\"customer_id\":\"{c}\",\"event_id\":\"{c}-{i:04}\",\"ip\":\"192.0.2.1\",\"kind\":\"login\",\"occurred_at\":\"2020-09-30T10:00:{:02}+09:00\"}}\n",
+                    i % 60
+                ));
+            }
+        }
+        let path = dir.join("in.jsonl");
+        std::fs::write(&path, text).unwrap();
+        (path.to_string_lossy().into_owned(), [a, b])
+    }
+
+    fn options(dir: &std::path::Path) -> ImportOptions {
+        ImportOptions {
+            batch: 10,
+            progress: false,
+            regroup: Regroup::Never,
+            rejects: dir.join("rejects.jsonl"),
+            ..ImportOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn lanes_store_at_their_own_pace_and_keep_each_customers_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, customers) = input(dir.path(), 40);
+        let store = Recorder::new(true, None);
+        let r = import(&store, &[path], &options(dir.path())).await.unwrap();
+        assert_eq!(r.inserted, 80);
+        let batches = store.batches.into_inner().unwrap();
+        for c in customers {
+            let ids: Vec<String> = batches
+                .iter()
+                .flatten()
+                .filter(|e| e.customer_id == c)
+                .map(|e| e.event_id.clone())
+                .collect();
+            let want: Vec<String> = (0..40).map(|i| format!("{c}-{i:04}")).collect();
+            assert_eq!(ids, want);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_lane_stops_the_import_and_counts_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = input(dir.path(), 40);
+        let store = Recorder::new(false, Some(3));
+        let e = import(&store, &[path], &options(dir.path()))
+            .await
+            .unwrap_err();
+        let stored: usize = store.batches.lock().unwrap().iter().map(Vec::len).sum();
+        assert!(stored < 80);
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(&format!("import stopped; {stored} events committed before")),
+            "{text}"
+        );
+        assert!(text.contains("this batch fails"), "{text}");
+    }
 
     #[test]
     fn batches_keep_order_and_size() {

@@ -1182,73 +1182,80 @@ impl PgStore {
     }
 
     /// Makes every month loaded beside `events` (by this process or another that did not finish)
-    /// part of it: indexed (two indexes built at once), then, under the partition lock, attached
-    /// as the month's partition, or, if `events` has that month meanwhile (another process
-    /// created it), its rows moved there. Returns the months. Ends this process's loading.
+    /// part of it: indexed, then, under the partition lock, attached as the month's partition,
+    /// or, if `events` has that month meanwhile (another process created it), its rows moved
+    /// there; then analysed. Two months at a time, each building its indexes one after another
+    /// (so that two builds always run, where pairs of builds per month left a core idle for the
+    /// third and for `ANALYZE`). Returns the months, in order. Ends this process's loading.
     pub async fn finish_loading(&self) -> Result<Vec<i64>> {
+        use futures_util::stream::{StreamExt, TryStreamExt};
         self.bulk.store(false, std::sync::atomic::Ordering::Relaxed);
         let names = children(&mut *self.pool.acquire().await?, "events_load").await?;
-        let mut done = Vec::with_capacity(names.len());
-        for name in names {
-            let m = super::loading_month(&name)
-                .ok_or_else(|| corrupt(&format!("unexpected partition of events_load: {name}")))?;
-            let build = |(suffix, def): (&'static str, &'static str)| {
-                let sql = format!("CREATE INDEX IF NOT EXISTS {name}_{suffix} ON {name} {def}");
-                async move {
-                    let mut tx = self.begin().await?;
-                    // A month's sort in memory, not in temporary files.
-                    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                    tx.commit().await?;
-                    Result::<()>::Ok(())
-                }
-            };
-            let [a, b, c] = MONTH_INDEXES;
-            futures_util::future::try_join(build(a), build(b)).await?;
-            build(c).await?;
+        let mut done: Vec<i64> = futures_util::stream::iter(names)
+            .map(|name| self.finish_month(name))
+            .buffer_unordered(2)
+            .try_collect()
+            .await?;
+        done.sort_unstable();
+        Ok(done)
+    }
+
+    /// [`PgStore::finish_loading`] for one month's table (`loading_YYYY_MM`).
+    async fn finish_month(&self, name: String) -> Result<i64> {
+        let m = super::loading_month(&name)
+            .ok_or_else(|| corrupt(&format!("unexpected partition of events_load: {name}")))?;
+        for (suffix, def) in MONTH_INDEXES {
             let mut tx = self.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(super::PARTITION_LOCK)
+            // A month's sort in memory, not in temporary files.
+            sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(AssertSqlSafe(format!(
-                "ALTER TABLE events_load DETACH PARTITION {name}"
+                "CREATE INDEX IF NOT EXISTS {name}_{suffix} ON {name} {def}"
             )))
             .execute(&mut *tx)
             .await?;
-            let part = super::partition_name(m);
-            if super::has_partition(&mut tx, m).await? {
-                for sql in [
-                    format!("INSERT INTO events SELECT * FROM {name}"),
-                    format!("DROP TABLE {name}"),
-                ] {
-                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                }
-            } else {
-                let (lo, hi) = super::month_bounds(m);
-                for sql in [
-                    format!("ALTER TABLE {name} RENAME TO {part}"),
-                    format!(
-                        "ALTER TABLE events ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
-                    ),
-                ] {
-                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                }
-            }
-            // The month's events appear at once: every node's cache reads again.
-            let mut fresh = Fresh::default();
-            fresh.news.clear = true;
-            self.commit(tx, fresh).await?;
-            sqlx::query(AssertSqlSafe(format!("ANALYZE {part}")))
-                .execute(&self.pool)
-                .await?;
-            super::lock(&self.loading).remove(&m);
-            super::lock(&self.months).insert(m);
-            done.push(m);
+            tx.commit().await?;
         }
-        Ok(done)
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(super::PARTITION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE events_load DETACH PARTITION {name}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let part = super::partition_name(m);
+        if super::has_partition(&mut tx, m).await? {
+            for sql in [
+                format!("INSERT INTO events SELECT * FROM {name}"),
+                format!("DROP TABLE {name}"),
+            ] {
+                sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+        } else {
+            let (lo, hi) = super::month_bounds(m);
+            for sql in [
+                format!("ALTER TABLE {name} RENAME TO {part}"),
+                format!(
+                    "ALTER TABLE events ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
+                ),
+            ] {
+                sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+        }
+        // The month's events appear at once: every node's cache reads again.
+        let mut fresh = Fresh::default();
+        fresh.news.clear = true;
+        self.commit(tx, fresh).await?;
+        sqlx::query(AssertSqlSafe(format!("ANALYZE {part}")))
+            .execute(&self.pool)
+            .await?;
+        super::lock(&self.loading).remove(&m);
+        super::lock(&self.months).insert(m);
+        Ok(m)
     }
 }
 
