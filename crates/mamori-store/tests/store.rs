@@ -2130,6 +2130,23 @@ fn postgres_bulk_loads_new_months_beside_events_and_attaches_them() {
         .await
         .expect("attached");
         assert_eq!(attached, 9);
+        // `events` itself and its months have statistics (autovacuum never analyses the parent).
+        let analysed: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT tablename::text FROM pg_stats \
+             WHERE schemaname = current_schema() AND tablename LIKE 'events%' ORDER BY 1",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .expect("statistics");
+        assert_eq!(
+            analysed,
+            [
+                "events",
+                "events_2021_01",
+                "events_2021_02",
+                "events_2021_03"
+            ]
+        );
         let compare = async |pg: &mamori_store::PgStore| {
             for c in (0..250).map(|c| format!("c{c}")) {
                 let got = pg.customer_events(&c, 0, i64::MAX).await.expect("events");

@@ -1184,9 +1184,10 @@ impl PgStore {
     /// Makes every month loaded beside `events` (by this process or another that did not finish)
     /// part of it: indexed, then, under the partition lock, attached as the month's partition,
     /// or, if `events` has that month meanwhile (another process created it), its rows moved
-    /// there; then analysed. Two months at a time, each building its indexes one after another
-    /// (so that two builds always run, where pairs of builds per month left a core idle for the
-    /// third and for `ANALYZE`). Returns the months, in order. Ends this process's loading.
+    /// there. Two months at a time, each building its indexes one after another (so that two
+    /// builds always run, where pairs of builds per month left a core idle for the third and for
+    /// `ANALYZE`); then `events` is analysed with its months. Returns the months, in order. Ends
+    /// this process's loading.
     pub async fn finish_loading(&self) -> Result<Vec<i64>> {
         use futures_util::stream::{StreamExt, TryStreamExt};
         self.bulk.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -1196,6 +1197,12 @@ impl PgStore {
             .buffer_unordered(2)
             .try_collect()
             .await?;
+        // Statistics of `events` itself (autovacuum never analyses a partitioned table), and of
+        // each month with them: without the parent's, the investigation at 1 M customers took
+        // 3.2-3.4 s instead of 1.6-1.7 s.
+        if !done.is_empty() {
+            sqlx::query("ANALYZE events").execute(&self.pool).await?;
+        }
         done.sort_unstable();
         Ok(done)
     }
@@ -1250,9 +1257,6 @@ impl PgStore {
         let mut fresh = Fresh::default();
         fresh.news.clear = true;
         self.commit(tx, fresh).await?;
-        sqlx::query(AssertSqlSafe(format!("ANALYZE {part}")))
-            .execute(&self.pool)
-            .await?;
         super::lock(&self.loading).remove(&m);
         super::lock(&self.months).insert(m);
         Ok(m)
