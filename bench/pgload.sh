@@ -4,6 +4,10 @@
 # 2020-09-29), for SECONDS; prints each node's p50, p95 and p99 (ms). BIN: the load tool
 # (default mamori on the PATH); EV: the events file (default ev100k.jsonl). Run in the folder
 # holding it and ./KEY. Session 16 ran one 20 s load not counted, then two counted.
+# A replay adds its events to the same day under new ids, so each run grows that day's lists
+# (session 17: p99 7-9 ms on a fresh import, 25 ms after five runs): re-import before a series,
+# or give each series its own days (older days start slowly: their IPs' window edges are not
+# preloaded).
 set -u
 S=${1:-30}; A=${2:-2020-09-30}; B=${3:-2020-09-29}; KEY=$(cat KEY); BIN=${BIN:-mamori}; EV=${EV:-ev100k.jsonl}
 nd() { date -u -d "$1 + 1 day" +%F; }
