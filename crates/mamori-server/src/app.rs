@@ -22,7 +22,7 @@ use mamori_core::parse::{parse_json_line, quick_json_line};
 use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
 use mamori_store::Policies as _;
-use mamori_store::assess::{population, tokyo_day_start};
+use mamori_store::assess::{add_logins, population, population_from, tokyo_day_start};
 use mamori_store::{
     Alert, AssessmentRecord, AuditNote, CaseError, DecisionLog, EventWriter, HistoryReader, Store,
 };
@@ -59,6 +59,8 @@ pub struct AppState {
     populations: std::sync::Mutex<Populations>,
     /// One population computed at a time.
     computing: AsyncMutex<()>,
+    /// The next day's population, prepared before the day starts.
+    ahead: std::sync::Mutex<Option<Ahead>>,
     ready: AtomicBool,
     /// Assessments waiting for the recorder task (group commit).
     recorder: tokio::sync::mpsc::Sender<Pending>,
@@ -216,6 +218,19 @@ impl AppState {
     }
 }
 
+/// How long before a Tokyo day starts `mamori serve` prepares its population
+/// ([`AppState::prepare_population`]).
+pub const PREPARE_AHEAD_US: i64 = 10 * 60 * 1_000_000;
+
+/// A day's population computed before the day started, from the logins stored before `upto`.
+struct Ahead {
+    day: i64,
+    upto: i64,
+    /// The policy revision it was computed with.
+    revision: Option<i64>,
+    population: Population,
+}
+
 /// The populations of the days used last (attempts of today, and of past days when events are
 /// replayed or sent late). The day used longest ago is forgotten first, never the one just
 /// computed: keeping the newest days instead made every attempt of an older day compute its
@@ -296,6 +311,7 @@ impl AppState {
             mail: Default::default(),
             populations: Default::default(),
             computing: AsyncMutex::new(()),
+            ahead: Default::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -354,8 +370,22 @@ impl AppState {
             return Ok(p);
         }
         let started = Instant::now();
-        let policy = self.policy().await;
-        let p = Arc::new(population(&self.store, day, &policy, self.intel.as_ref()).await?);
+        let (revision, policy) = self.policy_and_revision().await;
+        let ahead = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_if(|a| a.day == day && a.revision == revision);
+        let p = match ahead {
+            // Prepared before the day: only the logins since.
+            Some(mut a) => {
+                let intel = self.intel.as_ref();
+                add_logins(&self.store, &mut a.population, a.upto, day, intel).await?;
+                a.population
+            }
+            None => population(&self.store, day, &policy, self.intel.as_ref()).await?,
+        };
+        let p = Arc::new(p);
         tracing::info!(
             day = %format_tokyo(day),
             logins = p.logins,
@@ -367,6 +397,41 @@ impl AppState {
             .unwrap_or_else(|p| p.into_inner())
             .insert(day, p.clone());
         Ok(p)
+    }
+
+    /// Computes ahead the population of the Tokyo day starting at `day` from the logins before
+    /// `upto` (now, minutes before the day starts): the day's first attempts then wait only
+    /// for the logins after `upto` to be added, not for the whole window (at 1,000,000
+    /// customers, seconds during which every attempt waits). Logins stored after this, dated
+    /// before `upto`, are not counted, as logins stored after a day's population was computed
+    /// never were. A policy revision in between makes the day compute it whole.
+    pub async fn prepare_population(&self, day: i64, upto: i64) -> Result<(), Problem> {
+        let started = Instant::now();
+        let (revision, policy) = self.policy_and_revision().await;
+        let upto = upto.min(day);
+        let mut population = Population::default();
+        let from = population_from(day, &policy);
+        add_logins(
+            &self.store,
+            &mut population,
+            from,
+            upto,
+            self.intel.as_ref(),
+        )
+        .await?;
+        tracing::info!(
+            day = %format_tokyo(day),
+            logins = population.logins,
+            seconds = started.elapsed().as_secs_f64(),
+            "population of the next day prepared"
+        );
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ahead {
+            day,
+            upto,
+            revision,
+            population,
+        });
+        Ok(())
     }
 
     /// Prepares today's population and the hot cache; the server is ready after them.

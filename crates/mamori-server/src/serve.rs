@@ -51,15 +51,23 @@ pub async fn serve(
     if let Err(e) = state.warm_up().await {
         tracing::error!(detail = %e.detail, "warm-up failed; /readyz stays 503");
     }
-    // Each Tokyo day's population is computed as the day starts, not by its first request.
+    // Each Tokyo day's population is prepared minutes before the day and completed as it
+    // starts, not by its first request.
     let midnight = tokio::spawn({
         let state = state.clone();
         async move {
+            let until = |t: i64| {
+                let wait = u64::try_from(t - crate::app::now_us()).unwrap_or(0);
+                tokio::time::sleep(Duration::from_micros(wait))
+            };
             loop {
                 let now = crate::app::now_us();
                 let next = mamori_store::assess::tokyo_day_start(now) + mamori_core::time::DAY_US;
-                let wait = u64::try_from(next - now).unwrap_or(0);
-                tokio::time::sleep(Duration::from_micros(wait)).await;
+                until(next - crate::app::PREPARE_AHEAD_US).await;
+                if let Err(e) = state.prepare_population(next, crate::app::now_us()).await {
+                    tracing::error!(detail = %e.detail, "preparing the next day's population failed");
+                }
+                until(next).await;
                 if let Err(e) = state.population(crate::app::now_us()).await {
                     tracing::error!(detail = %e.detail, "computing the new day's population failed");
                 }

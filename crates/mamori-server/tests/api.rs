@@ -1311,3 +1311,87 @@ fn notices_reach_customers_by_mail_and_this_wasnt_me_freezes_withdrawals() {
         server.stop().await;
     });
 }
+
+/// A day's population prepared before the day starts and completed by its first attempt is the
+/// population computed whole at that moment, less what was stored late (after the preparation,
+/// dated before it); a day not prepared is computed whole.
+#[test]
+fn a_population_prepared_before_its_day_is_completed_as_the_day_starts() {
+    use mamori_core::event::Channel;
+    use mamori_core::time::{DAY_US, HOUR_US, MINUTE_US};
+    use mamori_store::assess::{population, tokyo_day_start};
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let login = |n: u32, at: i64, ip: &str| Event {
+            event_id: format!("l{n}"),
+            occurred_at: at,
+            customer_id: format!("C{}", n % 7),
+            kind: Kind::Login,
+            channel: Channel::Web,
+            ip: Some(ip.parse().expect("ip")),
+            user_agent: Some(format!(
+                "Mozilla/5.0 (Windows NT 10.0) Firefox/{}.0",
+                70 + n % 3
+            )),
+            device_id: None,
+            amount: None,
+            side: None,
+            destination: None,
+        };
+        // 2020-07-01 00:00 in Tokyo.
+        let day = tokyo_day_start(1_593_529_200 * 1_000_000 + 12 * HOUR_US);
+        let upto = day - 10 * MINUTE_US;
+        let early: Vec<Event> = (0..50)
+            .map(|n| login(n, upto - i64::from(n + 1) * HOUR_US, "203.0.113.5"))
+            .collect();
+        let last = [
+            login(100, upto, "198.51.100.7"),
+            login(101, day - 1, "198.51.100.8"),
+        ];
+        let late = login(102, upto - HOUR_US, "192.0.2.9");
+        let of_the_day = login(103, day + 1, "192.0.2.10");
+        let store = SqliteStore::open(&dir.path().join("p.db"))
+            .await
+            .expect("open");
+        store.insert_events(&early).await.expect("insert");
+        let state = AppState::new(
+            store.clone(),
+            Policy::default(),
+            Arc::new(NoIntel),
+            Server::default(),
+            None,
+        );
+        state.prepare_population(day, upto).await.expect("prepare");
+        store
+            .insert_events(&[&last[..], &[late, of_the_day.clone()]].concat())
+            .await
+            .expect("insert");
+        let prepared = state.population(day + HOUR_US).await.expect("population");
+
+        // The same logins but the late one, computed whole.
+        let control = SqliteStore::open(&dir.path().join("c.db"))
+            .await
+            .expect("open");
+        control
+            .insert_events(&[&early[..], &last[..], &[of_the_day]].concat())
+            .await
+            .expect("insert");
+        let policy = Policy::default();
+        let whole = population(&control, day, &policy, &NoIntel)
+            .await
+            .expect("whole");
+        assert_eq!(whole.logins, 52);
+        assert_eq!(*prepared, whole, "prepared, then the last logins added");
+        // Asked again, the day's population is kept.
+        let again = state.population(day + 2 * HOUR_US).await.expect("again");
+        assert!(Arc::ptr_eq(&prepared, &again));
+
+        // The next day was not prepared: computed whole, the late login with it.
+        let next = state.population(day + DAY_US).await.expect("next");
+        let next_whole = population(&store, day + DAY_US, &policy, &NoIntel)
+            .await
+            .expect("whole");
+        assert_eq!(next.logins, 54);
+        assert_eq!(*next, next_whole);
+    });
+}

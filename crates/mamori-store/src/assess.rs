@@ -42,12 +42,38 @@ pub async fn population<S: HistoryReader>(
     policy: &Policy,
     intel: &dyn IpIntel,
 ) -> Result<Population> {
-    let from = day_start - i64::from(policy.population_days) * DAY_US;
     let mut p = Population::default();
-    for l in store.login_features(from, day_start).await? {
-        p.add(&login_vec(&l, intel));
-    }
+    add_logins(
+        store,
+        &mut p,
+        population_from(day_start, policy),
+        day_start,
+        intel,
+    )
+    .await?;
     Ok(p)
+}
+
+/// Where the logins of the population of the Tokyo day starting at `day_start` begin.
+pub fn population_from(day_start: i64, policy: &Policy) -> i64 {
+    day_start - i64::from(policy.population_days) * DAY_US
+}
+
+/// Adds the logins with `from ≤ at < to` to a population: a day's population can be computed
+/// in parts, the older logins ahead of the day and the last ones as it starts.
+pub async fn add_logins<S: HistoryReader>(
+    store: &S,
+    p: &mut Population,
+    from: i64,
+    to: i64,
+    intel: &dyn IpIntel,
+) -> Result<()> {
+    if from < to {
+        for l in store.login_features(from, to).await? {
+            p.add(&login_vec(&l, intel));
+        }
+    }
+    Ok(())
 }
 
 /// What happened on an IP in `[t − others_days, t)`, seen from `customer`.
