@@ -2130,6 +2130,21 @@ fn postgres_bulk_loads_new_months_beside_events_and_attaches_them() {
         .await
         .expect("attached");
         assert_eq!(attached, 9);
+        // Every month the load wrote is all-visible: customers' histories are read from the
+        // index alone.
+        let visible: Vec<(String, i32, i32)> = sqlx::query_as(
+            "SELECT relname::text, relpages, relallvisible FROM pg_class \
+             WHERE relnamespace = current_schema()::regnamespace AND relname LIKE 'events\\_2%' \
+               AND relkind = 'r' ORDER BY 1",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .expect("visibility");
+        assert_eq!(visible.len(), 3);
+        for (month, pages, all_visible) in &visible {
+            assert!(*pages > 0, "{month}");
+            assert_eq!(all_visible, pages, "{month}");
+        }
         // `events` itself and its months have statistics (autovacuum never analyses the parent).
         let analysed: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT tablename::text FROM pg_stats \
