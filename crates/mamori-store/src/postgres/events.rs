@@ -1227,8 +1227,8 @@ impl PgStore {
         let m = super::loading_month(&name)
             .ok_or_else(|| corrupt(&format!("unexpected partition of events_load: {name}")))?;
         // Every page marked all-visible (before the indexes: a pass over the table alone), so
-        // that customers' histories are read from the covering index without visiting the
-        // table: autovacuum would do it only after the month had been read that way for a while.
+        // that customers' histories and IPs' windows are read from the covering indexes without
+        // visiting the table from the start (autovacuum, where it is on, would do it later).
         sqlx::query(AssertSqlSafe(format!("VACUUM {name}")))
             .execute(&self.pool)
             .await?;
