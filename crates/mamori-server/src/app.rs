@@ -19,10 +19,10 @@ use mamori_core::event::Event;
 use mamori_core::history::profile;
 use mamori_core::net::{ip_key, key_ip, parse_ip_or_net, prefix_net};
 use mamori_core::parse::{parse_json_line, quick_json_line};
-use mamori_core::time::{DAY_US, format_tokyo, parse_bound};
+use mamori_core::time::{DAY_US, MINUTE_US, format_tokyo, parse_bound};
 use mamori_core::verdict::IpIntel;
 use mamori_store::Policies as _;
-use mamori_store::assess::{add_logins, population, population_from, tokyo_day_start};
+use mamori_store::assess::{add_logins, population_from, tokyo_day_start};
 use mamori_store::{
     Alert, AssessmentRecord, AuditNote, CaseError, DecisionLog, EventWriter, HistoryReader, Store,
 };
@@ -220,7 +220,7 @@ impl AppState {
 
 /// How long before a Tokyo day starts `mamori serve` prepares its population
 /// ([`AppState::prepare_population`]).
-pub const PREPARE_AHEAD_US: i64 = 10 * 60 * 1_000_000;
+pub const PREPARE_AHEAD_US: i64 = 10 * MINUTE_US;
 
 /// A day's population computed before the day started, from the logins stored before `upto`.
 struct Ahead {
@@ -376,15 +376,12 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take_if(|a| a.day == day && a.revision == revision);
-        let p = match ahead {
-            // Prepared before the day: only the logins since.
-            Some(mut a) => {
-                let intel = self.intel.as_ref();
-                add_logins(&self.store, &mut a.population, a.upto, day, intel).await?;
-                a.population
-            }
-            None => population(&self.store, day, &policy, self.intel.as_ref()).await?,
+        // Prepared before the day: only the logins since.
+        let (mut p, from) = match ahead {
+            Some(a) => (a.population, a.upto),
+            None => (Population::default(), population_from(day, &policy)),
         };
+        add_logins(&self.store, &mut p, from, day, self.intel.as_ref()).await?;
         let p = Arc::new(p);
         tracing::info!(
             day = %format_tokyo(day),

@@ -1198,8 +1198,8 @@ impl PgStore {
     /// or, if `events` has that month meanwhile (another process created it), its rows moved
     /// there. Two months at a time, each building its indexes one after another (so that two
     /// builds always run, where pairs of builds per month left a core idle for the third and for
-    /// `ANALYZE`); then `events` is analysed with its months. Returns the months, in order. Ends
-    /// this process's loading.
+    /// `ANALYZE`); then `events` is vacuumed and analysed with its months. Returns the months, in
+    /// order. Ends this process's loading.
     pub async fn finish_loading(&self) -> Result<Vec<i64>> {
         use futures_util::stream::{StreamExt, TryStreamExt};
         self.bulk.store(false, std::sync::atomic::Ordering::Relaxed);
